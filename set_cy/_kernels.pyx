@@ -1,0 +1,352 @@
+"""Compiled kernels of set_cy: OpenMP loops over CSR rows, no validation (see ``set_cy.ops``).
+
+Every dense operand is *feature-major*: a C-contiguous ``(n_features, batch)`` array. A CSR matrix is
+given by ``indptr``, ``indices`` (same integer type, int32 or int64) and ``data``. The loops over rows
+run under ``prange``; each thread owns whole output rows, so results do not depend on the number of
+threads and no atomics are needed. The innermost loops live in ``_rowkernels.h``, compiled for several
+instruction sets and chosen at run time.
+
+The callers (``set_cy.ops`` and the layers) guarantee shapes, dtypes, contiguity and canonical CSR
+(sorted, unique column indices per row); nothing here checks them.
+"""
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport malloc, free
+
+import numpy as np
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+cdef extern from "_rowkernels.h" nogil:
+    int SET_CY_OPENMP
+    int SETCY_ISA_DISPATCH
+    int setcy_max_threads()
+    void setcy_spmm_row_f32_i32(const float*, const int32_t*, const int32_t*, Py_ssize_t, Py_ssize_t,
+                                const float*, Py_ssize_t, float, float*)
+    void setcy_spmm_row_f32_i64(const float*, const int64_t*, const int64_t*, Py_ssize_t, Py_ssize_t,
+                                const float*, Py_ssize_t, float, float*)
+    void setcy_spmm_row_f64_i32(const double*, const int32_t*, const int32_t*, Py_ssize_t, Py_ssize_t,
+                                const double*, Py_ssize_t, double, double*)
+    void setcy_spmm_row_f64_i64(const double*, const int64_t*, const int64_t*, Py_ssize_t, Py_ssize_t,
+                                const double*, Py_ssize_t, double, double*)
+    void setcy_sddmm_row_f32_i32(const float*, const int32_t*, Py_ssize_t, Py_ssize_t,
+                                 const float*, Py_ssize_t, float*)
+    void setcy_sddmm_row_f32_i64(const float*, const int64_t*, Py_ssize_t, Py_ssize_t,
+                                 const float*, Py_ssize_t, float*)
+    void setcy_sddmm_row_f64_i32(const double*, const int32_t*, Py_ssize_t, Py_ssize_t,
+                                 const double*, Py_ssize_t, double*)
+    void setcy_sddmm_row_f64_i64(const double*, const int64_t*, Py_ssize_t, Py_ssize_t,
+                                 const double*, Py_ssize_t, double*)
+    void setcy_sddmm_update_row_f32_i32(const float*, const int32_t*, Py_ssize_t, Py_ssize_t, const float*,
+                                        Py_ssize_t, float*, float*, float, float, float, int)
+    void setcy_sddmm_update_row_f32_i64(const float*, const int64_t*, Py_ssize_t, Py_ssize_t, const float*,
+                                        Py_ssize_t, float*, float*, float, float, float, int)
+    void setcy_sddmm_update_row_f64_i32(const double*, const int32_t*, Py_ssize_t, Py_ssize_t, const double*,
+                                        Py_ssize_t, double*, double*, double, double, double, int)
+    void setcy_sddmm_update_row_f64_i64(const double*, const int64_t*, Py_ssize_t, Py_ssize_t, const double*,
+                                        Py_ssize_t, double*, double*, double, double, double, int)
+    void setcy_momentum_range_f32(float*, float*, const float*, Py_ssize_t, Py_ssize_t,
+                                  float, float, float, int)
+    void setcy_momentum_range_f64(double*, double*, const double*, Py_ssize_t, Py_ssize_t,
+                                  double, double, double, int)
+
+# Rows handed to a thread at a time by the dynamic schedule (measured in bench/bench_kernels.py).
+DEF ROW_CHUNK = 16
+# Elements per block of the element-wise update.
+DEF ELEM_BLOCK = 1 << 15
+
+
+def openmp_enabled():
+    """Whether the extension was compiled with OpenMP."""
+    return bool(SET_CY_OPENMP)
+
+
+def isa_dispatch_enabled():
+    """Whether the row kernels were compiled for several instruction sets (chosen at run time)."""
+    return bool(SETCY_ISA_DISPATCH)
+
+
+def max_threads():
+    """``omp_get_max_threads()`` (honours ``OMP_NUM_THREADS``), or 1 without OpenMP."""
+    return setcy_max_threads()
+
+
+# --------------------------------------------------------------------------------------------------
+# row helpers: one dispatch per (value, index) type pair, resolved at compile time
+# --------------------------------------------------------------------------------------------------
+cdef inline void _spmm_row(const floating* data, const index_t* perm, const index_t* idx,
+                           Py_ssize_t start, Py_ssize_t end, const floating* X, Py_ssize_t B,
+                           floating bias, floating* out) noexcept nogil:
+    if floating is float:
+        if index_t is int32_t:
+            setcy_spmm_row_f32_i32(data, perm, idx, start, end, X, B, bias, out)
+        else:
+            setcy_spmm_row_f32_i64(data, perm, idx, start, end, X, B, bias, out)
+    else:
+        if index_t is int32_t:
+            setcy_spmm_row_f64_i32(data, perm, idx, start, end, X, B, bias, out)
+        else:
+            setcy_spmm_row_f64_i64(data, perm, idx, start, end, X, B, bias, out)
+
+
+cdef inline void _sddmm_row(const floating* a, const index_t* idx, Py_ssize_t start, Py_ssize_t end,
+                            const floating* X, Py_ssize_t B, floating* g) noexcept nogil:
+    if floating is float:
+        if index_t is int32_t:
+            setcy_sddmm_row_f32_i32(a, idx, start, end, X, B, g)
+        else:
+            setcy_sddmm_row_f32_i64(a, idx, start, end, X, B, g)
+    else:
+        if index_t is int32_t:
+            setcy_sddmm_row_f64_i32(a, idx, start, end, X, B, g)
+        else:
+            setcy_sddmm_row_f64_i64(a, idx, start, end, X, B, g)
+
+
+cdef inline void _sddmm_update_row(const floating* a, const index_t* idx, Py_ssize_t start,
+                                   Py_ssize_t end, const floating* X, Py_ssize_t B, floating* w,
+                                   floating* v, floating lr, floating mu, floating wd,
+                                   int nesterov) noexcept nogil:
+    if floating is float:
+        if index_t is int32_t:
+            setcy_sddmm_update_row_f32_i32(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+        else:
+            setcy_sddmm_update_row_f32_i64(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+    else:
+        if index_t is int32_t:
+            setcy_sddmm_update_row_f64_i32(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+        else:
+            setcy_sddmm_update_row_f64_i64(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+
+
+cdef inline void _momentum_range(floating* w, floating* v, const floating* g, Py_ssize_t start,
+                                 Py_ssize_t end, floating lr, floating mu, floating wd,
+                                 int nesterov) noexcept nogil:
+    if floating is float:
+        setcy_momentum_range_f32(w, v, g, start, end, lr, mu, wd, nesterov)
+    else:
+        setcy_momentum_range_f64(w, v, g, start, end, lr, mu, wd, nesterov)
+
+
+# --------------------------------------------------------------------------------------------------
+# products and gradients
+# --------------------------------------------------------------------------------------------------
+def spmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+         const index_t[::1] perm, const floating[:, ::1] X, floating[:, ::1] out,
+         const floating[::1] bias, int n_threads):
+    """``out[r, :] = bias[r] + sum_k data[p(k)] * X[indices[k], :]`` over the CSR rows ``r``.
+
+    ``p(k) = perm[k]`` when ``perm`` is given (values stored in another order, e.g. the transposed
+    index of a layer), else ``k``. ``bias`` may be None. ``out`` has ``len(indptr) - 1`` rows.
+    """
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t B = X.shape[1]
+    cdef Py_ssize_t r
+    cdef const index_t* p_perm = NULL
+    cdef const floating* p_bias = NULL
+    cdef floating zero = 0
+    if perm is not None:
+        p_perm = &perm[0] if perm.shape[0] > 0 else NULL
+    if bias is not None and bias.shape[0] > 0:
+        p_bias = &bias[0]
+    if n_rows == 0 or B == 0:
+        return
+    cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
+    cdef const floating* p_data = &data[0] if data.shape[0] > 0 else NULL
+    cdef const floating* p_X = &X[0, 0] if X.shape[0] > 0 else NULL
+    with nogil:
+        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+            _spmm_row(p_data, p_perm, p_idx, indptr[r], indptr[r + 1], p_X, B,
+                      p_bias[r] if p_bias != NULL else zero, &out[r, 0])
+
+
+def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:, ::1] A,
+          const floating[:, ::1] X, floating[::1] out, int n_threads):
+    """``out[k] = <A[r, :], X[indices[k], :]>`` for every stored entry ``k`` of CSR row ``r``."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t B = A.shape[1]
+    cdef Py_ssize_t r
+    if out.shape[0] == 0:
+        return
+    if B == 0:
+        out[:] = 0
+        return
+    with nogil:
+        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+            _sddmm_row(&A[r, 0], &indices[0], indptr[r], indptr[r + 1], &X[0, 0], B, &out[0])
+
+
+def sddmm_momentum_update(const index_t[::1] indptr, const index_t[::1] indices,
+                          const floating[:, ::1] A, const floating[:, ::1] X, floating[::1] weights,
+                          floating[::1] velocity, double lr, double momentum, double weight_decay,
+                          bint nesterov, int n_threads):
+    """Fused SDDMM + momentum update: the gradient of entry ``k`` is consumed as soon as it exists.
+
+    ``g = <A[r, :], X[indices[k], :]>``, then ``v = momentum*v - lr*(g + weight_decay*w)`` and
+    ``w += v`` (or ``w += momentum*v - lr*(g + weight_decay*w)`` with ``nesterov``).
+    """
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t B = A.shape[1]
+    cdef Py_ssize_t r
+    cdef floating f_lr = <floating>lr, f_mu = <floating>momentum, f_wd = <floating>weight_decay
+    if weights.shape[0] == 0:
+        return
+    if B == 0:
+        # no samples: the gradient is zero, the update still applies decay and momentum
+        with nogil:
+            _momentum_zero_grad(weights, velocity, f_lr, f_mu, f_wd, nesterov, n_threads)
+        return
+    with nogil:
+        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+            _sddmm_update_row(&A[r, 0], &indices[0], indptr[r], indptr[r + 1], &X[0, 0], B,
+                              &weights[0], &velocity[0], f_lr, f_mu, f_wd, nesterov)
+
+
+cdef void _momentum_zero_grad(floating[::1] w, floating[::1] v, floating lr, floating mu, floating wd,
+                              bint nesterov, int n_threads) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef floating step, vk
+    for k in prange(w.shape[0], schedule="static", num_threads=n_threads):
+        step = lr * wd * w[k]
+        vk = mu * v[k] - step
+        v[k] = vk
+        if nesterov:
+            w[k] += mu * vk - step
+        else:
+            w[k] += vk
+
+
+def momentum_update(floating[::1] weights, floating[::1] velocity, const floating[::1] grad,
+                    double lr, double momentum, double weight_decay, bint nesterov, int n_threads):
+    """In place: ``v = momentum*v - lr*(grad + weight_decay*w); w += v`` (or the Nesterov step)."""
+    cdef Py_ssize_t n = weights.shape[0]
+    cdef Py_ssize_t n_blocks = (n + ELEM_BLOCK - 1) // ELEM_BLOCK
+    cdef Py_ssize_t blk, start, end
+    cdef floating f_lr = <floating>lr, f_mu = <floating>momentum, f_wd = <floating>weight_decay
+    if n == 0:
+        return
+    with nogil:
+        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
+            start = blk * ELEM_BLOCK
+            end = start + ELEM_BLOCK
+            if end > n:
+                end = n
+            _momentum_range(&weights[0], &velocity[0], &grad[0], start, end, f_lr, f_mu, f_wd,
+                            nesterov)
+
+
+# --------------------------------------------------------------------------------------------------
+# pattern helpers for Sparse Evolutionary Training
+# --------------------------------------------------------------------------------------------------
+def csr_transpose_index(const index_t[::1] indptr, const index_t[::1] indices, Py_ssize_t n_cols,
+                        index_t[::1] out_indptr, index_t[::1] out_indices, index_t[::1] out_perm):
+    """Transposed pattern of a CSR matrix by one counting pass, O(nnz + n_rows + n_cols).
+
+    Fills the CSR pattern of the transpose (``out_indptr`` of length ``n_cols + 1``, ``out_indices``)
+    and ``out_perm`` such that entry ``q`` of the transpose is entry ``out_perm[q]`` of the input.
+    Rows of the transpose come out sorted because the input rows are visited in order.
+    """
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t r, c, q
+    cdef index_t k
+    with nogil:
+        for c in range(n_cols + 1):
+            out_indptr[c] = 0
+        for k in range(indptr[n_rows]):
+            out_indptr[indices[k] + 1] += 1
+        for c in range(n_cols):
+            out_indptr[c + 1] += out_indptr[c]
+        # out_indptr[c] is used as a write cursor, then shifted back
+        for r in range(n_rows):
+            for k in range(indptr[r], indptr[r + 1]):
+                c = indices[k]
+                q = out_indptr[c]
+                out_indices[q] = <index_t>r
+                out_perm[q] = k
+                out_indptr[c] = <index_t>(q + 1)
+        for c in range(n_cols, 0, -1):
+            out_indptr[c] = out_indptr[c - 1]
+        out_indptr[0] = 0
+
+
+def csr_compact(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+                const floating[::1] velocity, const uint8_t[::1] keep, index_t[::1] out_indptr,
+                index_t[::1] out_indices, floating[::1] out_data, floating[::1] out_velocity,
+                int n_threads):
+    """Keep the entries with ``keep[k] != 0`` (pattern, values and velocity), rows in parallel."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t r, k, q
+    cdef index_t cnt
+    with nogil:
+        out_indptr[0] = 0
+        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+            cnt = 0
+            for k in range(indptr[r], indptr[r + 1]):
+                cnt = cnt + (keep[k] != 0)
+            out_indptr[r + 1] = cnt
+        for r in range(n_rows):
+            out_indptr[r + 1] += out_indptr[r]
+        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+            q = out_indptr[r]
+            for k in range(indptr[r], indptr[r + 1]):
+                if keep[k]:
+                    out_indices[q] = indices[k]
+                    out_data[q] = data[k]
+                    out_velocity[q] = velocity[k]
+                    q = q + 1
+
+
+def csr_contains(const index_t[::1] indptr, const index_t[::1] indices, const index_t[::1] rows,
+                 const index_t[::1] cols, uint8_t[::1] out, int n_threads):
+    """``out[m] = 1`` where ``(rows[m], cols[m])`` is stored in the CSR pattern (binary search per row)."""
+    cdef Py_ssize_t m, lo, hi, mid
+    cdef index_t c
+    with nogil:
+        for m in prange(rows.shape[0], schedule="static", num_threads=n_threads):
+            lo = indptr[rows[m]]
+            hi = indptr[rows[m] + 1]
+            c = cols[m]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if indices[mid] < c:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[m] = 1 if (lo < indptr[rows[m] + 1] and indices[lo] == c) else 0
+
+
+def csr_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices, const floating[::1] a_data,
+              const floating[::1] a_velocity, const index_t[::1] b_indptr, const index_t[::1] b_indices,
+              const floating[::1] b_data, index_t[::1] out_indptr, index_t[::1] out_indices,
+              floating[::1] out_data, floating[::1] out_velocity, int n_threads):
+    """Merge two CSR matrices with disjoint, sorted patterns row by row, O(nnz).
+
+    Entries from ``b`` get velocity zero (new connections carry no momentum).
+    """
+    cdef Py_ssize_t n_rows = a_indptr.shape[0] - 1
+    cdef Py_ssize_t r, i, j, q, i_end, j_end
+    with nogil:
+        for r in range(n_rows + 1):
+            out_indptr[r] = a_indptr[r] + b_indptr[r]
+        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+            i = a_indptr[r]
+            i_end = a_indptr[r + 1]
+            j = b_indptr[r]
+            j_end = b_indptr[r + 1]
+            q = out_indptr[r]
+            while i < i_end or j < j_end:
+                if j >= j_end or (i < i_end and a_indices[i] < b_indices[j]):
+                    out_indices[q] = a_indices[i]
+                    out_data[q] = a_data[i]
+                    out_velocity[q] = a_velocity[i]
+                    i = i + 1
+                else:
+                    out_indices[q] = b_indices[j]
+                    out_data[q] = b_data[j]
+                    out_velocity[q] = 0
+                    j = j + 1
+                q = q + 1

@@ -1,0 +1,194 @@
+/*
+ * Row kernels of set_cy: the innermost loops, written once in C so that they can be compiled for several
+ * instruction sets (GCC function multi-versioning: AVX-512, AVX2+FMA, baseline) and chosen at run time,
+ * without `-march=native`. The Cython module `_kernels.pyx` owns the parallel loops (OpenMP prange over
+ * rows) and calls these for one row at a time; nothing here allocates, validates or touches Python.
+ *
+ * Layout: dense operands are feature-major, C-contiguous (n_features x batch), so that every stored
+ * connection (row r, column c, value w) of a CSR matrix turns into a contiguous length-`batch` AXPY
+ * out[r, :] += w * X[c, :]  (products) or a length-`batch` dot product <A[r, :], X[c, :]> (SDDMM).
+ * The output row of a product is kept in registers in blocks of SETCY_CH_* columns of the batch.
+ */
+#ifndef SET_CY_ROWKERNELS_H
+#define SET_CY_ROWKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef SET_CY_OPENMP
+#define SET_CY_OPENMP 0
+#endif
+#if SET_CY_OPENMP
+#include <omp.h>
+static int setcy_max_threads(void) { return omp_get_max_threads(); }
+#else
+static int setcy_max_threads(void) { return 1; }
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12 && !defined(SET_CY_NO_CLONES)
+#define SETCY_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define SETCY_ISA_DISPATCH 1
+#else
+#define SETCY_CLONES
+#define SETCY_ISA_DISPATCH 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SETCY_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+#define SETCY_RESTRICT __restrict__
+#else
+#define SETCY_PREFETCH(p) ((void)0)
+#define SETCY_RESTRICT
+#endif
+
+/* Block of batch columns kept in registers (64 B cache lines: 4 lines per block in float32 and float64). */
+#define SETCY_CH_f32 64
+#define SETCY_CH_f64 32
+/* How many connections ahead to prefetch the gathered row. */
+#define SETCY_PF 8
+
+#define SETCY_DEFINE_ROW_KERNELS(V, I, SUF, CH)                                                            \
+/* out[0:B] = bias + sum_{k in [start, end)} w_k * X[idx[k], 0:B], w_k = data[perm[k]] or data[k]. */      \
+SETCY_CLONES static void setcy_spmm_row_##SUF(                                                             \
+    const V *SETCY_RESTRICT data, const I *SETCY_RESTRICT perm, const I *SETCY_RESTRICT idx,             \
+    ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT X, ptrdiff_t B, V bias,                      \
+    V *SETCY_RESTRICT out)                                                                                \
+{                                                                                                          \
+    ptrdiff_t b0 = 0, k;                                                                                   \
+    int t;                                                                                                 \
+    for (; b0 < B; b0 += CH) {                                                                             \
+        const ptrdiff_t w_ = (B - b0 < CH) ? (B - b0) : CH;                                                \
+        V acc[CH];                                                                                         \
+        for (t = 0; t < CH; t++) acc[t] = bias;                                                            \
+        if (w_ == CH) {                                                                                    \
+            for (k = start; k < end; k++) {                                                                \
+                const V *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                                \
+                const V w = perm ? data[perm[k]] : data[k];                                                \
+                if (k + SETCY_PF < end) {                                                                  \
+                    const char *p = (const char *)(X + (ptrdiff_t)idx[k + SETCY_PF] * B + b0);             \
+                    SETCY_PREFETCH(p); SETCY_PREFETCH(p + 64); SETCY_PREFETCH(p + 128);                    \
+                    SETCY_PREFETCH(p + 192);                                                               \
+                }                                                                                          \
+                for (t = 0; t < CH; t++) acc[t] += w * x[t];                                               \
+            }                                                                                              \
+            for (t = 0; t < CH; t++) out[b0 + t] = acc[t];                                                 \
+        } else {                                                                                           \
+            for (k = start; k < end; k++) {                                                                \
+                const V *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                                \
+                const V w = perm ? data[perm[k]] : data[k];                                                \
+                for (t = 0; t < w_; t++) acc[t] += w * x[t];                                               \
+            }                                                                                              \
+            for (t = 0; t < w_; t++) out[b0 + t] = acc[t];                                                 \
+        }                                                                                                  \
+    }                                                                                                      \
+}                                                                                                          \
+                                                                                                           \
+/* Four dot products <a, x_j>, j < 4, sharing the row a; SETCY_LANES independent lanes per product   \
+ * and a pairwise reduction, so that it vectorises without -ffast-math. */                                \
+static inline void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RESTRICT x0,               \
+    const V *SETCY_RESTRICT x1, const V *SETCY_RESTRICT x2, const V *SETCY_RESTRICT x3, ptrdiff_t B,      \
+    V *SETCY_RESTRICT s)                                                                                  \
+{                                                                                                          \
+    enum { L = 64 / sizeof(V) };                                                                           \
+    V c0[L], c1[L], c2[L], c3[L];                                                                          \
+    ptrdiff_t b = 0;                                                                                       \
+    int t, h;                                                                                              \
+    for (t = 0; t < L; t++) { c0[t] = 0; c1[t] = 0; c2[t] = 0; c3[t] = 0; }                                \
+    for (; b + L <= B; b += L) {                                                                           \
+        for (t = 0; t < L; t++) {                                                                          \
+            const V av = a[b + t];                                                                         \
+            c0[t] += av * x0[b + t]; c1[t] += av * x1[b + t];                                              \
+            c2[t] += av * x2[b + t]; c3[t] += av * x3[b + t];                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+    for (h = L / 2; h > 0; h /= 2)                                                                         \
+        for (t = 0; t < h; t++) {                                                                          \
+            c0[t] += c0[t + h]; c1[t] += c1[t + h]; c2[t] += c2[t + h]; c3[t] += c3[t + h];                \
+        }                                                                                                  \
+    for (; b < B; b++) {                                                                                   \
+        c0[0] += a[b] * x0[b]; c1[0] += a[b] * x1[b]; c2[0] += a[b] * x2[b]; c3[0] += a[b] * x3[b];         \
+    }                                                                                                      \
+    s[0] = c0[0]; s[1] = c1[0]; s[2] = c2[0]; s[3] = c3[0];                                                \
+}                                                                                                          \
+                                                                                                           \
+/* Dot products of the row a with the gathered rows X[idx[k], :] for k in [start, end), four at a time;  \
+ * the tail repeats the last row (its extra results are discarded). */                                    \
+static inline void setcy_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,              \
+    ptrdiff_t k, ptrdiff_t end, const V *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT s)             \
+{                                                                                                          \
+    const V *x[4];                                                                                         \
+    int j;                                                                                                 \
+    for (j = 0; j < 4; j++) x[j] = X + (ptrdiff_t)idx[(k + j < end) ? k + j : end - 1] * B;               \
+    for (j = 0; j < 4; j++)                                                                                \
+        if (k + j + 2 * 4 < end) SETCY_PREFETCH(X + (ptrdiff_t)idx[k + j + 2 * 4] * B);                    \
+    setcy_dot4_##SUF(a, x[0], x[1], x[2], x[3], B, s);                                                    \
+}                                                                                                          \
+                                                                                                           \
+/* g[k] = <A_row[0:B], X[idx[k], 0:B]> for k in [start, end). */                                           \
+SETCY_CLONES static void setcy_sddmm_row_##SUF(                                                            \
+    const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end,              \
+    const V *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT g)                                          \
+{                                                                                                          \
+    ptrdiff_t k;                                                                                           \
+    int j;                                                                                                 \
+    V s[4];                                                                                                \
+    for (k = start; k < end; k += 4) {                                                                     \
+        setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
+        for (j = 0; j < 4 && k + j < end; j++) g[k + j] = s[j];                                            \
+    }                                                                                                      \
+}                                                                                                          \
+                                                                                                           \
+/* The same gradient, consumed at once by the momentum update (no gradient buffer):                      \
+ * v = mu*v - lr*(g + wd*w);  w += v            (heavy ball)                                             \
+ * v = mu*v - lr*(g + wd*w);  w += mu*v - lr*(g + wd*w)   (Nesterov)                                       */\
+SETCY_CLONES static void setcy_sddmm_update_row_##SUF(                                                     \
+    const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end,              \
+    const V *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT w, V *SETCY_RESTRICT v,                    \
+    V lr, V mu, V wd, int nesterov)                                                                        \
+{                                                                                                          \
+    ptrdiff_t k;                                                                                           \
+    int j;                                                                                                 \
+    V s[4];                                                                                                \
+    for (k = start; k < end; k += 4) {                                                                     \
+        setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
+        for (j = 0; j < 4 && k + j < end; j++) {                                                           \
+            const V step = lr * (s[j] + wd * w[k + j]);                                                    \
+            const V vk = mu * v[k + j] - step;                                                             \
+            v[k + j] = vk;                                                                                 \
+            w[k + j] += nesterov ? (mu * vk - step) : vk;                                                  \
+        }                                                                                                  \
+    }                                                                                                      \
+}
+
+SETCY_DEFINE_ROW_KERNELS(float, int32_t, f32_i32, SETCY_CH_f32)
+SETCY_DEFINE_ROW_KERNELS(float, int64_t, f32_i64, SETCY_CH_f32)
+SETCY_DEFINE_ROW_KERNELS(double, int32_t, f64_i32, SETCY_CH_f64)
+SETCY_DEFINE_ROW_KERNELS(double, int64_t, f64_i64, SETCY_CH_f64)
+
+#define SETCY_DEFINE_UPDATE(V, SUF)                                                                        \
+/* Unfused update over [start, end): v = mu*v - lr*(g + wd*w); w += v (or the Nesterov step). */            \
+SETCY_CLONES static void setcy_momentum_range_##SUF(                                                       \
+    V *SETCY_RESTRICT w, V *SETCY_RESTRICT v, const V *SETCY_RESTRICT g, ptrdiff_t start,                \
+    ptrdiff_t end, V lr, V mu, V wd, int nesterov)                                                         \
+{                                                                                                          \
+    ptrdiff_t k;                                                                                           \
+    if (nesterov) {                                                                                        \
+        for (k = start; k < end; k++) {                                                                    \
+            const V step = lr * (g[k] + wd * w[k]);                                                        \
+            const V vk = mu * v[k] - step;                                                                 \
+            v[k] = vk;                                                                                     \
+            w[k] += mu * vk - step;                                                                        \
+        }                                                                                                  \
+    } else {                                                                                               \
+        for (k = start; k < end; k++) {                                                                    \
+            const V vk = mu * v[k] - lr * (g[k] + wd * w[k]);                                              \
+            v[k] = vk;                                                                                     \
+            w[k] += vk;                                                                                    \
+        }                                                                                                  \
+    }                                                                                                      \
+}
+
+SETCY_DEFINE_UPDATE(float, f32)
+SETCY_DEFINE_UPDATE(double, f64)
+
+#endif /* SET_CY_ROWKERNELS_H */

@@ -1,0 +1,115 @@
+"""Argument checks shared by the public layers (``ops``, layers, model). Kernels validate nothing."""
+import numbers
+import operator
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _kernels
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "INDEX_DTYPES",
+    "resolve_n_threads",
+    "check_float_dtype",
+    "check_dense",
+    "check_csr",
+    "check_scalar",
+]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def resolve_n_threads(n_threads):
+    """Number of OpenMP threads to use: ``None`` means all (``omp_get_max_threads()``)."""
+    if n_threads is None:
+        return max(1, int(_kernels.max_threads()))
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+        raise TypeError(f"n_threads must be a positive int or None, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1 (or None for all cores), got {n_threads}")
+    return int(n_threads)
+
+
+def check_float_dtype(dtype, name="dtype"):
+    """Return ``np.dtype(dtype)`` if it is float32 or float64, else raise TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_dense(a, name, ndim, dtype=None):
+    """Check that ``a`` is a dense float32/float64 ndarray of ``ndim`` dimensions (no sparse input).
+
+    Returns the array (not copied). ``dtype`` (optional) is the dtype it must have.
+    """
+    if sp.issparse(a):
+        raise TypeError(f"{name} must be a dense numpy array, got a scipy.sparse {a.format} matrix")
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but {dtype} was expected (dtypes must not be mixed)")
+    return a
+
+
+def check_csr(W, name="W", dtype=None):
+    """Validate a scipy.sparse CSR array/matrix for the kernels; return (indptr, indices, data).
+
+    Checks the format (CSR), the value dtype (float32/float64, equal to ``dtype`` when given), the
+    index dtype (int32/int64; indptr is cast to the index dtype when they differ), the structure
+    (monotone indptr, indices in range) and canonical form (sorted, no duplicates), because the
+    kernels read indices unchecked.
+    """
+    if not sp.issparse(W):
+        raise TypeError(f"{name} must be a scipy.sparse CSR array or matrix, got {type(W).__name__}")
+    if W.format != "csr":
+        raise TypeError(f"{name} must be in CSR format, got {W.format!r} (convert with {name}.tocsr())")
+    if W.data.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {W.data.dtype}")
+    if dtype is not None and W.data.dtype != dtype:
+        raise TypeError(f"{name} has dtype {W.data.dtype} but {dtype} was expected (dtypes must not be mixed)")
+    n_rows, n_cols = W.shape
+    indptr, indices, data = W.indptr, W.indices, W.data
+    if indices.dtype not in INDEX_DTYPES or indptr.dtype not in INDEX_DTYPES:
+        raise TypeError(f"{name} must have int32 or int64 indices, got {indices.dtype}/{indptr.dtype}")
+    idx_dtype = np.promote_types(indices.dtype, indptr.dtype)
+    if indptr.shape != (n_rows + 1,):
+        raise ValueError(f"{name}.indptr has length {indptr.shape[0]}, expected {n_rows + 1}")
+    nnz = int(indptr[-1])
+    if indptr[0] != 0 or nnz > indices.shape[0] or nnz > data.shape[0] or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{name} is not a valid CSR structure (indptr must start at 0, be non-decreasing "
+                         f"and end at nnz <= len(indices))")
+    indices = indices[:nnz]
+    data = data[:nnz]
+    if nnz and (indices.min() < 0 or indices.max() >= n_cols):
+        raise ValueError(f"{name} has column indices outside [0, {n_cols})")
+    if not W.has_canonical_format:
+        raise ValueError(f"{name} is not in canonical CSR form (sorted indices without duplicates); "
+                         f"call {name}.sum_duplicates() first")
+    return (np.ascontiguousarray(indptr, dtype=idx_dtype), np.ascontiguousarray(indices, dtype=idx_dtype),
+            np.ascontiguousarray(data))
+
+
+def check_scalar(x, name, *, min_val=None, max_val=None, include_min=True):
+    """Validate a finite real scalar (bool rejected) within optional bounds; return it as float."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {x!r}")
+    x = float(x)
+    if not np.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {x}")
+    if min_val is not None:
+        cmp = operator.lt if include_min else operator.le
+        if cmp(x, min_val):
+            raise ValueError(f"{name} must be {'>=' if include_min else '>'} {min_val}, got {x}")
+    if max_val is not None and x > max_val:
+        raise ValueError(f"{name} must be <= {max_val}, got {x}")
+    return x

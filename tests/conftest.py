@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+DTYPES = [np.float32, np.float64]
+INDEX_DTYPES = [np.int32, np.int64]
+THREADS = [1, 2, 3]
+
+
+def tol(dtype):
+    """Tolerances for comparing a kernel with a dense NumPy reference (sums of tens of products)."""
+    return dict(rtol=2e-5, atol=2e-5) if np.dtype(dtype) == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+def random_csr(n_rows, n_cols, density, dtype=np.float64, index_dtype=np.int32, seed=0, empty_rows=(),
+               empty_cols=()):
+    """A canonical random CSR array with some rows/columns forced empty."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_rows, n_cols)) < density
+    mask[list(empty_rows), :] = False
+    mask[:, list(empty_cols)] = False
+    rows, cols = np.nonzero(mask)
+    vals = rng.standard_normal(rows.size).astype(dtype)
+    W = sp.csr_array((vals, (rows, cols)), shape=(n_rows, n_cols))
+    W.indices = W.indices.astype(index_dtype)
+    W.indptr = W.indptr.astype(index_dtype)
+    assert W.has_canonical_format
+    return W
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,123 @@
+"""Private kernels used by the layers (fused update, SET pattern helpers) against NumPy references."""
+import numpy as np
+import pytest
+
+from set_cy import _kernels, ops
+from conftest import DTYPES, INDEX_DTYPES, THREADS, random_csr, tol
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("batch", [1, 5, 70, 130])
+def test_fused_sddmm_update_equals_unfused(dtype, index_dtype, nesterov, batch):
+    # layer stored as CSR of W^T: rows = outputs, A = dY (n_out x batch), X = inputs (n_in x batch)
+    Wt = random_csr(23, 31, 0.3, dtype, index_dtype, seed=batch, empty_rows=(4,))
+    rng = np.random.default_rng(batch)
+    A = rng.standard_normal((23, batch)).astype(dtype)
+    X = rng.standard_normal((31, batch)).astype(dtype)
+    v0 = rng.standard_normal(Wt.nnz).astype(dtype)
+    kw = dict(lr=0.03, momentum=0.8, weight_decay=1e-3)
+    g = np.empty(Wt.nnz, dtype)
+    _kernels.sddmm(Wt.indptr, Wt.indices, A, X, g, 1)
+    coo = Wt.tocoo()
+    np.testing.assert_allclose(g, (A @ X.T)[coo.row, coo.col], **tol(dtype))
+    w_ref, v_ref = Wt.data.copy(), v0.copy()
+    ops.momentum_update(w_ref, v_ref, g, nesterov=nesterov, **kw)
+    for nt in THREADS:
+        w, v = Wt.data.copy(), v0.copy()
+        _kernels.sddmm_momentum_update(Wt.indptr, Wt.indices, A, X, w, v, kw["lr"], kw["momentum"],
+                                       kw["weight_decay"], nesterov, nt)
+        np.testing.assert_allclose(v, v_ref, **tol(dtype))
+        np.testing.assert_allclose(w, w_ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+def test_transpose_pattern_and_permuted_product(index_dtype):
+    W = random_csr(19, 27, 0.25, np.float64, index_dtype, seed=5, empty_rows=(0, 7), empty_cols=(26,))
+    t_indptr, t_indices, perm = ops.transpose_pattern(W.indptr, W.indices, W.shape[1])
+    ref = W.T.tocsr()
+    ref.sort_indices()
+    np.testing.assert_array_equal(t_indptr, ref.indptr)
+    np.testing.assert_array_equal(t_indices, ref.indices)
+    np.testing.assert_array_equal(W.data[perm], ref.data)
+    assert t_indptr.dtype == t_indices.dtype == perm.dtype == index_dtype
+    # the product with values read through the permutation equals the transposed product
+    D = np.random.default_rng(0).standard_normal((W.shape[0], 9))
+    out = np.empty((W.shape[1], 9))
+    _kernels.spmm(t_indptr, t_indices, W.data, perm, D, out, None, 2)
+    np.testing.assert_allclose(out, W.toarray().T @ D, **tol(np.float64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_spmm_bias(dtype):
+    W = random_csr(8, 6, 0.4, dtype, seed=1, empty_rows=(3,))
+    X = np.random.default_rng(1).standard_normal((6, 4)).astype(dtype)
+    b = np.arange(8, dtype=dtype)
+    out = np.empty((8, 4), dtype)
+    _kernels.spmm(W.indptr, W.indices, W.data, None, X, out, b, 2)
+    np.testing.assert_allclose(out, W.toarray() @ X + b[:, None], **tol(dtype))
+
+
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+@pytest.mark.parametrize("nt", THREADS)
+def test_compact_contains_merge(index_dtype, nt):
+    rng = np.random.default_rng(nt)
+    W = random_csr(15, 40, 0.3, np.float32, index_dtype, seed=nt, empty_rows=(2,))
+    vel = rng.standard_normal(W.nnz).astype(np.float32)
+    keep = (rng.random(W.nnz) < 0.6).astype(np.uint8)
+    k_indptr = np.empty_like(W.indptr)
+    k_indices = np.empty(int(keep.sum()), index_dtype)
+    k_data = np.empty(k_indices.size, np.float32)
+    k_vel = np.empty(k_indices.size, np.float32)
+    _kernels.csr_compact(W.indptr, W.indices, W.data, vel, keep, k_indptr, k_indices, k_data, k_vel, nt)
+    coo = W.tocoo()
+    sel = keep.astype(bool)
+    rows_kept = coo.row[sel]
+    np.testing.assert_array_equal(np.diff(k_indptr), np.bincount(rows_kept, minlength=15))
+    np.testing.assert_array_equal(k_indices, W.indices[sel])
+    np.testing.assert_array_equal(k_data, W.data[sel])
+    np.testing.assert_array_equal(k_vel, vel[sel])
+
+    # membership of every cell of the matrix against the dense mask of the kept pattern
+    kept_dense = np.zeros((15, 40), bool)
+    kept_dense[rows_kept, W.indices[sel]] = True
+    rr, cc = np.meshgrid(np.arange(15), np.arange(40), indexing="ij")
+    out = np.empty(rr.size, np.uint8)
+    _kernels.csr_contains(k_indptr, k_indices, rr.ravel().astype(index_dtype), cc.ravel().astype(index_dtype),
+                          out, nt)
+    np.testing.assert_array_equal(out.astype(bool), kept_dense.ravel())
+
+    # merge with a disjoint new pattern: union, sorted, new entries have zero velocity
+    free_r, free_c = np.nonzero(~kept_dense)
+    pick = np.sort(rng.choice(free_r.size, 25, replace=False))
+    new_rows, new_cols = free_r[pick], free_c[pick]
+    b_indptr = np.concatenate([[0], np.cumsum(np.bincount(new_rows, minlength=15))]).astype(index_dtype)
+    b_data = rng.standard_normal(25).astype(np.float32)
+    n = k_indices.size + 25
+    o_indptr = np.empty_like(k_indptr)
+    o_indices, o_data, o_vel = np.empty(n, index_dtype), np.empty(n, np.float32), np.empty(n, np.float32)
+    _kernels.csr_merge(k_indptr, k_indices, k_data, k_vel, b_indptr, new_cols.astype(index_dtype), b_data,
+                       o_indptr, o_indices, o_data, o_vel, nt)
+    dense_w = np.zeros((15, 40), np.float32)
+    dense_v = np.zeros((15, 40), np.float32)
+    dense_w[rows_kept, k_indices] = k_data
+    dense_v[rows_kept, k_indices] = k_vel
+    dense_w[new_rows, new_cols] = b_data
+    rows_out = np.repeat(np.arange(15), np.diff(o_indptr))
+    mask = np.zeros((15, 40), bool)
+    mask[rows_out, o_indices] = True
+    np.testing.assert_array_equal(mask, kept_dense | np.isin(np.arange(600).reshape(15, 40),
+                                                               new_rows * 40 + new_cols))
+    np.testing.assert_array_equal(o_data, dense_w[rows_out, o_indices])
+    np.testing.assert_array_equal(o_vel, dense_v[rows_out, o_indices])
+    for r in range(15):
+        seg = o_indices[o_indptr[r]:o_indptr[r + 1]]
+        assert np.all(np.diff(seg) > 0)
+
+
+def test_build_info():
+    import set_cy
+    assert isinstance(set_cy.openmp_enabled(), bool)
+    assert set_cy.max_threads() >= 1
+    assert isinstance(set_cy.__version__, str) and set_cy.__version__[0].isdigit()
