@@ -25,6 +25,9 @@ cdef extern from "_rowkernels.h" nogil:
     int SET_CY_OPENMP
     int SETCY_ISA_DISPATCH
     int setcy_max_threads()
+    int setcy_sched_kind
+    int setcy_sched_chunk
+    void setcy_apply_schedule()
     void setcy_spmm_row_f32_i32(const float*, const int32_t*, const int32_t*, Py_ssize_t, Py_ssize_t,
                                 const float*, Py_ssize_t, float, float*)
     void setcy_spmm_row_f32_i64(const float*, const int64_t*, const int64_t*, Py_ssize_t, Py_ssize_t,
@@ -54,10 +57,9 @@ cdef extern from "_rowkernels.h" nogil:
     void setcy_momentum_range_f64(double*, double*, const double*, Py_ssize_t, Py_ssize_t,
                                   double, double, double, int)
 
-# Rows handed to a thread at a time by the dynamic schedule (measured in bench/bench_kernels.py).
-DEF ROW_CHUNK = 16
 # Elements per block of the element-wise update.
-DEF ELEM_BLOCK = 1 << 15
+cdef Py_ssize_t ELEM_BLOCK = 1 << 15
+_SCHEDULES = {"static": 1, "dynamic": 2, "guided": 3}
 
 
 def openmp_enabled():
@@ -73,6 +75,27 @@ def isa_dispatch_enabled():
 def max_threads():
     """``omp_get_max_threads()`` (honours ``OMP_NUM_THREADS``), or 1 without OpenMP."""
     return setcy_max_threads()
+
+
+def set_row_schedule(str kind, int chunk=0):
+    """Choose the OpenMP schedule of the loops over rows: "static", "dynamic" or "guided".
+
+    ``chunk`` is the number of rows handed out at a time (0: the OpenMP default). The default,
+    static, was chosen with ``bench/bench_kernels.py --schedules``.
+    """
+    global setcy_sched_kind, setcy_sched_chunk
+    if kind not in _SCHEDULES:
+        raise ValueError(f"kind must be one of {sorted(_SCHEDULES)}, got {kind!r}")
+    if chunk < 0:
+        raise ValueError(f"chunk must be >= 0, got {chunk}")
+    setcy_sched_kind = _SCHEDULES[kind]
+    setcy_sched_chunk = chunk
+
+
+def get_row_schedule():
+    """The schedule of the loops over rows as ``(kind, chunk)``."""
+    names = {v: k for k, v in _SCHEDULES.items()}
+    return names[setcy_sched_kind], setcy_sched_chunk
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,8 +181,9 @@ def spmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:
     cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
     cdef const floating* p_data = &data[0] if data.shape[0] > 0 else NULL
     cdef const floating* p_X = &X[0, 0] if X.shape[0] > 0 else NULL
+    setcy_apply_schedule()
     with nogil:
-        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+        for r in prange(n_rows, schedule="runtime", num_threads=n_threads):
             _spmm_row(p_data, p_perm, p_idx, indptr[r], indptr[r + 1], p_X, B,
                       p_bias[r] if p_bias != NULL else zero, &out[r, 0])
 
@@ -175,8 +199,9 @@ def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[
     if B == 0:
         out[:] = 0
         return
+    setcy_apply_schedule()
     with nogil:
-        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+        for r in prange(n_rows, schedule="runtime", num_threads=n_threads):
             _sddmm_row(&A[r, 0], &indices[0], indptr[r], indptr[r + 1], &X[0, 0], B, &out[0])
 
 
@@ -200,8 +225,9 @@ def sddmm_momentum_update(const index_t[::1] indptr, const index_t[::1] indices,
         with nogil:
             _momentum_zero_grad(weights, velocity, f_lr, f_mu, f_wd, nesterov, n_threads)
         return
+    setcy_apply_schedule()
     with nogil:
-        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+        for r in prange(n_rows, schedule="runtime", num_threads=n_threads):
             _sddmm_update_row(&A[r, 0], &indices[0], indptr[r], indptr[r + 1], &X[0, 0], B,
                               &weights[0], &velocity[0], f_lr, f_mu, f_wd, nesterov)
 

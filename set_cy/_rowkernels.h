@@ -18,11 +18,18 @@
 #ifndef SET_CY_OPENMP
 #define SET_CY_OPENMP 0
 #endif
+/* Schedule of the loops over rows (OpenMP "runtime" schedule, set before each parallel loop by the
+ * calling thread): kind 1 = static, 2 = dynamic, 3 = guided; chunk 0 = the OpenMP default. */
+static int setcy_sched_kind = 1;
+static int setcy_sched_chunk = 0;
+
 #if SET_CY_OPENMP
 #include <omp.h>
 static int setcy_max_threads(void) { return omp_get_max_threads(); }
+static void setcy_apply_schedule(void) { omp_set_schedule((omp_sched_t)setcy_sched_kind, setcy_sched_chunk); }
 #else
 static int setcy_max_threads(void) { return 1; }
+static void setcy_apply_schedule(void) { }
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12 && !defined(SET_CY_NO_CLONES)

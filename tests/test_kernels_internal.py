@@ -121,3 +121,24 @@ def test_build_info():
     assert isinstance(set_cy.openmp_enabled(), bool)
     assert set_cy.max_threads() >= 1
     assert isinstance(set_cy.__version__, str) and set_cy.__version__[0].isdigit()
+
+
+@pytest.mark.parametrize("kind,chunk", [("dynamic", 1), ("dynamic", 16), ("guided", 0), ("static", 4)])
+def test_row_schedules_give_identical_results(kind, chunk):
+    W = random_csr(300, 200, 0.05, np.float32, seed=9)
+    X = np.random.default_rng(2).standard_normal((16, 300)).astype(np.float32)
+    ref = ops.sparse_matmul(X, W, n_threads=2)
+    before = _kernels.get_row_schedule()
+    try:
+        _kernels.set_row_schedule(kind, chunk)
+        assert _kernels.get_row_schedule() == (kind, chunk)
+        np.testing.assert_array_equal(ops.sparse_matmul(X, W, n_threads=2), ref)
+    finally:
+        _kernels.set_row_schedule(*before)
+
+
+def test_row_schedule_errors():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        _kernels.set_row_schedule("fastest")
+    with pytest.raises(ValueError, match="chunk must be >= 0"):
+        _kernels.set_row_schedule("dynamic", -1)
