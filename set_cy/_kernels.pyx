@@ -376,3 +376,30 @@ def csr_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices, const f
                     out_velocity[q] = 0
                     j = j + 1
                 q = q + 1
+
+
+# --------------------------------------------------------------------------------------------------
+# layout
+# --------------------------------------------------------------------------------------------------
+def gather_transpose(const floating[:, ::1] X, const int64_t[::1] rows, floating[:, ::1] out, int n_threads):
+    """``out[f, b] = X[rows[b], f]``: pick samples of a batch-major array into a feature-major block.
+
+    Blocks of features run in parallel; each block of ``out`` stays in cache while it is written.
+    """
+    cdef Py_ssize_t n_feat = X.shape[1], B = rows.shape[0]
+    cdef Py_ssize_t blk, f, f0, f1, b
+    cdef Py_ssize_t FB = 256
+    cdef Py_ssize_t n_blocks = (n_feat + FB - 1) // FB
+    cdef const floating* src
+    if B == 0 or n_feat == 0:
+        return
+    with nogil:
+        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
+            f0 = blk * FB
+            f1 = f0 + FB
+            if f1 > n_feat:
+                f1 = n_feat
+            for b in range(B):
+                src = &X[rows[b], 0]
+                for f in range(f0, f1):
+                    out[f, b] = src[f]
