@@ -3,6 +3,8 @@ import logging
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import ops
+from .model import SparseNetwork
+from .trainer import Callback, History, SparseMLP
 from ._kernels import isa_dispatch_enabled, max_threads, openmp_enabled
 
 try:
@@ -12,4 +14,4 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 logging.getLogger("set_cy").addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "ops", "openmp_enabled", "isa_dispatch_enabled", "max_threads"]
+__all__ = ["__version__", "ops", "SparseMLP", "SparseNetwork", "Callback", "History", "openmp_enabled", "isa_dispatch_enabled", "max_threads"]

@@ -52,6 +52,12 @@ cdef extern from "_rowkernels.h" nogil:
                                         Py_ssize_t, double*, double*, double, double, double, int)
     void setcy_sddmm_update_row_f64_i64(const double*, const int64_t*, Py_ssize_t, Py_ssize_t, const double*,
                                         Py_ssize_t, double*, double*, double, double, double, int)
+    void setcy_relu_dropout_f32(float*, const uint8_t*, Py_ssize_t, Py_ssize_t, uint8_t, float)
+    void setcy_relu_dropout_f64(double*, const uint8_t*, Py_ssize_t, Py_ssize_t, uint8_t, double)
+    void setcy_relu_backward_f32(float*, const float*, Py_ssize_t, Py_ssize_t, float)
+    void setcy_relu_backward_f64(double*, const double*, Py_ssize_t, Py_ssize_t, double)
+    float setcy_rowsum_f32_i32(const float*, Py_ssize_t)
+    double setcy_rowsum_f64_i32(const double*, Py_ssize_t)
     void setcy_momentum_range_f32(float*, float*, const float*, Py_ssize_t, Py_ssize_t,
                                   float, float, float, int)
     void setcy_momentum_range_f64(double*, double*, const double*, Py_ssize_t, Py_ssize_t,
@@ -146,6 +152,13 @@ cdef inline void _sddmm_update_row(const floating* a, const index_t* idx, Py_ssi
             setcy_sddmm_update_row_f64_i64(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
 
 
+cdef inline floating _rowsum(const floating* a, Py_ssize_t B) noexcept nogil:
+    if floating is float:
+        return setcy_rowsum_f32_i32(a, B)
+    else:
+        return setcy_rowsum_f64_i32(a, B)
+
+
 cdef inline void _momentum_range(floating* w, floating* v, const floating* g, Py_ssize_t start,
                                  Py_ssize_t end, floating lr, floating mu, floating wd,
                                  int nesterov) noexcept nogil:
@@ -208,28 +221,50 @@ def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[
 def sddmm_momentum_update(const index_t[::1] indptr, const index_t[::1] indices,
                           const floating[:, ::1] A, const floating[:, ::1] X, floating[::1] weights,
                           floating[::1] velocity, double lr, double momentum, double weight_decay,
-                          bint nesterov, int n_threads):
+                          bint nesterov, int n_threads, floating[::1] bias=None,
+                          floating[::1] bias_velocity=None):
     """Fused SDDMM + momentum update: the gradient of entry ``k`` is consumed as soon as it exists.
 
     ``g = <A[r, :], X[indices[k], :]>``, then ``v = momentum*v - lr*(g + weight_decay*w)`` and
-    ``w += v`` (or ``w += momentum*v - lr*(g + weight_decay*w)`` with ``nesterov``).
+    ``w += v`` (or ``w += momentum*v - lr*(g + weight_decay*w)`` with ``nesterov``). When ``bias``
+    and ``bias_velocity`` are given, row ``r``'s bias gets the same step with gradient
+    ``sum(A[r, :])`` and no weight decay.
     """
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t B = A.shape[1]
     cdef Py_ssize_t r
     cdef floating f_lr = <floating>lr, f_mu = <floating>momentum, f_wd = <floating>weight_decay
-    if weights.shape[0] == 0:
+    cdef floating step, vb
+    cdef floating* p_b = NULL
+    cdef floating* p_bv = NULL
+    cdef floating* p_w = &weights[0] if weights.shape[0] > 0 else NULL
+    cdef floating* p_v = &velocity[0] if velocity.shape[0] > 0 else NULL
+    cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
+    if bias is not None and bias_velocity is not None and bias.shape[0] > 0:
+        p_b = &bias[0]
+        p_bv = &bias_velocity[0]
+    if n_rows == 0:
         return
     if B == 0:
         # no samples: the gradient is zero, the update still applies decay and momentum
         with nogil:
             _momentum_zero_grad(weights, velocity, f_lr, f_mu, f_wd, nesterov, n_threads)
+            if p_b != NULL:
+                _momentum_zero_grad(bias, bias_velocity, f_lr, f_mu, 0, nesterov, n_threads)
         return
     setcy_apply_schedule()
     with nogil:
         for r in prange(n_rows, schedule="runtime", num_threads=n_threads):
-            _sddmm_update_row(&A[r, 0], &indices[0], indptr[r], indptr[r + 1], &X[0, 0], B,
-                              &weights[0], &velocity[0], f_lr, f_mu, f_wd, nesterov)
+            _sddmm_update_row(&A[r, 0], p_idx, indptr[r], indptr[r + 1], &X[0, 0], B,
+                              p_w, p_v, f_lr, f_mu, f_wd, nesterov)
+            if p_b != NULL:
+                step = f_lr * _rowsum(&A[r, 0], B)
+                vb = f_mu * p_bv[r] - step
+                p_bv[r] = vb
+                if nesterov:
+                    p_b[r] += f_mu * vb - step
+                else:
+                    p_b[r] += vb
 
 
 cdef void _momentum_zero_grad(floating[::1] w, floating[::1] v, floating lr, floating mu, floating wd,
@@ -384,22 +419,75 @@ def csr_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices, const f
 def gather_transpose(const floating[:, ::1] X, const int64_t[::1] rows, floating[:, ::1] out, int n_threads):
     """``out[f, b] = X[rows[b], f]``: pick samples of a batch-major array into a feature-major block.
 
-    Blocks of features run in parallel; each block of ``out`` stays in cache while it is written.
+    Tiles of 16 samples x 256 features run in parallel: reads stay in L1, each write fills a line.
     """
     cdef Py_ssize_t n_feat = X.shape[1], B = rows.shape[0]
-    cdef Py_ssize_t blk, f, f0, f1, b
-    cdef Py_ssize_t FB = 256
-    cdef Py_ssize_t n_blocks = (n_feat + FB - 1) // FB
-    cdef const floating* src
+    cdef Py_ssize_t blk, f, f0, f1, b, b0, b1, tb
+    cdef Py_ssize_t FB = 256, BB = 16
+    cdef Py_ssize_t n_fblocks = (n_feat + FB - 1) // FB
+    cdef Py_ssize_t n_bblocks = (B + BB - 1) // BB
     if B == 0 or n_feat == 0:
         return
     with nogil:
-        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
-            f0 = blk * FB
+        for blk in prange(n_fblocks * n_bblocks, schedule="static", num_threads=n_threads):
+            f0 = (blk // n_bblocks) * FB
             f1 = f0 + FB
             if f1 > n_feat:
                 f1 = n_feat
-            for b in range(B):
-                src = &X[rows[b], 0]
-                for f in range(f0, f1):
-                    out[f, b] = src[f]
+            b0 = (blk % n_bblocks) * BB
+            b1 = b0 + BB
+            if b1 > B:
+                b1 = B
+            for f in range(f0, f1):
+                for b in range(b0, b1):
+                    out[f, b] = X[rows[b], f]
+
+
+# --------------------------------------------------------------------------------------------------
+# element-wise steps of a ReLU layer, fused with inverted dropout
+# --------------------------------------------------------------------------------------------------
+def relu_dropout(floating[:, ::1] Z, const uint8_t[:, ::1] rand, int threshold, double scale, int n_threads):
+    """In place: ``Z = max(Z, 0)``, then, when ``rand`` is given, ``Z *= (rand >= threshold) * scale``."""
+    cdef Py_ssize_t n = Z.shape[0] * Z.shape[1]
+    cdef Py_ssize_t n_blocks = (n + ELEM_BLOCK - 1) // ELEM_BLOCK
+    cdef Py_ssize_t blk, start, end
+    cdef floating s = <floating>scale
+    cdef uint8_t t = <uint8_t>threshold
+    cdef const uint8_t* p_rand = NULL
+    if n == 0:
+        return
+    if rand is not None:
+        p_rand = &rand[0, 0]
+    cdef floating* p_z = &Z[0, 0]
+    with nogil:
+        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
+            start = blk * ELEM_BLOCK
+            end = start + ELEM_BLOCK
+            if end > n:
+                end = n
+            if floating is float:
+                setcy_relu_dropout_f32(p_z, p_rand, start, end, t, s)
+            else:
+                setcy_relu_dropout_f64(p_z, p_rand, start, end, t, s)
+
+
+def relu_backward(floating[:, ::1] D, const floating[:, ::1] A, double scale, int n_threads):
+    """In place: ``D = (A > 0) ? D * scale : 0`` (``A`` the layer's output after dropout; dropped units are 0)."""
+    cdef Py_ssize_t n = D.shape[0] * D.shape[1]
+    cdef Py_ssize_t n_blocks = (n + ELEM_BLOCK - 1) // ELEM_BLOCK
+    cdef Py_ssize_t blk, start, end
+    cdef floating s = <floating>scale
+    if n == 0:
+        return
+    cdef floating* p_d = &D[0, 0]
+    cdef const floating* p_a = &A[0, 0]
+    with nogil:
+        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
+            start = blk * ELEM_BLOCK
+            end = start + ELEM_BLOCK
+            if end > n:
+                end = n
+            if floating is float:
+                setcy_relu_backward_f32(p_d, p_a, start, end, s)
+            else:
+                setcy_relu_backward_f64(p_d, p_a, start, end, s)

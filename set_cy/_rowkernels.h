@@ -118,6 +118,22 @@ static inline void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RE
     s[0] = c0[0]; s[1] = c1[0]; s[2] = c2[0]; s[3] = c3[0];                                                \
 }                                                                                                          \
                                                                                                            \
+/* sum of a[0:B] (lanes + pairwise reduction, as above). */                                                \
+SETCY_CLONES static V setcy_rowsum_##SUF(const V *SETCY_RESTRICT a, ptrdiff_t B)                           \
+{                                                                                                          \
+    enum { L = 64 / sizeof(V) };                                                                           \
+    V c[L];                                                                                                \
+    ptrdiff_t b = 0;                                                                                       \
+    int t, h;                                                                                              \
+    for (t = 0; t < L; t++) c[t] = 0;                                                                      \
+    for (; b + L <= B; b += L)                                                                             \
+        for (t = 0; t < L; t++) c[t] += a[b + t];                                                          \
+    for (h = L / 2; h > 0; h /= 2)                                                                         \
+        for (t = 0; t < h; t++) c[t] += c[t + h];                                                          \
+    for (; b < B; b++) c[0] += a[b];                                                                       \
+    return c[0];                                                                                           \
+}                                                                                                          \
+                                                                                                           \
 /* Dot products of the row a with the gathered rows X[idx[k], :] for k in [start, end), four at a time;  \
  * the tail repeats the last row (its extra results are discarded). */                                    \
 static inline void setcy_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,              \
@@ -197,5 +213,31 @@ SETCY_CLONES static void setcy_momentum_range_##SUF(                            
 
 SETCY_DEFINE_UPDATE(float, f32)
 SETCY_DEFINE_UPDATE(double, f64)
+
+#define SETCY_DEFINE_RELU(V, SUF)                                                                          \
+/* z = max(z, 0), then with rand: z = rand >= t ? z * s : 0 (inverted dropout); branch-free. */             \
+SETCY_CLONES static void setcy_relu_dropout_##SUF(V *SETCY_RESTRICT z, const uint8_t *SETCY_RESTRICT rand, \
+    ptrdiff_t start, ptrdiff_t end, uint8_t t, V s)                                                        \
+{                                                                                                          \
+    ptrdiff_t i;                                                                                           \
+    if (rand) {                                                                                            \
+        for (i = start; i < end; i++) {                                                                    \
+            const V v = z[i] > 0 ? z[i] * s : 0;                                                           \
+            z[i] = rand[i] >= t ? v : 0;                                                                   \
+        }                                                                                                  \
+    } else {                                                                                               \
+        for (i = start; i < end; i++) z[i] = z[i] > 0 ? z[i] : 0;                                          \
+    }                                                                                                      \
+}                                                                                                          \
+/* d = a > 0 ? d * s : 0 (the output a is zero where the unit was dropped or inactive). */                 \
+SETCY_CLONES static void setcy_relu_backward_##SUF(V *SETCY_RESTRICT d, const V *SETCY_RESTRICT a,         \
+    ptrdiff_t start, ptrdiff_t end, V s)                                                                   \
+{                                                                                                          \
+    ptrdiff_t i;                                                                                           \
+    for (i = start; i < end; i++) d[i] = a[i] > 0 ? d[i] * s : 0;                                          \
+}
+
+SETCY_DEFINE_RELU(float, f32)
+SETCY_DEFINE_RELU(double, f64)
 
 #endif /* SET_CY_ROWKERNELS_H */

@@ -142,3 +142,47 @@ def test_row_schedule_errors():
         _kernels.set_row_schedule("fastest")
     with pytest.raises(ValueError, match="chunk must be >= 0"):
         _kernels.set_row_schedule("dynamic", -1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather_transpose(dtype):
+    X = np.random.default_rng(0).standard_normal((50, 700)).astype(dtype)
+    rows = np.random.default_rng(1).integers(0, 50, 37).astype(np.int64)
+    for nt in THREADS:
+        out = np.empty((700, 37), dtype)
+        _kernels.gather_transpose(X, rows, out, nt)
+        np.testing.assert_array_equal(out, X[rows].T)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_dropout_and_backward(dtype):
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((300, 130)).astype(dtype)
+    rand = rng.integers(0, 256, Z.shape).astype(np.uint8)
+    ref = np.maximum(Z, 0) * (rand >= 77) * dtype(256 / 179)
+    D = rng.standard_normal(Z.shape).astype(dtype)
+    for nt in THREADS:
+        z = Z.copy()
+        _kernels.relu_dropout(z, rand, 77, 256 / 179, nt)
+        np.testing.assert_allclose(z, ref, **tol(dtype))
+        z = Z.copy()
+        _kernels.relu_dropout(z, None, 0, 1.0, nt)
+        np.testing.assert_array_equal(z, np.maximum(Z, 0))
+        d = D.copy()
+        _kernels.relu_backward(d, ref, 2.0, nt)
+        np.testing.assert_allclose(d, np.where(ref > 0, D * 2, 0), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_update_with_bias(dtype):
+    Wt = random_csr(13, 17, 0.3, dtype, np.int32, seed=4)
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((13, 9)).astype(dtype)
+    X = rng.standard_normal((17, 9)).astype(dtype)
+    w, v = Wt.data.copy(), np.zeros(Wt.nnz, dtype)
+    b, bv = rng.standard_normal(13).astype(dtype), rng.standard_normal(13).astype(dtype)
+    b_ref, bv_ref = b.copy(), bv.copy()
+    ops.momentum_update(b_ref, bv_ref, A.sum(axis=1), lr=0.1, momentum=0.5, weight_decay=0.0)
+    _kernels.sddmm_momentum_update(Wt.indptr, Wt.indices, A, X, w, v, 0.1, 0.5, 0.01, False, 2, b, bv)
+    np.testing.assert_allclose(b, b_ref, **tol(dtype))
+    np.testing.assert_allclose(bv, bv_ref, **tol(dtype))

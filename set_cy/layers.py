@@ -1,0 +1,198 @@
+"""A truly sparse layer: one connection pattern and everything aligned to it.
+
+The weights ``W`` (``n_in x n_out``) are stored as the CSR of ``W^T`` (row = output neuron), so the
+forward product over feature-major activations is one contiguous AXPY per connection and each output
+row has one owner thread. The backward product ``dY @ W^T`` walks the transposed index (the CSR
+pattern of ``W``) and reads the values through a permutation, so values, velocity and gradient exist
+once, in one order. Evolution rewrites pattern, values, velocity and the transposed index together.
+"""
+import numpy as np
+import scipy.sparse as sp
+
+from . import _kernels
+from .evolution import draw_free_positions, select_to_remove
+from .ops import transpose_pattern
+
+__all__ = ["SparseLayer", "INITS", "index_dtype_for"]
+
+INITS = ("he_uniform", "xavier", "normal", "zeros")
+
+
+def index_dtype_for(n_in, n_out, nnz):
+    """int32 when every index and offset fits, else int64."""
+    return np.int32 if max(n_in, n_out, nnz) < np.iinfo(np.int32).max else np.int64
+
+
+def init_values(rng, init, size, n_in, n_out, nnz, dtype):
+    """Initial values of ``size`` connections of a layer with ``nnz`` connections.
+
+    The fan-in and fan-out are those of the sparse layer (``nnz / n_out`` inputs per output neuron,
+    ``nnz / n_in`` outputs per input neuron on average), so that the signal keeps its scale however
+    sparse the layer is. ``"normal"`` is the SET reference's N(0, 0.1^2) regardless of fan-in.
+    """
+    fan_in = max(nnz / max(n_out, 1), 1.0)
+    fan_out = max(nnz / max(n_in, 1), 1.0)
+    if init == "he_uniform":
+        limit = np.sqrt(6.0 / fan_in)
+        return rng.uniform(-limit, limit, size).astype(dtype)
+    if init == "xavier":
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, size).astype(dtype)
+    if init == "normal":
+        return (0.1 * rng.standard_normal(size)).astype(dtype)
+    if init == "zeros":
+        return np.zeros(size, dtype)
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+
+
+class SparseLayer:
+    """Sparse connections from ``n_in`` to ``n_out`` neurons, with bias and momentum buffers.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+    indptr, indices : ndarray
+        Canonical CSR pattern of ``W^T`` (``n_out`` rows, ``n_in`` columns), same integer dtype.
+    data : ndarray of float32 or float64
+        Values in that order.
+    bias, velocity, bias_velocity : ndarray, optional
+        Zero when omitted.
+    init : str
+        Distribution of the values of connections grown by :meth:`evolve`.
+    n_threads : int
+    """
+
+    def __init__(self, n_in, n_out, indptr, indices, data, *, bias=None, velocity=None, bias_velocity=None,
+                 init="he_uniform", n_threads=1):
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.indptr, self.indices, self.data = indptr, indices, data
+        dtype = data.dtype
+        self.velocity = np.zeros_like(data) if velocity is None else velocity
+        self.bias = np.zeros(self.n_out, dtype) if bias is None else bias
+        self.bias_velocity = np.zeros(self.n_out, dtype) if bias_velocity is None else bias_velocity
+        self.init = init
+        self.n_threads = n_threads
+        self._build_transpose()
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def random(cls, n_in, n_out, nnz, rng, *, init="he_uniform", dtype=np.float32, n_threads=1):
+        """Erdős–Rényi layer: exactly ``nnz`` distinct connections at uniformly random positions."""
+        rows, cols = draw_free_positions(rng, n_out, n_in, nnz, n_threads=n_threads)
+        idx = index_dtype_for(n_in, n_out, nnz)
+        indptr = np.zeros(n_out + 1, dtype=idx)
+        np.cumsum(np.bincount(rows, minlength=n_out), out=indptr[1:])
+        data = init_values(rng, init, nnz, n_in, n_out, nnz, dtype)
+        return cls(n_in, n_out, indptr, cols.astype(idx), data, init=init, n_threads=n_threads)
+
+    @classmethod
+    def from_scipy(cls, W, *, bias=None, init="he_uniform", n_threads=1):
+        """Layer with the connections of a canonical CSR ``W`` (``n_in x n_out``)."""
+        from ._validation import check_csr
+
+        indptr, indices, data = check_csr(W, "W")
+        t_indptr, t_indices, perm = transpose_pattern(indptr, indices, W.shape[1])
+        return cls(W.shape[0], W.shape[1], t_indptr, t_indices, np.ascontiguousarray(data[perm]),
+                   bias=None if bias is None else np.asarray(bias, data.dtype).copy(), init=init,
+                   n_threads=n_threads)
+
+    def _build_transpose(self):
+        self.t_indptr, self.t_indices, self.perm = transpose_pattern(self.indptr, self.indices, self.n_in)
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def nnz(self):
+        return int(self.indices.shape[0])
+
+    @property
+    def density(self):
+        return self.nnz / (self.n_in * self.n_out)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def nbytes(self):
+        """Bytes held by the layer's arrays (pattern, transposed index, values, velocity, bias)."""
+        return sum(a.nbytes for a in (self.indptr, self.indices, self.data, self.velocity, self.bias,
+                                      self.bias_velocity, self.t_indptr, self.t_indices, self.perm))
+
+    def to_scipy(self):
+        """The weights as a ``scipy.sparse.csr_array`` of shape ``(n_in, n_out)`` (a copy)."""
+        return sp.csr_array((self.data[self.perm], self.t_indices.copy(), self.t_indptr.copy()),
+                            shape=(self.n_in, self.n_out))
+
+    # ------------------------------------------------------------------------------------------
+    # feature-major compute; buffers are C-contiguous (features, batch) and owned by the caller
+    def forward(self, X, out):
+        """``out = W^T X + bias`` for inputs ``X`` (n_in, B) into ``out`` (n_out, B)."""
+        _kernels.spmm(self.indptr, self.indices, self.data, None, X, out, self.bias, self.n_threads)
+
+    def backward_input(self, dY, out):
+        """``out = W dY``: gradient with respect to the inputs, ``dY`` (n_out, B) -> ``out`` (n_in, B)."""
+        _kernels.spmm(self.t_indptr, self.t_indices, self.data, self.perm, dY, out, None, self.n_threads)
+
+    def gradient(self, dY, X, out=None):
+        """Weight gradient at the stored connections (``sum_b dY[j, b] X[i, b]``) and bias gradient."""
+        if out is None:
+            out = np.empty_like(self.data)
+        _kernels.sddmm(self.indptr, self.indices, dY, X, out, self.n_threads)
+        return out, dY.sum(axis=1)
+
+    def apply_gradient(self, grad, grad_bias, lr, momentum, weight_decay, nesterov=False):
+        """Momentum SGD step from given gradients (weight decay on weights only, not on biases)."""
+        _kernels.momentum_update(self.data, self.velocity, grad, lr, momentum, weight_decay, nesterov,
+                                 self.n_threads)
+        _kernels.momentum_update(self.bias, self.bias_velocity, np.ascontiguousarray(grad_bias, self.dtype),
+                                 lr, momentum, 0.0, nesterov, 1)
+
+    def fused_update(self, dY, X, lr, momentum, weight_decay, nesterov=False):
+        """Gradient and momentum step in one pass over the connections (no gradient buffer)."""
+        _kernels.sddmm_momentum_update(self.indptr, self.indices, dY, X, self.data, self.velocity, lr, momentum,
+                                       weight_decay, nesterov, self.n_threads, self.bias, self.bias_velocity)
+
+    # ------------------------------------------------------------------------------------------
+    def evolve(self, zeta, rng, *, criterion="signed", new_weights="init"):
+        """One SET step: remove the fraction ``zeta`` of connections, grow as many at free positions.
+
+        Removed connections are chosen by :func:`set_cy.evolution.select_to_remove`. New connections
+        are drawn uniformly among the positions not kept (a removed position may be drawn again), get
+        values from the layer's init distribution (``new_weights="init"``) or zero (``"zeros"``), and
+        zero velocity. The number of connections does not change.
+
+        Returns
+        -------
+        int
+            Number of connections replaced.
+        """
+        remove = select_to_remove(self.data, zeta, criterion)
+        k = int(remove.size)
+        if k == 0:
+            return 0
+        nt = self.n_threads
+        idx = self.indices.dtype
+        keep = np.ones(self.nnz, dtype=np.uint8)
+        keep[remove] = 0
+        n_keep = self.nnz - k
+        k_indptr = np.empty_like(self.indptr)
+        k_indices = np.empty(n_keep, idx)
+        k_data = np.empty(n_keep, self.dtype)
+        k_vel = np.empty(n_keep, self.dtype)
+        _kernels.csr_compact(self.indptr, self.indices, self.data, self.velocity, keep, k_indptr, k_indices,
+                             k_data, k_vel, nt)
+        del keep
+        rows, cols = draw_free_positions(rng, self.n_out, self.n_in, k, k_indptr, k_indices, nt)
+        b_indptr = np.zeros(self.n_out + 1, dtype=idx)
+        np.cumsum(np.bincount(rows, minlength=self.n_out), out=b_indptr[1:])
+        b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, k, self.n_in, self.n_out,
+                             self.nnz, self.dtype)
+        # reuse the old arrays as the merge's output: same sizes
+        _kernels.csr_merge(k_indptr, k_indices, k_data, k_vel, b_indptr, cols, b_data, self.indptr,
+                           self.indices, self.data, self.velocity, nt)
+        self._build_transpose()
+        return k
+
+    def __repr__(self):
+        return (f"SparseLayer({self.n_in} -> {self.n_out}, nnz={self.nnz:,}, density={self.density:.3g}, "
+                f"dtype={self.dtype})")

@@ -1,0 +1,505 @@
+"""A truly sparse multilayer perceptron: sparse layers, activations, dropout, loss, evolution, I/O.
+
+Everything in the hot loop runs on feature-major ``(units, batch)`` buffers that the network keeps
+between batches (allocated once per batch size). The training loop (epochs, shuffling, schedules,
+callbacks) lives in :mod:`set_cy.trainer`.
+"""
+import json
+import logging
+import os
+import tempfile
+
+import numpy as np
+
+from . import _kernels
+from .activations import ACTIVATIONS, make_activation, softmax_inplace
+from .evolution import CRITERIA
+from .layers import INITS, SparseLayer, init_values
+from ._validation import check_float_dtype, check_scalar, resolve_n_threads
+
+__all__ = ["SparseNetwork", "LOSSES", "ALLOCATIONS", "allocate_connections"]
+
+logger = logging.getLogger("set_cy")
+
+LOSSES = ("cross_entropy", "mse")
+ALLOCATIONS = ("er", "erk", "uniform")
+FORMAT_VERSION = 1
+
+
+def allocate_connections(layer_sizes, epsilon, allocation="er"):
+    """Number of connections of each layer.
+
+    ``"er"`` (Erdős–Rényi, the SET paper): ``min(epsilon * (n_in + n_out), n_in * n_out)`` per layer.
+    ``"erk"`` and ``"uniform"`` (RigL's names) share the same total budget: ``"erk"`` gives each layer a
+    density proportional to ``(n_in + n_out) / (n_in * n_out)`` and hands what capped (dense) layers
+    cannot take to the others; ``"uniform"`` gives every layer the same density.
+    """
+    sizes = list(layer_sizes)
+    cells = np.array([a * b for a, b in zip(sizes[:-1], sizes[1:])], dtype=np.float64)
+    er = np.array([min(epsilon * (a + b), a * b) for a, b in zip(sizes[:-1], sizes[1:])], dtype=np.int64)
+    if allocation == "er":
+        return [int(x) for x in er]
+    budget = float(er.sum())
+    if allocation == "uniform":
+        weight = np.ones_like(cells)
+    elif allocation == "erk":
+        weight = np.array([(a + b) / (a * b) for a, b in zip(sizes[:-1], sizes[1:])])
+    else:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    dense = np.zeros(cells.size, bool)
+    while True:
+        free_budget = budget - cells[dense].sum()
+        scale = free_budget / (weight[~dense] * cells[~dense]).sum()
+        density = np.where(dense, 1.0, weight * scale)
+        newly = (density > 1.0) & ~dense
+        if not newly.any():
+            break
+        dense |= newly
+    nnz = np.minimum(np.floor(density * cells + 0.5), cells).astype(np.int64)
+    return [int(x) for x in nnz]
+
+
+class SparseNetwork:
+    """Truly sparse MLP: CSR weights only, from construction to the end of training.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Neurons per layer, input and output included, e.g. ``[784, 1000, 1000, 1000, 10]``.
+    epsilon : float, default 20
+        Sparsity level of the Erdős–Rényi topology: a layer gets ``epsilon * (n_in + n_out)``
+        connections (at most ``n_in * n_out``).
+    activation : {"relu", "leaky_relu", "all_relu", "sigmoid", "tanh"}, default "relu"
+        Activation of the hidden layers.
+    dropout : float in [0, 1), default 0.3
+        Inverted-dropout rate on hidden layers during training (quantised to 1/256).
+    init : {"he_uniform", "xavier", "normal"}, default "he_uniform"
+        Distribution of initial (and regrown) weights; fans are those of the sparse layer.
+    dtype : {"float32", "float64"}, default "float32"
+    seed : int or None
+        Seed of the network's random generator (topology, values, dropout, shuffling, evolution).
+    n_threads : int or None
+        OpenMP threads of the kernels; None uses all cores.
+    loss : {"cross_entropy", "mse"}, default "cross_entropy"
+        Softmax + cross-entropy, or mean squared error on linear outputs against one-hot targets.
+    allocation : {"er", "erk", "uniform"}, default "er"
+        How connections are distributed over the layers (see :func:`allocate_connections`).
+    activation_alpha : float or None
+        Left slope of leaky_relu (default 0.01) or all_relu (default 0.6).
+    """
+
+    def __init__(self, layer_sizes, *, epsilon=20, activation="relu", dropout=0.3, init="he_uniform",
+                 dtype="float32", seed=None, n_threads=None, loss="cross_entropy", allocation="er",
+                 activation_alpha=None, _layers=None):
+        sizes = [int(s) for s in layer_sizes] if not isinstance(layer_sizes, (str, bytes)) else None
+        if sizes is None or len(sizes) < 2 or any(s < 1 for s in sizes) or \
+                any(not float(s).is_integer() for s in layer_sizes):
+            raise ValueError(f"layer_sizes must be a sequence of >= 2 positive ints, got {layer_sizes!r}")
+        self.layer_sizes = sizes
+        self.epsilon = check_scalar(epsilon, "epsilon", min_val=0.0, include_min=False)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.dropout = check_scalar(dropout, "dropout", min_val=0.0, max_val=0.99)
+        if init not in INITS[:3]:
+            raise ValueError(f"init must be one of {INITS[:3]}, got {init!r}")
+        self.init = init
+        self.dtype = check_float_dtype(dtype)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.loss = loss
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+        self.allocation = allocation
+        self.activation_alpha = None if activation_alpha is None else check_scalar(
+            activation_alpha, "activation_alpha", min_val=0.0, include_min=False)
+        self.n_threads = resolve_n_threads(n_threads)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._acts = [make_activation(activation, i, self.activation_alpha) for i in range(len(sizes) - 2)]
+        self._buffers = None
+        self._buffer_batch = 0
+        self.epochs_trained_ = 0
+        if _layers is not None:
+            self.layers = _layers
+        else:
+            nnz = allocate_connections(sizes, self.epsilon, allocation)
+            self.layers = [SparseLayer.random(a, b, k, self.rng, init=init, dtype=self.dtype,
+                                              n_threads=self.n_threads)
+                           for a, b, k in zip(sizes[:-1], sizes[1:], nnz)]
+
+    # ------------------------------------------------------------------------------------------
+    # inspection
+    @property
+    def n_neurons(self):
+        """Neurons counted as the paper does: input, hidden and output."""
+        return int(sum(self.layer_sizes))
+
+    @property
+    def n_parameters(self):
+        """Stored connections plus biases."""
+        return int(sum(layer.nnz + layer.n_out for layer in self.layers))
+
+    @property
+    def n_connections(self):
+        return int(sum(layer.nnz for layer in self.layers))
+
+    @property
+    def densities(self):
+        return [layer.density for layer in self.layers]
+
+    @property
+    def weights(self):
+        """Weights as ``scipy.sparse.csr_array`` of shape ``(n_in, n_out)``, one per layer (copies)."""
+        return [layer.to_scipy() for layer in self.layers]
+
+    @property
+    def biases(self):
+        return [layer.bias.copy() for layer in self.layers]
+
+    @property
+    def nbytes(self):
+        return int(sum(layer.nbytes for layer in self.layers))
+
+    def set_n_threads(self, n_threads):
+        self.n_threads = resolve_n_threads(n_threads)
+        for layer in self.layers:
+            layer.n_threads = self.n_threads
+
+    def __repr__(self):
+        arch = "-".join(str(s) for s in self.layer_sizes)
+        return (f"{type(self).__name__}({arch}, {self.n_neurons:,} neurons, {self.n_connections:,} connections, "
+                f"activation={self.activation!r}, dtype={self.dtype})")
+
+    # ------------------------------------------------------------------------------------------
+    # input checks
+    def _check_X(self, X, name="X"):
+        import scipy.sparse as sp
+
+        if sp.issparse(X):
+            X = X.toarray()
+        X = np.asarray(X)
+        if X.dtype.kind not in "fiub":
+            raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (samples x features), got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"{name} is empty (0 samples)")
+        if X.shape[1] != self.layer_sizes[0]:
+            raise ValueError(f"{name} has {X.shape[1]} features but the network expects {self.layer_sizes[0]}")
+        # float64 (or integer) input to a float32 model is converted here, once
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if not np.isfinite(X).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        return X
+
+    def _check_y(self, y, n, name="y"):
+        y = np.asarray(y)
+        n_classes = self.layer_sizes[-1]
+        if y.ndim == 2:
+            if y.shape[1] != n_classes:
+                raise ValueError(f"one-hot {name} has {y.shape[1]} columns, expected {n_classes}")
+            y = y.argmax(axis=1)
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ValueError(f"{name} must have shape ({n},) (labels) or ({n}, {n_classes}) (one-hot), "
+                             f"got {np.shape(y)}")
+        if y.dtype.kind == "f":
+            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+                raise ValueError(f"{name} must hold integer class labels")
+        elif y.dtype.kind not in "iub":
+            raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+        y = y.astype(np.int64)
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"labels in {name} must be in [0, {n_classes - 1}], got range "
+                             f"[{y.min()}, {y.max()}]")
+        return y
+
+    # ------------------------------------------------------------------------------------------
+    # buffers
+    def _ensure_buffers(self, batch):
+        if self._buffers is not None and batch <= self._buffer_batch:
+            return
+        sizes = self.layer_sizes
+        widest = max(sizes[1:-1] + [sizes[0]]) if len(sizes) > 2 else sizes[0]
+        self._buffers = {
+            "x": np.empty(sizes[0] * batch, self.dtype),
+            "act": [np.empty(s * batch, self.dtype) for s in sizes[1:]],
+            "delta": [np.empty(widest * batch, self.dtype), np.empty(widest * batch, self.dtype)],
+        }
+        self._buffer_batch = batch
+
+    @staticmethod
+    def _view(flat, rows, batch):
+        return flat[: rows * batch].reshape(rows, batch)
+
+    def _load_batch(self, X, rows):
+        """Feature-major copy of the samples ``rows`` of the batch-major ``X`` into the input buffer."""
+        B = rows.shape[0]
+        self._ensure_buffers(B)
+        xb = self._view(self._buffers["x"], self.layer_sizes[0], B)
+        _kernels.gather_transpose(X, rows, xb, self.n_threads)
+        return xb
+
+    # ------------------------------------------------------------------------------------------
+    # forward / backward on feature-major buffers
+    def _forward(self, xb, training):
+        """Forward pass; returns the output block (probabilities or linear outputs) and the dropout state."""
+        B = xb.shape[1]
+        a = xb
+        states = []
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            z = self._view(self._buffers["act"][i], layer.n_out, B)
+            layer.forward(a, z)
+            if i < last:
+                thresh = int(round(self.dropout * 256)) if training else 0
+                rand = np.frombuffer(self.rng.bytes(z.size), np.uint8).reshape(z.shape) if thresh else None
+                scale = 256.0 / (256 - thresh)
+                if self.activation == "relu":
+                    # fused: max(z, 0) and dropout in one pass; backward needs only the output
+                    _kernels.relu_dropout(z, rand, thresh, scale, self.n_threads)
+                    states.append((None, None, scale))
+                    a = z
+                    continue
+                st = self._acts[i].forward(z)
+                mask = None
+                if rand is not None:
+                    mask = rand >= thresh
+                    z *= mask
+                    z *= z.dtype.type(scale)
+                states.append((st, mask, scale))
+            elif self.loss == "cross_entropy":
+                softmax_inplace(z)
+            a = z
+        return a, states
+
+    def _backward(self, xb, y, out, states, step=None):
+        """Backward pass from the output block ``out``; returns the loss and the number of correct guesses.
+
+        ``step(layer_index, dY, X_in)`` consumes each layer's output gradient (already averaged
+        over the batch) before the layer below is processed, after the layer's input gradient has
+        been computed from the current weights.
+        """
+        B = out.shape[1]
+        cols = np.arange(B)
+        correct = int(np.count_nonzero(out.argmax(axis=0) == y))
+        if self.loss == "cross_entropy":
+            p = out[y, cols]
+            loss = float(-np.log(np.maximum(p, np.finfo(out.dtype).tiny)).mean())
+            out[y, cols] -= 1
+        else:
+            out[y, cols] -= 1
+            loss = float(0.5 * np.einsum("ij,ij->", out, out, dtype=np.float64) / B)
+        out *= out.dtype.type(1.0 / B)  # the mean over the batch: the only division
+        delta = out
+        flip = 0
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            x_in = xb if i == 0 else self._view(self._buffers["act"][i - 1], layer.n_in, B)
+            d_prev = None
+            if i > 0:
+                d_prev = self._view(self._buffers["delta"][flip], layer.n_in, B)
+                flip ^= 1
+                layer.backward_input(delta, d_prev)
+                st, mask, scale = states[i - 1]
+                act = self._acts[i - 1]
+                if self.activation == "relu":
+                    _kernels.relu_backward(d_prev, x_in, scale, self.n_threads)
+                else:
+                    if mask is not None:
+                        d_prev *= mask
+                        d_prev *= d_prev.dtype.type(scale)
+                    # the activation's output before dropout scaling (dropped units have zero gradient)
+                    out_pre = x_in / x_in.dtype.type(scale) if (mask is not None and act.name in
+                                                                 ("sigmoid", "tanh")) else x_in
+                    act.backward(d_prev, out_pre, st)
+            step(i, delta, x_in)
+            delta = d_prev
+        return loss, correct
+
+    # ------------------------------------------------------------------------------------------
+    # one batch
+    def train_batch(self, X, y, rows, *, learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
+        """Forward, backward and fused sparse update on the samples ``rows`` of ``X`` (validated arrays).
+
+        Returns ``(loss, n_correct)`` of the batch, measured with dropout on.
+        """
+        xb = self._load_batch(X, rows)
+        out, states = self._forward(xb, training=True)
+
+        def step(i, dY, x_in):
+            self.layers[i].fused_update(dY, x_in, learning_rate, momentum, weight_decay, nesterov)
+
+        return self._backward(xb, y[rows], out, states, step)
+
+    def compute_gradients(self, X, y, rows=None, *, training=False):
+        """Loss and gradients (means over the batch) without updating anything.
+
+        Parameters
+        ----------
+        X : ndarray (n_samples, n_features); y : labels
+        rows : ndarray of int64, optional
+            Samples to use (all by default).
+        training : bool
+            Apply dropout (consumes the generator) when True.
+
+        Returns
+        -------
+        loss : float
+        grads : list of (ndarray (nnz,), ndarray (n_out,))
+            Gradient of the values, in each layer's storage order (CSR of W^T), and of the biases.
+        """
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        xb = self._load_batch(X, rows)
+        out, states = self._forward(xb, training=training)
+        grads = [None] * len(self.layers)
+
+        def step(i, dY, x_in):
+            grads[i] = self.layers[i].gradient(dY, x_in)
+
+        loss, _ = self._backward(xb, y[rows], out, states, step)
+        return loss, grads
+
+    # ------------------------------------------------------------------------------------------
+    # inference
+    def _outputs(self, X, batch_size=None):
+        X = self._check_X(X)
+        n = X.shape[0]
+        batch_size = self._buffer_batch or 128 if batch_size is None else int(batch_size)
+        batch_size = max(1, min(batch_size, n))
+        res = np.empty((n, self.layer_sizes[-1]), self.dtype)
+        for start in range(0, n, batch_size):
+            rows = np.arange(start, min(start + batch_size, n), dtype=np.int64)
+            out, _ = self._forward(self._load_batch(X, rows), training=False)
+            res[start:start + rows.size] = out.T
+        return res
+
+    def predict_proba(self, X, *, batch_size=None):
+        """Class probabilities, shape ``(n_samples, n_classes)`` (softmax of the outputs for MSE)."""
+        out = self._outputs(X, batch_size)
+        if self.loss == "mse":
+            out = softmax_inplace(np.ascontiguousarray(out.T)).T
+        return out
+
+    def predict(self, X, *, batch_size=None):
+        """Predicted class indices."""
+        return self._outputs(X, batch_size).argmax(axis=1)
+
+    def score(self, X, y, *, batch_size=None):
+        """Accuracy on ``(X, y)``."""
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        return float(np.mean(self.predict(X, batch_size=batch_size) == y))
+
+    # ------------------------------------------------------------------------------------------
+    # evolution
+    def evolve(self, zeta=0.3, *, criterion="signed", new_weights="init", evolve_output=True):
+        """One Sparse Evolutionary Training step on every layer (the output layer optionally).
+
+        Parameters
+        ----------
+        zeta : float in [0, 1)
+            Fraction of each layer's connections to replace.
+        criterion : {"signed", "magnitude"}
+            See :func:`set_cy.evolution.select_to_remove`.
+        new_weights : {"init", "zeros"}
+            Values of the grown connections.
+        evolve_output : bool
+
+        Returns
+        -------
+        list of int
+            Connections replaced per layer.
+        """
+        zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
+        if zeta >= 1.0:
+            raise ValueError("zeta must be < 1")
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        if new_weights not in ("init", "zeros"):
+            raise ValueError(f"new_weights must be 'init' or 'zeros', got {new_weights!r}")
+        n = len(self.layers) if evolve_output else len(self.layers) - 1
+        return [layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights)
+                if i < n else 0 for i, layer in enumerate(self.layers)]
+
+    # ------------------------------------------------------------------------------------------
+    # persistence
+    def _config(self):
+        return dict(layer_sizes=self.layer_sizes, epsilon=self.epsilon, activation=self.activation,
+                    dropout=self.dropout, init=self.init, dtype=self.dtype.name, seed=self.seed,
+                    loss=self.loss, allocation=self.allocation, activation_alpha=self.activation_alpha)
+
+    def _extra_state(self):
+        """JSON-serialisable state of subclasses (training progress); saved with the model."""
+        return {"epochs_trained": self.epochs_trained_}
+
+    def _set_extra_state(self, state):
+        self.epochs_trained_ = int(state.get("epochs_trained", 0))
+
+    def _extra_arrays(self):
+        return {}
+
+    def _set_extra_arrays(self, arrays):
+        pass
+
+    def save(self, path):
+        """Write the network, its optimiser state and its random state to one ``.npz`` file, atomically.
+
+        The file is written next to ``path`` under a temporary name and renamed over it, so an
+        interrupted save never leaves a truncated file. It loads with ``allow_pickle=False``.
+        """
+        path = os.fspath(path)
+        arrays = {
+            "format_version": np.array(FORMAT_VERSION),
+            "config": np.array(json.dumps(self._config())),
+            "rng_state": np.array(json.dumps(self.rng.bit_generator.state)),
+            "extra_state": np.array(json.dumps(self._extra_state())),
+        }
+        for i, layer in enumerate(self.layers):
+            for name in ("indptr", "indices", "data", "velocity", "bias", "bias_velocity"):
+                arrays[f"layer{i}_{name}"] = getattr(layer, name)
+        for k, v in self._extra_arrays().items():
+            arrays[f"extra_{k}"] = v
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".set_cy-", suffix=".npz.tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        logger.info("saved %s (%d connections) to %s", type(self).__name__, self.n_connections, path)
+        return path
+
+    @classmethod
+    def load(cls, path, *, n_threads=None):
+        """Load a network written by :meth:`save` (no pickle involved)."""
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            if "config" not in f or "format_version" not in f:
+                raise ValueError(f"{path} is not a set_cy model file")
+            if int(f["format_version"]) != FORMAT_VERSION:
+                raise ValueError(f"{path} has format version {int(f['format_version'])}, "
+                                 f"this set_cy reads {FORMAT_VERSION}")
+            cfg = json.loads(str(f["config"]))
+            sizes = cfg["layer_sizes"]
+            nt = resolve_n_threads(n_threads)
+            layers = []
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+                g = {name: f[f"layer{i}_{name}"] for name in
+                     ("indptr", "indices", "data", "velocity", "bias", "bias_velocity")}
+                layers.append(SparseLayer(a, b, g["indptr"], g["indices"], g["data"], bias=g["bias"],
+                                          velocity=g["velocity"], bias_velocity=g["bias_velocity"],
+                                          init=cfg["init"], n_threads=nt))
+            model = cls(sizes, epsilon=cfg["epsilon"], activation=cfg["activation"], dropout=cfg["dropout"],
+                        init=cfg["init"], dtype=cfg["dtype"], seed=cfg["seed"], n_threads=nt, loss=cfg["loss"],
+                        allocation=cfg["allocation"], activation_alpha=cfg["activation_alpha"], _layers=layers)
+            model.rng.bit_generator.state = json.loads(str(f["rng_state"]))
+            model._set_extra_state(json.loads(str(f["extra_state"])))
+            model._set_extra_arrays({k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")})
+        return model

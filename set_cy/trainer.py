@@ -1,0 +1,290 @@
+"""Training loop: epochs, mini-batches, shuffling, the evolution schedule, callbacks and history.
+
+:class:`SparseMLP` is the network of :mod:`set_cy.model` with ``fit``. A fit can be interrupted
+(Ctrl-C, a callback) only between batches: a SIGINT that arrives during a batch is held until the
+batch is done, so the model is always consistent, and :attr:`SparseMLP.train_state_` records where
+the fit stopped (epoch, batch, the epoch's sample order), which ``fit(..., resume=True)`` continues
+exactly.
+"""
+import contextlib
+import logging
+import signal
+import threading
+import time
+
+import numpy as np
+
+from .evolution import CRITERIA, SCHEDULES, zeta_at
+from .model import SparseNetwork
+from ._validation import check_scalar
+
+__all__ = ["SparseMLP", "Callback", "History"]
+
+logger = logging.getLogger("set_cy")
+
+
+class Callback:
+    """Hooks called by :meth:`SparseMLP.fit`; override what you need. ``model.stop_training = True``
+    in a hook ends the fit after the current batch."""
+
+    def on_train_begin(self, model, logs):
+        pass
+
+    def on_epoch_begin(self, model, epoch, logs):
+        pass
+
+    def on_batch_end(self, model, batch, logs):
+        pass
+
+    def on_epoch_end(self, model, epoch, logs):
+        pass
+
+    def on_train_end(self, model, logs):
+        pass
+
+
+class _FunctionCallback(Callback):
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_epoch_end(self, model, epoch, logs):
+        self.fn(model, epoch, logs)
+
+
+class History(list):
+    """Per-epoch records (dicts): epoch, loss, train_accuracy, val_accuracy, val_loss, epoch_time,
+    evolution_time, zeta. ``history["loss"]`` gives one column."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return [rec.get(key) for rec in self]
+        return super().__getitem__(key)
+
+
+class _ProgressLine(Callback):
+    """One summary line per epoch on the "set_cy" logger or stdout (verbose >= 1)."""
+
+    def on_epoch_end(self, model, epoch, logs):
+        parts = [f"epoch {epoch + 1}/{logs['epochs']}", f"loss {logs['loss']:.4f}",
+                 f"train acc {logs['train_accuracy']:.4f}"]
+        if logs.get("val_accuracy") is not None:
+            parts.append(f"val acc {logs['val_accuracy']:.4f}")
+        parts.append(f"{logs['epoch_time']:.2f} s")
+        if logs.get("evolution_time"):
+            parts.append(f"evolve {logs['evolution_time']:.2f} s")
+        print(" · ".join(parts), flush=True)
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold SIGINT while the block runs (main thread only); yields a flag list that records it."""
+    caught = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        caught.append(signum)
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not allowed here: run without deferral
+        yield caught
+        return
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class SparseMLP(SparseNetwork):
+    """Truly sparse MLP trained with Sparse Evolutionary Training (SET).
+
+    See :class:`set_cy.model.SparseNetwork` for the constructor's parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from set_cy import SparseMLP
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 30)).astype(np.float32); y = (X[:, 0] > 0).astype(int)
+    >>> m = SparseMLP([30, 64, 2], epsilon=5, seed=0)
+    >>> hist = m.fit(X, y, epochs=5, verbose=0)
+    >>> m.score(X, y) > 0.8
+    True
+    """
+
+    def __init__(self, layer_sizes, **kwargs):
+        super().__init__(layer_sizes, **kwargs)
+        self.stop_training = False
+        self.history_ = History()
+        self.train_state_ = None
+
+    # persistence of the training progress -------------------------------------------------------
+    def _extra_state(self):
+        state = super()._extra_state()
+        state["history"] = list(self.history_)
+        ts = self.train_state_
+        if ts is not None:
+            state["train_state"] = {k: v for k, v in ts.items() if k != "order"}
+        return state
+
+    def _set_extra_state(self, state):
+        super()._set_extra_state(state)
+        self.history_ = History(state.get("history", []))
+        self.train_state_ = state.get("train_state")
+
+    def _extra_arrays(self):
+        if self.train_state_ is not None and self.train_state_.get("order") is not None:
+            return {"order": self.train_state_["order"]}
+        return {}
+
+    def _set_extra_arrays(self, arrays):
+        if self.train_state_ is not None and "order" in arrays:
+            self.train_state_["order"] = np.asarray(arrays["order"])
+
+    # ------------------------------------------------------------------------------------------
+    def fit(self, X, y, *, epochs, batch_size=128, learning_rate=0.01, momentum=0.9, weight_decay=2e-4,
+            nesterov=False, zeta=0.3, zeta_schedule="constant", criterion="signed", new_weights="init",
+            evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
+            initial_epoch=0, resume=False):
+        """Train with mini-batch SGD and evolve the topology after every epoch but the last.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features)
+            float64 (or integer) input to a float32 network is converted once, here.
+        y : array-like
+            Integer labels in ``[0, n_classes)`` or one-hot rows.
+        epochs : int
+            Index of the last epoch: the fit runs epochs ``initial_epoch .. epochs - 1``.
+        batch_size : int, default 128
+            The last, smaller batch of an epoch is kept.
+        learning_rate, momentum, weight_decay : float
+            SGD with heavy-ball momentum (``nesterov=True`` for Nesterov) and L2 weight decay on the
+            connections (not on biases).
+        zeta : float, default 0.3
+            Fraction of connections replaced after each epoch; ``zeta_schedule`` ("constant",
+            "linear", "cosine") decays it over the epochs. ``zeta=0`` trains a static sparse network.
+        criterion, new_weights, evolve_output
+            See :meth:`evolve`.
+        validation_data : tuple (X_val, y_val), optional
+            Accuracy and loss on it after every epoch.
+        shuffle : bool, default True
+        callbacks : list of Callback or callables ``f(model, epoch, logs)`` (called at epoch end)
+        verbose : int, default 1
+            0: silent; 1: one line per epoch.
+        initial_epoch : int, default 0
+        resume : bool, default False
+            Continue an interrupted fit from :attr:`train_state_` (epoch, batch and sample order),
+            e.g. after :meth:`load` of a checkpoint written on interruption.
+
+        Returns
+        -------
+        History
+            The records of the epochs run by this call (all records are in ``history_``).
+        """
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        n = X.shape[0]
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        lr = check_scalar(learning_rate, "learning_rate", min_val=0.0)
+        momentum = check_scalar(momentum, "momentum", min_val=0.0, max_val=1.0)
+        weight_decay = check_scalar(weight_decay, "weight_decay", min_val=0.0)
+        zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
+        if zeta >= 1:
+            raise ValueError("zeta must be < 1")
+        if zeta_schedule not in SCHEDULES:
+            raise ValueError(f"zeta_schedule must be one of {SCHEDULES}, got {zeta_schedule!r}")
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (X_val, y_val)")
+            X_val = self._check_X(validation_data[0], "X_val")
+            y_val = self._check_y(validation_data[1], X_val.shape[0], "y_val")
+        batch_size = int(min(batch_size, n))
+        cbs = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in (callbacks or [])]
+        if verbose:
+            cbs.append(_ProgressLine())
+
+        start_epoch, start_batch, order = int(initial_epoch), 0, None
+        if resume:
+            ts = self.train_state_
+            if not ts:
+                raise ValueError("resume=True but the model holds no interrupted fit (train_state_ is None)")
+            if ts.get("n_samples") != n:
+                raise ValueError(f"resume=True: the interrupted fit had {ts.get('n_samples')} samples, got {n}")
+            start_epoch, start_batch, order = int(ts["epoch"]), int(ts["batch"]), ts.get("order")
+            batch_size = int(ts["batch_size"])
+            if start_epoch >= epochs:
+                raise ValueError(f"resume=True: the interrupted fit is at epoch {start_epoch}, epochs={epochs}")
+        self._ensure_buffers(batch_size)
+        self.stop_training = False
+        records = History()
+        n_batches = -(-n // batch_size)
+        logs = {"epochs": epochs, "n_batches": n_batches, "batch_size": batch_size, "n_samples": n}
+        for cb in cbs:
+            cb.on_train_begin(self, logs)
+        sums = (0.0, 0, 0)
+        if resume and self.train_state_.get("sums"):
+            sums = tuple(self.train_state_["sums"])
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            if order is None:
+                order = self.rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
+            for cb in cbs:
+                cb.on_epoch_begin(self, epoch, logs)
+            loss_sum, correct, seen = sums
+            for b in range(start_batch, n_batches):
+                rows = order[b * batch_size:(b + 1) * batch_size]
+                with _sigint_deferred() as caught:
+                    loss, ok = self.train_batch(X, y, rows, learning_rate=lr, momentum=momentum,
+                                                weight_decay=weight_decay, nesterov=nesterov)
+                    loss_sum += loss * rows.size
+                    correct += ok
+                    seen += rows.size
+                    self.train_state_ = {"epoch": epoch, "batch": b + 1, "order": order, "n_samples": n,
+                                         "batch_size": batch_size, "sums": [loss_sum, correct, seen]}
+                if caught:
+                    for cb in cbs:
+                        cb.on_train_end(self, {"interrupted": True, **logs})
+                    raise KeyboardInterrupt
+                blogs = {"batch_loss": loss, "loss": loss_sum / seen, **logs}
+                for cb in cbs:
+                    cb.on_batch_end(self, b, blogs)
+                if self.stop_training:
+                    break
+            if self.stop_training and seen < n:
+                break  # interrupted inside the epoch: train_state_ says where
+            train_time = time.perf_counter() - t0
+            rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+                   "train_time": train_time}
+            if validation_data is not None:
+                rec["val_accuracy"] = self.score(X_val, y_val, batch_size=batch_size)
+            evo_time, z = 0.0, 0.0
+            if epoch < epochs - 1 and zeta > 0:
+                z = zeta_at(zeta, epoch, epochs, zeta_schedule)
+                t1 = time.perf_counter()
+                self.evolve(z, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)
+                evo_time = time.perf_counter() - t1
+            rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0)
+            self.epochs_trained_ = epoch + 1
+            self.train_state_ = {"epoch": epoch + 1, "batch": 0, "order": None, "n_samples": n,
+                                 "batch_size": batch_size, "sums": None}
+            records.append(rec)
+            self.history_.append(rec)
+            order, start_batch, sums = None, 0, (0.0, 0, 0)
+            for cb in cbs:
+                cb.on_epoch_end(self, epoch, {**logs, **rec})
+            if self.stop_training:
+                break
+        if not self.stop_training:
+            self.train_state_ = None
+        for cb in cbs:
+            cb.on_train_end(self, logs)
+        return records
