@@ -58,6 +58,8 @@ cdef extern from "_rowkernels.h" nogil:
     void setcy_relu_backward_f64(double*, const double*, Py_ssize_t, Py_ssize_t, double)
     float setcy_rowsum_f32_i32(const float*, Py_ssize_t)
     double setcy_rowsum_f64_i32(const double*, Py_ssize_t)
+    void setcy_sort_i32(int32_t*, Py_ssize_t)
+    void setcy_sort_i64(int64_t*, Py_ssize_t)
     void setcy_momentum_range_f32(float*, float*, const float*, Py_ssize_t, Py_ssize_t,
                                   float, float, float, int)
     void setcy_momentum_range_f64(double*, double*, const double*, Py_ssize_t, Py_ssize_t,
@@ -334,31 +336,92 @@ def csr_transpose_index(const index_t[::1] indptr, const index_t[::1] indices, P
         out_indptr[0] = 0
 
 
+cdef void _compact(Py_ssize_t n_rows, const index_t* indptr, const index_t* indices, const floating* data,
+                   const floating* velocity, const uint8_t* keep, index_t* out_indptr, index_t* out_indices,
+                   floating* out_data, floating* out_velocity, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r, k, q
+    cdef index_t cnt
+    out_indptr[0] = 0
+    for r in prange(n_rows, schedule="static", num_threads=n_threads):
+        cnt = 0
+        for k in range(indptr[r], indptr[r + 1]):
+            cnt = cnt + (keep[k] != 0)
+        out_indptr[r + 1] = cnt
+    for r in range(n_rows):
+        out_indptr[r + 1] += out_indptr[r]
+    for r in prange(n_rows, schedule="static", num_threads=n_threads):
+        q = out_indptr[r]
+        for k in range(indptr[r], indptr[r + 1]):
+            if keep[k]:
+                out_indices[q] = indices[k]
+                if data != NULL:
+                    out_data[q] = data[k]
+                    out_velocity[q] = velocity[k]
+                q = q + 1
+
+
 def csr_compact(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
                 const floating[::1] velocity, const uint8_t[::1] keep, index_t[::1] out_indptr,
                 index_t[::1] out_indices, floating[::1] out_data, floating[::1] out_velocity,
                 int n_threads):
     """Keep the entries with ``keep[k] != 0`` (pattern, values and velocity), rows in parallel."""
-    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
-    cdef Py_ssize_t r, k, q
-    cdef index_t cnt
+    if out_indices.shape[0] == 0:
+        out_indptr[:] = 0
+        return
     with nogil:
-        out_indptr[0] = 0
-        for r in prange(n_rows, schedule="static", num_threads=n_threads):
-            cnt = 0
-            for k in range(indptr[r], indptr[r + 1]):
-                cnt = cnt + (keep[k] != 0)
-            out_indptr[r + 1] = cnt
+        _compact(indptr.shape[0] - 1, &indptr[0], &indices[0], &data[0], &velocity[0], &keep[0],
+                 &out_indptr[0], &out_indices[0], &out_data[0], &out_velocity[0], n_threads)
+
+
+def csr_pattern_compact(const index_t[::1] indptr, const index_t[::1] indices, const uint8_t[::1] keep,
+                        index_t[::1] out_indptr, index_t[::1] out_indices, int n_threads):
+    """Pattern-only :func:`csr_compact`."""
+    if out_indices.shape[0] == 0:
+        out_indptr[:] = 0
+        return
+    with nogil:
+        _compact(indptr.shape[0] - 1, &indptr[0], &indices[0], <const double*>NULL, <const double*>NULL,
+                 &keep[0], &out_indptr[0], &out_indices[0], <double*>NULL, <double*>NULL, n_threads)
+
+
+def coo_to_csr(const index_t[::1] rows, const index_t[::1] cols, index_t[::1] out_indptr,
+               index_t[::1] out_indices):
+    """Bucket ``(rows[m], cols[m])`` by row (counting sort, O(m)); rows come out unsorted inside."""
+    cdef Py_ssize_t n_rows = out_indptr.shape[0] - 1
+    cdef Py_ssize_t m, r, q
+    with nogil:
+        for r in range(n_rows + 1):
+            out_indptr[r] = 0
+        for m in range(rows.shape[0]):
+            out_indptr[rows[m] + 1] += 1
         for r in range(n_rows):
             out_indptr[r + 1] += out_indptr[r]
-        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+        for m in range(rows.shape[0]):
+            r = rows[m]
             q = out_indptr[r]
-            for k in range(indptr[r], indptr[r + 1]):
-                if keep[k]:
-                    out_indices[q] = indices[k]
-                    out_data[q] = data[k]
-                    out_velocity[q] = velocity[k]
-                    q = q + 1
+            out_indices[q] = cols[m]
+            out_indptr[r] = <index_t>(q + 1)
+        for r in range(n_rows, 0, -1):
+            out_indptr[r] = out_indptr[r - 1]
+        out_indptr[0] = 0
+
+
+def csr_sort_rows(const index_t[::1] indptr, index_t[::1] indices, uint8_t[::1] keep, int n_threads):
+    """Sort the column indices of every row in place; ``keep[k] = 0`` marks repeats. Returns the repeats."""
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t r, k, n_rep = 0
+    with nogil:
+        for r in prange(n_rows, schedule="static", num_threads=n_threads):
+            if indptr[r + 1] > indptr[r]:
+                if index_t is int32_t:
+                    setcy_sort_i32(&indices[indptr[r]], indptr[r + 1] - indptr[r])
+                else:
+                    setcy_sort_i64(&indices[indptr[r]], indptr[r + 1] - indptr[r])
+                keep[indptr[r]] = 1
+                for k in range(indptr[r] + 1, indptr[r + 1]):
+                    keep[k] = indices[k] != indices[k - 1]
+                    n_rep += 1 - keep[k]
+    return n_rep
 
 
 def csr_contains(const index_t[::1] indptr, const index_t[::1] indices, const index_t[::1] rows,
@@ -380,6 +443,43 @@ def csr_contains(const index_t[::1] indptr, const index_t[::1] indices, const in
             out[m] = 1 if (lo < indptr[rows[m] + 1] and indices[lo] == c) else 0
 
 
+cdef void _merge(Py_ssize_t n_rows, const index_t* a_indptr, const index_t* a_indices, const floating* a_data,
+                 const floating* a_velocity, const index_t* b_indptr, const index_t* b_indices,
+                 const floating* b_data, index_t* out_indptr, index_t* out_indices, floating* out_data,
+                 floating* out_velocity, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r, i, j, q, i_end, j_end
+    for r in range(n_rows + 1):
+        out_indptr[r] = a_indptr[r] + b_indptr[r]
+    for r in prange(n_rows, schedule="static", num_threads=n_threads):
+        i = a_indptr[r]
+        i_end = a_indptr[r + 1]
+        j = b_indptr[r]
+        j_end = b_indptr[r + 1]
+        q = out_indptr[r]
+        while i < i_end or j < j_end:
+            if j >= j_end or (i < i_end and a_indices[i] < b_indices[j]):
+                out_indices[q] = a_indices[i]
+                if out_data != NULL:
+                    out_data[q] = a_data[i]
+                    out_velocity[q] = a_velocity[i]
+                i = i + 1
+            else:
+                out_indices[q] = b_indices[j]
+                if out_data != NULL:
+                    out_data[q] = b_data[j]
+                    out_velocity[q] = 0
+                j = j + 1
+            q = q + 1
+
+
+cdef inline const index_t* _ptr(const index_t[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef inline const floating* _fptr(const floating[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
 def csr_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices, const floating[::1] a_data,
               const floating[::1] a_velocity, const index_t[::1] b_indptr, const index_t[::1] b_indices,
               const floating[::1] b_data, index_t[::1] out_indptr, index_t[::1] out_indices,
@@ -388,29 +488,26 @@ def csr_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices, const f
 
     Entries from ``b`` get velocity zero (new connections carry no momentum).
     """
-    cdef Py_ssize_t n_rows = a_indptr.shape[0] - 1
-    cdef Py_ssize_t r, i, j, q, i_end, j_end
+    if out_indices.shape[0] == 0:
+        out_indptr[:] = 0
+        return
     with nogil:
-        for r in range(n_rows + 1):
-            out_indptr[r] = a_indptr[r] + b_indptr[r]
-        for r in prange(n_rows, schedule="static", num_threads=n_threads):
-            i = a_indptr[r]
-            i_end = a_indptr[r + 1]
-            j = b_indptr[r]
-            j_end = b_indptr[r + 1]
-            q = out_indptr[r]
-            while i < i_end or j < j_end:
-                if j >= j_end or (i < i_end and a_indices[i] < b_indices[j]):
-                    out_indices[q] = a_indices[i]
-                    out_data[q] = a_data[i]
-                    out_velocity[q] = a_velocity[i]
-                    i = i + 1
-                else:
-                    out_indices[q] = b_indices[j]
-                    out_data[q] = b_data[j]
-                    out_velocity[q] = 0
-                    j = j + 1
-                q = q + 1
+        _merge(a_indptr.shape[0] - 1, &a_indptr[0], _ptr(a_indices), _fptr(a_data), _fptr(a_velocity),
+               &b_indptr[0], _ptr(b_indices), _fptr(b_data), &out_indptr[0], &out_indices[0], &out_data[0],
+               &out_velocity[0], n_threads)
+
+
+def csr_pattern_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices, const index_t[::1] b_indptr,
+                      const index_t[::1] b_indices, index_t[::1] out_indptr, index_t[::1] out_indices,
+                      int n_threads):
+    """Pattern-only :func:`csr_merge`."""
+    if out_indices.shape[0] == 0:
+        out_indptr[:] = 0
+        return
+    with nogil:
+        _merge(a_indptr.shape[0] - 1, &a_indptr[0], _ptr(a_indices), <const double*>NULL, <const double*>NULL,
+               &b_indptr[0], _ptr(b_indices), <const double*>NULL, &out_indptr[0], &out_indices[0],
+               <double*>NULL, <double*>NULL, n_threads)
 
 
 # --------------------------------------------------------------------------------------------------

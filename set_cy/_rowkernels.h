@@ -240,4 +240,26 @@ SETCY_CLONES static void setcy_relu_backward_##SUF(V *SETCY_RESTRICT d, const V 
 SETCY_DEFINE_RELU(float, f32)
 SETCY_DEFINE_RELU(double, f64)
 
+/* In-place ascending sort of a short integer segment: insertion sort up to 32 elements, else qsort. */
+#include <stdlib.h>
+#define SETCY_DEFINE_SORT(I, SUF)                                                                          \
+static int setcy_cmp_##SUF(const void *a, const void *b)                                                   \
+{                                                                                                          \
+    const I x = *(const I *)a, y = *(const I *)b;                                                          \
+    return (x > y) - (x < y);                                                                              \
+}                                                                                                          \
+static void setcy_sort_##SUF(I *a, ptrdiff_t n)                                                            \
+{                                                                                                          \
+    ptrdiff_t i, j;                                                                                        \
+    if (n > 32) { qsort(a, (size_t)n, sizeof(I), setcy_cmp_##SUF); return; }                               \
+    for (i = 1; i < n; i++) {                                                                              \
+        const I v = a[i];                                                                                  \
+        for (j = i; j > 0 && a[j - 1] > v; j--) a[j] = a[j - 1];                                           \
+        a[j] = v;                                                                                          \
+    }                                                                                                      \
+}
+
+SETCY_DEFINE_SORT(int32_t, i32)
+SETCY_DEFINE_SORT(int64_t, i64)
+
 #endif /* SET_CY_ROWKERNELS_H */

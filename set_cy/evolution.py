@@ -2,9 +2,9 @@
 
 - :func:`select_to_remove`: which stored connections to prune (per sign, as the SET reference does,
   or by magnitude), by partial sorts: O(nnz).
-- :func:`draw_free_positions`: distinct random positions that are not in a CSR pattern, drawn as flat
-  keys and checked against the pattern by binary search in its rows (no ``n_rows x n_cols``
-  temporary; O(k log k) for k new positions).
+- :func:`draw_free_positions`: distinct random positions that are not in a CSR pattern, bucketed
+  by row and checked against the pattern by binary search in its rows (no ``n_rows x n_cols``
+  temporary).
 - :func:`zeta_at`: the pruning fraction of an epoch under a schedule.
 """
 import math
@@ -59,15 +59,46 @@ def select_to_remove(values, zeta, criterion="signed"):
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
-def _present_mask(indptr, indices, rows, cols, n_threads):
+def _row_ids(indptr):
+    return np.repeat(np.arange(indptr.shape[0] - 1, dtype=indptr.dtype), np.diff(indptr))
+
+
+def _drop(indptr, indices, keep, n_threads):
+    """The entries of a CSR pattern with ``keep`` set."""
+    n = int(np.count_nonzero(keep))
+    out_indptr = np.empty_like(indptr)
+    out_indices = np.empty(n, indices.dtype)
+    _kernels.csr_pattern_compact(indptr, indices, keep.view(np.uint8), out_indptr, out_indices, n_threads)
+    return out_indptr, out_indices
+
+
+def _merge(a, b, n_threads):
+    """Union of two disjoint sorted CSR patterns ``a`` and ``b`` (tuples ``(indptr, indices)``)."""
+    out_indptr = np.empty_like(a[0])
+    out_indices = np.empty(a[1].shape[0] + b[1].shape[0], a[1].dtype)
+    _kernels.csr_pattern_merge(a[0], a[1], b[0], b[1], out_indptr, out_indices, n_threads)
+    return out_indptr, out_indices
+
+
+def _contains(pattern, rows, cols, n_threads):
     out = np.empty(rows.shape[0], dtype=np.uint8)
-    if rows.shape[0]:
-        _kernels.csr_contains(indptr, indices, rows, cols, out, n_threads)
+    if rows.shape[0] and pattern[1].shape[0]:
+        _kernels.csr_contains(pattern[0], pattern[1], rows, cols, out, n_threads)
+    else:
+        out[:] = 0
     return out.view(bool)
 
 
-def draw_free_positions(rng, n_rows, n_cols, count, indptr=None, indices=None, n_threads=1):
+def draw_free_positions(rng, n_rows, n_cols, count, indptr=None, indices=None, *, index_dtype=None,
+                        n_threads=1):
     """Draw ``count`` distinct positions uniformly among those not stored in a CSR pattern.
+
+    Rows and columns are drawn independently and uniformly (a uniform cell), bucketed by row with a
+    counting sort, sorted inside each row in parallel, and the repeats and positions already stored or
+    already drawn are rejected; the missing ones are drawn again. That is sampling without
+    replacement, so the result is a uniform subset of the free cells. O(count) work per round plus
+    short sorts, and no ``n_rows x n_cols`` temporary. When few cells are free (at most
+    ``4 * count``) they are enumerated instead.
 
     Parameters
     ----------
@@ -78,45 +109,52 @@ def draw_free_positions(rng, n_rows, n_cols, count, indptr=None, indices=None, n
         Number of positions to draw.
     indptr, indices : ndarray or None
         The canonical CSR pattern to avoid (None: an empty matrix).
+    index_dtype : dtype, optional
+        Index dtype of the result (default: that of ``indices``, else int64).
     n_threads : int
 
     Returns
     -------
-    rows, cols : ndarray
-        Sorted row-major (by ``row * n_cols + col``), in the dtype of ``indices`` (int64 without a
-        pattern).
+    new_indptr, new_indices : ndarray
+        Canonical CSR pattern (``n_rows + 1`` offsets) of the drawn positions.
     """
-    idx_dtype = np.int64 if indices is None else indices.dtype
+    idx_dtype = np.dtype(index_dtype or (np.int64 if indices is None else indices.dtype))
+    if indptr is None:
+        indptr = np.zeros(n_rows + 1, idx_dtype)
+        indices = np.empty(0, idx_dtype)
     total = int(n_rows) * int(n_cols)
-    present = 0 if indices is None else int(indices.shape[0])
+    present = int(indices.shape[0])
     free = total - present
     if count > free:
         raise ValueError(f"cannot place {count} new connections: only {free} free positions")
-    if count == 0:
-        return np.empty(0, idx_dtype), np.empty(0, idx_dtype)
-    if free <= 4 * count:
+    if count and free <= 4 * count:
         # dense regime: enumerate the free cells (at most present + 4 * count of them) and pick
         taken = np.zeros(total, dtype=bool)
-        if present:
-            rows_p = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(indptr))
-            taken[rows_p * n_cols + indices] = True
+        taken[_row_ids(indptr).astype(np.int64) * n_cols + indices] = True
         free_keys = np.flatnonzero(~taken)
         keys = np.sort(free_keys[rng.choice(free_keys.size, count, replace=False)])
-    else:
-        # sparse regime: rejection sampling of flat keys, de-duplicated, checked against the pattern
-        keys = np.empty(0, np.int64)
-        while keys.size < count:
-            need = count - keys.size
-            cand = np.unique(rng.integers(0, total, size=need + need // 16 + 16, dtype=np.int64))
-            if present:
-                r = (cand // n_cols).astype(idx_dtype)
-                c = (cand % n_cols).astype(idx_dtype)
-                cand = cand[~_present_mask(indptr, indices, r, c, n_threads)]
-            keys = np.union1d(keys, cand)
-        if keys.size > count:
-            # drop a uniformly random surplus: the rest is a uniform subset of the free cells
-            keys = np.delete(keys, rng.choice(keys.size, keys.size - count, replace=False))
-    return (keys // n_cols).astype(idx_dtype), (keys % n_cols).astype(idx_dtype)
+        new_indptr = np.zeros(n_rows + 1, idx_dtype)
+        np.cumsum(np.bincount(keys // n_cols, minlength=n_rows), out=new_indptr[1:])
+        return new_indptr, (keys % n_cols).astype(idx_dtype)
+    existing = (indptr, indices)
+    drawn = (np.zeros(n_rows + 1, idx_dtype), np.empty(0, idx_dtype))
+    while drawn[1].shape[0] < count:
+        need = count - drawn[1].shape[0]
+        rows = rng.integers(0, n_rows, size=need, dtype=idx_dtype)
+        cols = rng.integers(0, n_cols, size=need, dtype=idx_dtype)
+        c_indptr = np.empty(n_rows + 1, idx_dtype)
+        c_indices = np.empty(need, idx_dtype)
+        _kernels.coo_to_csr(rows, cols, c_indptr, c_indices)
+        del rows, cols
+        keep = np.empty(need, np.uint8)
+        _kernels.csr_sort_rows(c_indptr, c_indices, keep, n_threads)
+        keep = keep.view(bool)
+        c_rows = _row_ids(c_indptr)
+        keep &= ~_contains(existing, c_rows, c_indices, n_threads)
+        keep &= ~_contains(drawn, c_rows, c_indices, n_threads)
+        del c_rows
+        drawn = _merge(drawn, _drop(c_indptr, c_indices, keep, n_threads), n_threads)
+    return drawn
 
 
 def zeta_at(zeta, epoch, n_epochs, schedule="constant"):

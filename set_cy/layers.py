@@ -78,12 +78,10 @@ class SparseLayer:
     @classmethod
     def random(cls, n_in, n_out, nnz, rng, *, init="he_uniform", dtype=np.float32, n_threads=1):
         """Erdős–Rényi layer: exactly ``nnz`` distinct connections at uniformly random positions."""
-        rows, cols = draw_free_positions(rng, n_out, n_in, nnz, n_threads=n_threads)
         idx = index_dtype_for(n_in, n_out, nnz)
-        indptr = np.zeros(n_out + 1, dtype=idx)
-        np.cumsum(np.bincount(rows, minlength=n_out), out=indptr[1:])
+        indptr, indices = draw_free_positions(rng, n_out, n_in, nnz, index_dtype=idx, n_threads=n_threads)
         data = init_values(rng, init, nnz, n_in, n_out, nnz, dtype)
-        return cls(n_in, n_out, indptr, cols.astype(idx), data, init=init, n_threads=n_threads)
+        return cls(n_in, n_out, indptr, indices, data, init=init, n_threads=n_threads)
 
     @classmethod
     def from_scipy(cls, W, *, bias=None, init="he_uniform", n_threads=1):
@@ -171,24 +169,21 @@ class SparseLayer:
         if k == 0:
             return 0
         nt = self.n_threads
-        idx = self.indices.dtype
         keep = np.ones(self.nnz, dtype=np.uint8)
         keep[remove] = 0
         n_keep = self.nnz - k
         k_indptr = np.empty_like(self.indptr)
-        k_indices = np.empty(n_keep, idx)
+        k_indices = np.empty(n_keep, self.indices.dtype)
         k_data = np.empty(n_keep, self.dtype)
         k_vel = np.empty(n_keep, self.dtype)
         _kernels.csr_compact(self.indptr, self.indices, self.data, self.velocity, keep, k_indptr, k_indices,
                              k_data, k_vel, nt)
         del keep
-        rows, cols = draw_free_positions(rng, self.n_out, self.n_in, k, k_indptr, k_indices, nt)
-        b_indptr = np.zeros(self.n_out + 1, dtype=idx)
-        np.cumsum(np.bincount(rows, minlength=self.n_out), out=b_indptr[1:])
+        b_indptr, b_indices = draw_free_positions(rng, self.n_out, self.n_in, k, k_indptr, k_indices, n_threads=nt)
         b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, k, self.n_in, self.n_out,
                              self.nnz, self.dtype)
         # reuse the old arrays as the merge's output: same sizes
-        _kernels.csr_merge(k_indptr, k_indices, k_data, k_vel, b_indptr, cols, b_data, self.indptr,
+        _kernels.csr_merge(k_indptr, k_indices, k_data, k_vel, b_indptr, b_indices, b_data, self.indptr,
                            self.indices, self.data, self.velocity, nt)
         self._build_transpose()
         return k

@@ -133,26 +133,30 @@ def test_removed_are_smallest_per_sign():
     assert rem.size == 200 and np.abs(vals[rem]).max() <= np.abs(vals[keep]).min()
 
 
-def test_draw_free_positions_uniform_and_disjoint():
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("density", [0.5, 0.05])
+def test_draw_free_positions_uniform_and_disjoint(index_dtype, density):
     rng = np.random.default_rng(0)
-    W = sp.random_array((30, 40), density=0.5, format="csr", rng=1)
-    W.indices = W.indices.astype(np.int32)
-    W.indptr = W.indptr.astype(np.int32)
-    counts = np.zeros(30 * 40)
+    W = sp.random_array((30, 40), density=density, format="csr", rng=1)
+    W.indices = W.indices.astype(index_dtype)
+    W.indptr = W.indptr.astype(index_dtype)
+    dense = W.toarray() != 0
+    counts = np.zeros((30, 40))
     for _ in range(300):
-        r, c = draw_free_positions(rng, 30, 40, 20, W.indptr, W.indices)
-        keys = r.astype(np.int64) * 40 + c
-        assert np.all(np.diff(keys) > 0)
-        assert not np.any(W.toarray()[r, c] != 0)
-        counts[keys] += 1
-    free = W.toarray().ravel() == 0
-    assert counts[~free].sum() == 0
+        indptr, indices = draw_free_positions(rng, 30, 40, 20, W.indptr, W.indices)
+        assert indptr.dtype == indices.dtype == index_dtype and indptr[-1] == 20
+        new = sp.csr_array((np.ones(20), indices, indptr), shape=(30, 40))
+        assert new.has_canonical_format
+        r, c = new.nonzero()
+        assert not dense[r, c].any()
+        counts[r, c] += 1
+    assert counts[dense].sum() == 0
     # every free cell is drawn with probability 20 / n_free per round
-    expected = 300 * 20 / free.sum()
-    assert abs(counts[free].mean() - expected) < 1e-9
-    assert counts[free].std() < 3 * np.sqrt(expected)
-    r, c = draw_free_positions(rng, 30, 40, 1200 - W.nnz, W.indptr, W.indices)  # all that is left
-    assert r.size == 1200 - W.nnz
+    expected = 300 * 20 / (~dense).sum()
+    assert abs(counts[~dense].mean() - expected) < 1e-9
+    assert counts[~dense].std() < 3 * np.sqrt(expected)
+    indptr, _ = draw_free_positions(rng, 30, 40, 1200 - W.nnz, W.indptr, W.indices)  # all that is left
+    assert indptr[-1] == 1200 - W.nnz
     with pytest.raises(ValueError, match="only"):
         draw_free_positions(rng, 30, 40, 1201 - W.nnz, W.indptr, W.indices)
 
