@@ -983,13 +983,15 @@ def make_synthetic(
         Number of classes (>= 2); class sizes differ by at most one.
     n_informative : int, optional
         Number of informative features, chosen at random among all features. Default
-        ``max(20, n_features // 50)`` (2 %), capped at ``n_features``.
+        ``max(10, n_features // 500)`` (0.2 %: about a hundred "marker genes" at the default size),
+        capped at ``n_features``.
     class_sep : float, optional
         Standard deviation of the class means on the informative features, in units of the
-        (unit) noise standard deviation; larger is easier. Default
-        ``max(0.3, 4 / sqrt(n_informative))``: two class means are then on average at least
-        about 5.7 noise standard deviations apart, so the classes are separable given the
-        informative features, and the difficulty comes from finding them among the noise
+        (unit) noise standard deviation; larger is easier. Default 1.0: each informative feature
+        carries as much class signal as noise, and two class means are on average
+        ``sqrt(2 * n_informative)`` noise standard deviations apart (at least 4.5), so the classes
+        are separable given the informative features, and the difficulty comes from finding them
+        among the noise
         features (nearest-class-mean gets about 0.9 test accuracy at the default size).
     seed : int or None, default 0
         Seed; the same seed gives bit-identical arrays (for the same arguments).
@@ -1021,14 +1023,14 @@ def make_synthetic(
     if n_samples < 2 * n_classes:
         raise ValueError(f"n_samples must be at least 2 * n_classes = {2 * n_classes}, got {n_samples}")
     if n_informative is None:
-        n_informative = min(n_features, max(20, n_features // 50))
+        n_informative = min(n_features, max(10, n_features // 500))
     if isinstance(n_informative, bool) or not isinstance(n_informative, numbers.Integral) or not (
         1 <= n_informative <= n_features
     ):
         raise ValueError(f"n_informative must be an integer in 1..n_features={n_features}, got {n_informative!r}")
     n_informative = int(n_informative)
     if class_sep is None:
-        class_sep = max(0.3, 4.0 / math.sqrt(n_informative))
+        class_sep = 1.0
     if isinstance(class_sep, bool) or not isinstance(class_sep, numbers.Real) or not class_sep >= 0:
         raise ValueError(f"class_sep must be a non-negative number, got {class_sep!r}")
     dt = _check_dtype(dtype)

@@ -72,6 +72,7 @@ class SparseLayer:
         self.bias_velocity = np.zeros(self.n_out, dtype) if bias_velocity is None else bias_velocity
         self.init = init
         self.n_threads = n_threads
+        self.lr_scale = 1.0  # multiplies the learning rate of this layer (see SparseNetwork's lr_scaling)
         self._build_transpose()
 
     # ------------------------------------------------------------------------------------------
@@ -98,6 +99,11 @@ class SparseLayer:
         self.t_indptr, self.t_indices, self.perm = transpose_pattern(self.indptr, self.indices, self.n_in)
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def fan_in(self):
+        """Mean number of connections into an output neuron."""
+        return self.nnz / self.n_out
+
     @property
     def nnz(self):
         return int(self.indices.shape[0])
@@ -140,6 +146,7 @@ class SparseLayer:
 
     def apply_gradient(self, grad, grad_bias, lr, momentum, weight_decay, nesterov=False):
         """Momentum SGD step from given gradients (weight decay on weights only, not on biases)."""
+        lr = lr * self.lr_scale
         _kernels.momentum_update(self.data, self.velocity, grad, lr, momentum, weight_decay, nesterov,
                                  self.n_threads)
         _kernels.momentum_update(self.bias, self.bias_velocity, np.ascontiguousarray(grad_bias, self.dtype),
@@ -147,7 +154,8 @@ class SparseLayer:
 
     def fused_update(self, dY, X, lr, momentum, weight_decay, nesterov=False):
         """Gradient and momentum step in one pass over the connections (no gradient buffer)."""
-        _kernels.sddmm_momentum_update(self.indptr, self.indices, dY, X, self.data, self.velocity, lr, momentum,
+        _kernels.sddmm_momentum_update(self.indptr, self.indices, dY, X, self.data, self.velocity, lr * self.lr_scale,
+                                       momentum,
                                        weight_decay, nesterov, self.n_threads, self.bias, self.bias_velocity)
 
     # ------------------------------------------------------------------------------------------

@@ -14,14 +14,15 @@ import numpy as np
 from . import _kernels
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import CRITERIA
-from .layers import INITS, SparseLayer, init_values
+from .layers import INITS, SparseLayer, index_dtype_for
 from ._validation import check_float_dtype, check_scalar, resolve_n_threads
 
-__all__ = ["SparseNetwork", "LOSSES", "ALLOCATIONS", "allocate_connections"]
+__all__ = ["SparseNetwork", "LOSSES", "ALLOCATIONS", "allocate_connections", "estimate_memory"]
 
 logger = logging.getLogger("set_cy")
 
 LOSSES = ("cross_entropy", "mse")
+LR_SCALINGS = ("none", "fan_in")
 ALLOCATIONS = ("er", "erk", "uniform")
 FORMAT_VERSION = 1
 
@@ -59,6 +60,39 @@ def allocate_connections(layer_sizes, epsilon, allocation="er"):
     return [int(x) for x in nnz]
 
 
+def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", allocation="er", zeta=0.3):
+    """Bytes a network needs while training, without building it.
+
+    Counts, per connection, the value, velocity, column index, transposed index and permutation;
+    per neuron the biases and offsets; the feature-major activations, deltas and dropout bytes of one
+    batch; and the transient arrays of the largest layer's construction or evolution step (the
+    larger of the two). Data and the interpreter are not included.
+
+    Returns
+    -------
+    dict
+        ``weights``, ``activations``, ``transient`` and ``total`` in bytes.
+    """
+    sizes = [int(s) for s in layer_sizes]
+    val = np.dtype(dtype).itemsize
+    nnz = allocate_connections(sizes, epsilon, allocation)
+    weights = 0
+    transient = 0
+    for k, a, b in zip(nnz, sizes[:-1], sizes[1:]):
+        idx = np.dtype(index_dtype_for(a, b, k)).itemsize
+        weights += k * (2 * val + 3 * idx) + (a + b + 2) * idx + 2 * b * val
+        build = k * (4 * idx + 1)
+        evolve = k * (1 + 3 * idx + 2 * val) + int(zeta * k) * (5 * idx + 1)
+        transient = max(transient, build, evolve)
+    B = int(batch_size)
+    hidden = sizes[1:-1]
+    widest = max(hidden + [sizes[0]])
+    activations = B * val * (sizes[0] + sum(sizes[1:]) + 2 * widest) + B * (max(hidden) if hidden else 0)
+    total = weights + activations + transient
+    return {"weights": int(weights), "activations": int(activations), "transient": int(transient),
+            "total": int(total), "connections": int(sum(nnz))}
+
+
 class SparseNetwork:
     """Truly sparse MLP: CSR weights only, from construction to the end of training.
 
@@ -86,11 +120,15 @@ class SparseNetwork:
         How connections are distributed over the layers (see :func:`allocate_connections`).
     activation_alpha : float or None
         Left slope of leaky_relu (default 0.01) or all_relu (default 0.6).
+    lr_scaling : {"none", "fan_in"}, default "none"
+        ``"fan_in"`` multiplies the learning rate of a layer by ``min(1, 2 * epsilon / fan_in)``
+        (``fan_in``: mean inputs per neuron), so dense-ish layers with very many inputs per neuron
+        (the output layer of a very wide network) take steps of the same effect as the others.
     """
 
     def __init__(self, layer_sizes, *, epsilon=20, activation="relu", dropout=0.3, init="he_uniform",
                  dtype="float32", seed=None, n_threads=None, loss="cross_entropy", allocation="er",
-                 activation_alpha=None, _layers=None):
+                 activation_alpha=None, lr_scaling="none", _layers=None):
         sizes = [int(s) for s in layer_sizes] if not isinstance(layer_sizes, (str, bytes)) else None
         if sizes is None or len(sizes) < 2 or any(s < 1 for s in sizes) or \
                 any(not float(s).is_integer() for s in layer_sizes):
@@ -113,6 +151,9 @@ class SparseNetwork:
         self.allocation = allocation
         self.activation_alpha = None if activation_alpha is None else check_scalar(
             activation_alpha, "activation_alpha", min_val=0.0, include_min=False)
+        if lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
+        self.lr_scaling = lr_scaling
         self.n_threads = resolve_n_threads(n_threads)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -120,6 +161,7 @@ class SparseNetwork:
         self._buffers = None
         self._buffer_batch = 0
         self.epochs_trained_ = 0
+        self.meta_ = {}  # JSON-serialisable user data saved with the model
         if _layers is not None:
             self.layers = _layers
         else:
@@ -127,6 +169,12 @@ class SparseNetwork:
             self.layers = [SparseLayer.random(a, b, k, self.rng, init=init, dtype=self.dtype,
                                               n_threads=self.n_threads)
                            for a, b, k in zip(sizes[:-1], sizes[1:], nnz)]
+        # "fan_in": a layer whose neurons have more inputs than a square ER layer (2 * epsilon) learns
+        # proportionally slower, so that one step moves its outputs as much as it moves those of the
+        # other layers (plain SGD lets a dense 300k-input output layer blow up).
+        for layer in self.layers:
+            ref = 2.0 * self.epsilon
+            layer.lr_scale = min(1.0, ref / layer.fan_in) if lr_scaling == "fan_in" else 1.0
 
     # ------------------------------------------------------------------------------------------
     # inspection
@@ -429,14 +477,16 @@ class SparseNetwork:
     def _config(self):
         return dict(layer_sizes=self.layer_sizes, epsilon=self.epsilon, activation=self.activation,
                     dropout=self.dropout, init=self.init, dtype=self.dtype.name, seed=self.seed,
-                    loss=self.loss, allocation=self.allocation, activation_alpha=self.activation_alpha)
+                    loss=self.loss, allocation=self.allocation, activation_alpha=self.activation_alpha,
+                    lr_scaling=self.lr_scaling)
 
     def _extra_state(self):
         """JSON-serialisable state of subclasses (training progress); saved with the model."""
-        return {"epochs_trained": self.epochs_trained_}
+        return {"epochs_trained": self.epochs_trained_, "meta": self.meta_}
 
     def _set_extra_state(self, state):
         self.epochs_trained_ = int(state.get("epochs_trained", 0))
+        self.meta_ = dict(state.get("meta", {}))
 
     def _extra_arrays(self):
         return {}
@@ -498,7 +548,8 @@ class SparseNetwork:
                                           init=cfg["init"], n_threads=nt))
             model = cls(sizes, epsilon=cfg["epsilon"], activation=cfg["activation"], dropout=cfg["dropout"],
                         init=cfg["init"], dtype=cfg["dtype"], seed=cfg["seed"], n_threads=nt, loss=cfg["loss"],
-                        allocation=cfg["allocation"], activation_alpha=cfg["activation_alpha"], _layers=layers)
+                        allocation=cfg["allocation"], activation_alpha=cfg["activation_alpha"],
+                        lr_scaling=cfg["lr_scaling"], _layers=layers)
             model.rng.bit_generator.state = json.loads(str(f["rng_state"]))
             model._set_extra_state(json.loads(str(f["extra_state"])))
             model._set_extra_arrays({k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")})

@@ -267,20 +267,25 @@ class SparseMLP(SparseNetwork):
             if validation_data is not None:
                 rec["val_accuracy"] = self.score(X_val, y_val, batch_size=batch_size)
             evo_time, z = 0.0, 0.0
-            if epoch < epochs - 1 and zeta > 0:
-                z = zeta_at(zeta, epoch, epochs, zeta_schedule)
-                t1 = time.perf_counter()
-                self.evolve(z, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)
-                evo_time = time.perf_counter() - t1
-            rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0)
-            self.epochs_trained_ = epoch + 1
-            self.train_state_ = {"epoch": epoch + 1, "batch": 0, "order": None, "n_samples": n,
-                                 "batch_size": batch_size, "sums": None}
+            with _sigint_deferred() as caught:
+                if epoch < epochs - 1 and zeta > 0:
+                    z = zeta_at(zeta, epoch, epochs, zeta_schedule)
+                    t1 = time.perf_counter()
+                    self.evolve(z, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)
+                    evo_time = time.perf_counter() - t1
+                rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0)
+                self.epochs_trained_ = epoch + 1
+                self.train_state_ = {"epoch": epoch + 1, "batch": 0, "order": None, "n_samples": n,
+                                     "batch_size": batch_size, "sums": None}
             records.append(rec)
             self.history_.append(rec)
             order, start_batch, sums = None, 0, (0.0, 0, 0)
             for cb in cbs:
                 cb.on_epoch_end(self, epoch, {**logs, **rec})
+            if caught:
+                for cb in cbs:
+                    cb.on_train_end(self, {"interrupted": True, **logs})
+                raise KeyboardInterrupt
             if self.stop_training:
                 break
         if not self.stop_training:

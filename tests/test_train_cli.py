@@ -1,0 +1,117 @@
+"""python -m set_cy.train: end to end on small settings, errors, refusal, interrupt and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from set_cy import train
+from set_cy.model import SparseNetwork
+
+SMALL = ["--dataset", "synthetic", "--samples", "300", "--features", "500", "--classes", "5", "--neurons", "20000",
+         "--epochs", "2", "--quiet"]
+
+
+def test_end_to_end_report(tmp_path):
+    report = tmp_path / "r.json"
+    assert train.main(SMALL + ["--report", str(report), "--save", str(tmp_path / "m.npz")]) == 0
+    r = json.loads(report.read_text())
+    assert r["status"] == "completed"
+    assert r["architecture"]["neurons"] == 20000 and sum(r["architecture"]["layer_sizes"]) == 20000
+    assert r["architecture"]["layer_sizes"][0] == 500 and r["architecture"]["layer_sizes"][-1] == 5
+    assert sum(r["architecture"]["connections_per_layer"]) == r["architecture"]["connections"]
+    assert len(r["epochs"]) == 2
+    for e in r["epochs"]:
+        assert e["train_time"] > 0 and e["peak_rss"] > 0 and 0 <= e["val_accuracy"] <= 1
+    assert r["epochs"][0]["evolution_time"] > 0 and r["epochs"][1]["evolution_time"] == 0
+    assert r["peak_rss"] >= max(e["peak_rss"] for e in r["epochs"])
+    assert r["build_time"] >= 0 and r["hardware"]["cores"] >= 1 and r["versions"]["set_cy"]
+    assert r["memory_estimate"]["total_with_data"] > 0 and r["memory"]["n_samples"] >= 2
+    assert (tmp_path / "m.npz").exists()
+
+
+def test_prints_summary(capsys):
+    assert train.main(SMALL[:-1]) == 0  # without --quiet
+    out = capsys.readouterr().out
+    assert "20,000 neurons" in out and "epoch 2/2" in out and "peak RSS" in out
+
+
+def test_hidden_sizes_sum_exactly():
+    assert sum(train.hidden_layer_sizes(1_000_000, 54675, 18, 3)) + 54675 + 18 == 1_000_000
+    assert train.hidden_layer_sizes(10, 3, 2, 2) == [3, 2]
+    with pytest.raises(ValueError, match="too small"):
+        train.hidden_layer_sizes(500, 500, 5, 3)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--neurons", "400"], "too small for this dataset"),
+    (["--neurons", "abc"], "expected a positive integer"),
+    (["--layers", "5"], "at least two positive sizes"),
+    (["--layers", "500,10,5", "--neurons", "1000"], "either --neurons or --layers"),
+    (["--layers", "400,10,5"], "must start with the dataset's 500 features"),
+    (["--dropout", "1.5"], "--dropout must be in"),
+    (["--activation", "gelu"], "invalid choice"),
+    (["--samples", "0"], "expected a positive integer"),
+])
+def test_bad_arguments_are_argparse_errors(argv, msg, capsys):
+    base = ["--dataset", "synthetic", "--samples", "300", "--features", "500", "--classes", "5", "--quiet"]
+    with pytest.raises(SystemExit) as exc:
+        train.main(base + argv)
+    assert exc.value.code == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_memory_refusal(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as exc:
+        train.main(SMALL + ["--max-memory", "5MB", "--report", str(report)])
+    assert exc.value.code == 3
+    err = capsys.readouterr().err
+    assert "needs an estimated" in err and "5.00 MB" in err
+    assert json.loads(report.read_text())["status"] == "refused"
+
+
+def test_missing_dataset_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SET_CY_DATA", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--dataset", "colon", "--quiet"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "colon" in err and str(tmp_path) in err
+
+
+def test_interrupt_saves_checkpoint_and_resume_matches(tmp_path, monkeypatch):
+    argv = SMALL[:]
+    argv[argv.index("--epochs") + 1] = "3"
+    full = tmp_path / "full.json"
+    assert train.main(argv + ["--report", str(full)]) == 0
+
+    original = SparseNetwork.train_batch
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **k):  # a real SIGINT arrives during the 4th batch (epoch 2)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(SparseNetwork, "train_batch", interrupted)
+    ckpt = tmp_path / "ckpt.npz"
+    part = tmp_path / "part.json"
+    assert train.main(argv + ["--save", str(ckpt), "--report", str(part)]) == 130
+    assert json.loads(part.read_text())["status"] == "interrupted" and ckpt.exists()
+    monkeypatch.setattr(SparseNetwork, "train_batch", original)
+    resumed = tmp_path / "resumed.json"
+    assert train.main(["--resume", str(ckpt), "--report", str(resumed), "--quiet"]) == 0
+    a = json.loads(full.read_text())["epochs"]
+    b = json.loads(resumed.read_text())["epochs"]
+    assert [e["loss"] for e in a] == [e["loss"] for e in b]
+    assert [e["val_accuracy"] for e in a] == [e["val_accuracy"] for e in b]
+
+
+def test_module_runs_as_script():
+    res = subprocess.run([sys.executable, "-m", "set_cy.train", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--neurons" in res.stdout
