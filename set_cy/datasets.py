@@ -983,15 +983,14 @@ def make_synthetic(
         Number of classes (>= 2); class sizes differ by at most one.
     n_informative : int, optional
         Number of informative features, chosen at random among all features. Default
-        ``max(10, n_features // 500)`` (0.2 %: about a hundred "marker genes" at the default size),
-        capped at ``n_features``.
+        ``max(10, n_features // 10)`` (10 %, like the many differentially expressed genes of a
+        microarray), capped at ``n_features``.
     class_sep : float, optional
         Standard deviation of the class means on the informative features, in units of the
-        (unit) noise standard deviation; larger is easier. Default 1.0: each informative feature
-        carries as much class signal as noise, and two class means are on average
-        ``sqrt(2 * n_informative)`` noise standard deviations apart (at least 4.5), so the classes
-        are separable given the informative features, and the difficulty comes from finding them
-        among the noise
+        (unit) noise standard deviation; larger is easier. Default 0.5: each informative feature
+        is weak on its own, and two class means are on average ``0.5 * sqrt(2 * n_informative)``
+        noise standard deviations apart (at least 2.2), so the classes are separable given many
+        informative features, and the difficulty comes from the noise
         features (nearest-class-mean gets about 0.9 test accuracy at the default size).
     seed : int or None, default 0
         Seed; the same seed gives bit-identical arrays (for the same arguments).
@@ -1023,14 +1022,14 @@ def make_synthetic(
     if n_samples < 2 * n_classes:
         raise ValueError(f"n_samples must be at least 2 * n_classes = {2 * n_classes}, got {n_samples}")
     if n_informative is None:
-        n_informative = min(n_features, max(10, n_features // 500))
+        n_informative = min(n_features, max(10, n_features // 10))
     if isinstance(n_informative, bool) or not isinstance(n_informative, numbers.Integral) or not (
         1 <= n_informative <= n_features
     ):
         raise ValueError(f"n_informative must be an integer in 1..n_features={n_features}, got {n_informative!r}")
     n_informative = int(n_informative)
     if class_sep is None:
-        class_sep = 1.0
+        class_sep = 0.5
     if isinstance(class_sep, bool) or not isinstance(class_sep, numbers.Real) or not class_sep >= 0:
         raise ValueError(f"class_sep must be a non-negative number, got {class_sep!r}")
     dt = _check_dtype(dtype)

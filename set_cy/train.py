@@ -113,7 +113,8 @@ def build_parser():
     data.add_argument("--classes", type=_positive_int, default=None, help="synthetic: classes (18)")
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=_positive_int, default=10)
-    train.add_argument("--batch-size", type=_positive_int, default=128)
+    train.add_argument("--batch-size", type=_positive_int, default=32,
+                       help="samples per step (32: the few-sample default data set gets 44 steps per epoch)")
     train.add_argument("--lr", type=float, default=0.01, help="learning rate (0.01)")
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=2e-4)

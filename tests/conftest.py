@@ -1,6 +1,12 @@
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
+# The test command gives SET_CY_DATA relative to the repository root; tests that chdir keep finding it.
+if os.environ.get("SET_CY_DATA"):
+    os.environ["SET_CY_DATA"] = os.path.abspath(os.environ["SET_CY_DATA"])
 
 DTYPES = [np.float32, np.float64]
 INDEX_DTYPES = [np.int32, np.int64]

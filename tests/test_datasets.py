@@ -315,7 +315,7 @@ def test_synthetic_determinism():
     for field in ("X_train", "y_train", "X_test", "y_test", "informative_features"):
         assert np.array_equal(getattr(a, field), getattr(b, field))
     assert not np.array_equal(a.X_train, c.X_train)
-    assert a.informative_features.shape == (10,)
+    assert a.informative_features.shape == (30,)
     assert (a.n_train, a.n_test) == (80, 40)
 
 
@@ -335,7 +335,7 @@ def test_synthetic_mid_size(dtype):
     assert ds.X_train.shape == (200, 20000) and ds.X_test.shape == (100, 20000)
     assert ds.X_train.dtype == np.dtype(dtype) and ds.X_train.flags.c_contiguous
     assert ds.n_classes == 18 and np.all(np.bincount(ds.y_test, minlength=18) >= 1)
-    assert ds.informative_features.shape == (40,)
+    assert ds.informative_features.shape == (2000,)
     assert abs(float(ds.X_train[:, :100].std()) - 1.0) < 0.1
     with pytest.raises(ValueError, match="n_samples"):
         make_synthetic(n_samples=10, n_features=5, n_classes=6)

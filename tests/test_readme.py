@@ -1,0 +1,21 @@
+"""Every Python block of README.md and data/README.md runs as pasted."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKS = [(doc, i, code) for doc in ("README.md", "data/README.md")
+          for i, code in enumerate(re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), re.S))]
+
+
+@pytest.mark.parametrize("doc,i,code", BLOCKS, ids=[f"{d}-{i}" for d, i, _ in BLOCKS])
+def test_python_block_runs(doc, i, code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, f"{doc}[{i}]", "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_test_command_is_ci():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci in readme
