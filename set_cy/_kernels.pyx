@@ -13,7 +13,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t
-from libc.stdlib cimport malloc, free
+from libc.string cimport memset
 
 import numpy as np
 
@@ -56,6 +56,14 @@ cdef extern from "_rowkernels.h" nogil:
     void setcy_relu_dropout_f64(double*, const uint8_t*, Py_ssize_t, Py_ssize_t, uint8_t, double)
     void setcy_relu_backward_f32(float*, const float*, Py_ssize_t, Py_ssize_t, float)
     void setcy_relu_backward_f64(double*, const double*, Py_ssize_t, Py_ssize_t, double)
+    void setcy_scatter_row_f32_i32(const float*, const int32_t*, Py_ssize_t, Py_ssize_t, const float*,
+                                   Py_ssize_t, float*)
+    void setcy_scatter_row_f32_i64(const float*, const int64_t*, Py_ssize_t, Py_ssize_t, const float*,
+                                   Py_ssize_t, float*)
+    void setcy_scatter_row_f64_i32(const double*, const int32_t*, Py_ssize_t, Py_ssize_t, const double*,
+                                   Py_ssize_t, double*)
+    void setcy_scatter_row_f64_i64(const double*, const int64_t*, Py_ssize_t, Py_ssize_t, const double*,
+                                   Py_ssize_t, double*)
     float setcy_rowsum_f32_i32(const float*, Py_ssize_t)
     double setcy_rowsum_f64_i32(const double*, Py_ssize_t)
     void setcy_sort_i32(int32_t*, Py_ssize_t)
@@ -122,6 +130,20 @@ cdef inline void _spmm_row(const floating* data, const index_t* perm, const inde
             setcy_spmm_row_f64_i32(data, perm, idx, start, end, X, B, bias, out)
         else:
             setcy_spmm_row_f64_i64(data, perm, idx, start, end, X, B, bias, out)
+
+
+cdef inline void _scatter_row(const floating* data, const index_t* idx, Py_ssize_t start, Py_ssize_t end,
+                              const floating* d, Py_ssize_t B, floating* out) noexcept nogil:
+    if floating is float:
+        if index_t is int32_t:
+            setcy_scatter_row_f32_i32(data, idx, start, end, d, B, out)
+        else:
+            setcy_scatter_row_f32_i64(data, idx, start, end, d, B, out)
+    else:
+        if index_t is int32_t:
+            setcy_scatter_row_f64_i32(data, idx, start, end, d, B, out)
+        else:
+            setcy_scatter_row_f64_i64(data, idx, start, end, d, B, out)
 
 
 cdef inline void _sddmm_row(const floating* a, const index_t* idx, Py_ssize_t start, Py_ssize_t end,
@@ -201,6 +223,52 @@ def spmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:
         for r in prange(n_rows, schedule="runtime", num_threads=n_threads):
             _spmm_row(p_data, p_perm, p_idx, indptr[r], indptr[r + 1], p_X, B,
                       p_bias[r] if p_bias != NULL else zero, &out[r, 0])
+
+
+def spmm_scatter(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+                 const floating[:, ::1] D, floating[:, ::1] out, floating[:, ::1] scratch, int n_threads):
+    """``out = M^T D`` for a CSR matrix ``M``: row ``r`` scatters ``data[k] * D[r, :]`` into ``out[indices[k], :]``.
+
+    The transposed product without a transposed index: the rows of ``M`` are cut into
+    ``scratch.shape[0]`` parts of about equal nnz; part ``p`` accumulates into ``scratch[p]`` (viewed as
+    ``out``'s shape), and ``out`` is the sum of the parts in order, so the result does not depend on
+    the number of threads. Meant for small batches, where reading the values through a permutation
+    (:func:`spmm` with ``perm``) costs a random memory access per connection.
+    """
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t B = D.shape[1]
+    cdef Py_ssize_t n_parts = scratch.shape[0]
+    cdef Py_ssize_t size = out.shape[0] * out.shape[1]
+    cdef Py_ssize_t p, r, i, blk, start, stop
+    cdef Py_ssize_t n_blocks = (size + ELEM_BLOCK - 1) // ELEM_BLOCK
+    cdef floating s
+    if size == 0:
+        return
+    if n_rows == 0 or B == 0 or indices.shape[0] == 0:
+        out[:, :] = 0
+        return
+    cdef Py_ssize_t[::1] bounds = np.searchsorted(
+        np.asarray(indptr), np.linspace(0, indices.shape[0], n_parts + 1)).astype(np.intp)
+    bounds[0] = 0
+    bounds[n_parts] = n_rows
+    cdef const index_t* p_idx = &indices[0]
+    cdef const floating* p_data = &data[0]
+    with nogil:
+        for p in prange(n_parts, schedule="dynamic", chunksize=1, num_threads=n_threads):
+            memset(&scratch[p, 0], 0, size * sizeof(floating))
+            for r in range(bounds[p], bounds[p + 1]):
+                if indptr[r + 1] > indptr[r]:
+                    _scatter_row(p_data, p_idx, indptr[r], indptr[r + 1], &D[r, 0], B, &scratch[p, 0])
+        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
+            start = blk * ELEM_BLOCK
+            stop = start + ELEM_BLOCK
+            if stop > size:
+                stop = size
+            for i in range(start, stop):
+                s = scratch[0, i]
+                for p in range(1, n_parts):
+                    s = s + scratch[p, i]
+                (&out[0, 0])[i] = s
 
 
 def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:, ::1] A,

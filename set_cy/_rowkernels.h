@@ -54,6 +54,90 @@ static void setcy_apply_schedule(void) { }
 /* How many connections ahead to prefetch the gathered row. */
 #define SETCY_PF 8
 
+/* Small batches (B <= 8): the batch width is a compile-time constant, so the inner loops unroll into
+ * registers; two accumulator sets alternate to halve the FMA dependency chain of a row. */
+#define SETCY_DEFINE_SMALL_B(V, I, SUF, NB)                                                                \
+static inline void setcy_spmm_row_##SUF##_b##NB(const V *SETCY_RESTRICT data, const I *SETCY_RESTRICT perm,\
+    const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT X, V bias,      \
+    V *SETCY_RESTRICT out)                                                                                \
+{                                                                                                          \
+    V a0[NB], a1[NB];                                                                                      \
+    ptrdiff_t k = start;                                                                                   \
+    int t;                                                                                                 \
+    for (t = 0; t < NB; t++) { a0[t] = bias; a1[t] = 0; }                                                  \
+    for (; k + 1 < end; k += 2) {                                                                          \
+        if (k + 16 < end) { SETCY_PREFETCH(X + (ptrdiff_t)idx[k + 16] * NB);                               \
+                            SETCY_PREFETCH(X + (ptrdiff_t)idx[k + 17] * NB); }                             \
+        const V w0 = perm ? data[perm[k]] : data[k], w1 = perm ? data[perm[k + 1]] : data[k + 1];          \
+        const V *x0 = X + (ptrdiff_t)idx[k] * NB, *x1 = X + (ptrdiff_t)idx[k + 1] * NB;                    \
+        for (t = 0; t < NB; t++) { a0[t] += w0 * x0[t]; a1[t] += w1 * x1[t]; }                             \
+    }                                                                                                      \
+    if (k < end) {                                                                                         \
+        const V w0 = perm ? data[perm[k]] : data[k];                                                       \
+        const V *x0 = X + (ptrdiff_t)idx[k] * NB;                                                          \
+        for (t = 0; t < NB; t++) a0[t] += w0 * x0[t];                                                      \
+    }                                                                                                      \
+    for (t = 0; t < NB; t++) out[t] = a0[t] + a1[t];                                                       \
+}                                                                                                          \
+static inline V setcy_dot_##SUF##_b##NB(const V *SETCY_RESTRICT a, const V *SETCY_RESTRICT x)            \
+{                                                                                                          \
+    V s = 0;                                                                                               \
+    int t;                                                                                                 \
+    for (t = 0; t < NB; t++) s += a[t] * x[t];                                                             \
+    return s;                                                                                              \
+}                                                                                                          \
+static inline void setcy_sddmm_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,  \
+    ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT X, V *SETCY_RESTRICT g)                       \
+{                                                                                                          \
+    ptrdiff_t k;                                                                                           \
+    for (k = start; k < end; k++) {                                                                        \
+        if (k + 16 < end) SETCY_PREFETCH(X + (ptrdiff_t)idx[k + 16] * NB);                                 \
+        g[k] = setcy_dot_##SUF##_b##NB(a, X + (ptrdiff_t)idx[k] * NB);                                     \
+    }                                                                                                      \
+}                                                                                                          \
+static inline void setcy_update_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, \
+    ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT X, V *SETCY_RESTRICT w, V *SETCY_RESTRICT v, \
+    V lr, V mu, V wd, int nesterov)                                                                        \
+{                                                                                                          \
+    ptrdiff_t k;                                                                                           \
+    for (k = start; k < end; k++) {                                                                        \
+        if (k + 16 < end) SETCY_PREFETCH(X + (ptrdiff_t)idx[k + 16] * NB);                                 \
+        const V step = lr * (setcy_dot_##SUF##_b##NB(a, X + (ptrdiff_t)idx[k] * NB) + wd * w[k]);          \
+        const V vk = mu * v[k] - step;                                                                     \
+        v[k] = vk;                                                                                         \
+        w[k] += nesterov ? (mu * vk - step) : vk;                                                          \
+    }                                                                                                      \
+}                                                                                                          \
+static inline void setcy_scatter_row_##SUF##_b##NB(const V *SETCY_RESTRICT data,                           \
+    const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT d,              \
+    V *SETCY_RESTRICT out)                                                                                \
+{                                                                                                          \
+    V dv[NB];                                                                                              \
+    ptrdiff_t k;                                                                                           \
+    int t;                                                                                                 \
+    for (t = 0; t < NB; t++) dv[t] = d[t];                                                                 \
+    for (k = start; k < end; k++) {                                                                        \
+        if (k + 16 < end) __builtin_prefetch(out + (ptrdiff_t)idx[k + 16] * NB, 1, 3);                     \
+        V *o = out + (ptrdiff_t)idx[k] * NB;                                                               \
+        const V w = data[k];                                                                               \
+        for (t = 0; t < NB; t++) o[t] += w * dv[t];                                                        \
+    }                                                                                                      \
+}
+
+#define SETCY_DEFINE_SMALL_BS(V, I, SUF)                                                                   \
+SETCY_DEFINE_SMALL_B(V, I, SUF, 1) SETCY_DEFINE_SMALL_B(V, I, SUF, 2) SETCY_DEFINE_SMALL_B(V, I, SUF, 3)    \
+SETCY_DEFINE_SMALL_B(V, I, SUF, 4) SETCY_DEFINE_SMALL_B(V, I, SUF, 5) SETCY_DEFINE_SMALL_B(V, I, SUF, 6)    \
+SETCY_DEFINE_SMALL_B(V, I, SUF, 7) SETCY_DEFINE_SMALL_B(V, I, SUF, 8)
+
+/* switch over the compiled small batch widths: FN<B> ARGS for B in 1..8, else falls through */
+#define SETCY_SMALL_B_SWITCH(B, FN, ARGS)                                                                  \
+    switch (B) {                                                                                           \
+    case 1: FN##1 ARGS; return; case 2: FN##2 ARGS; return; case 3: FN##3 ARGS; return;                    \
+    case 4: FN##4 ARGS; return; case 5: FN##5 ARGS; return; case 6: FN##6 ARGS; return;                    \
+    case 7: FN##7 ARGS; return; case 8: FN##8 ARGS; return;                                                \
+    default: break;                                                                                        \
+    }
+
 #define SETCY_DEFINE_ROW_KERNELS(V, I, SUF, CH)                                                            \
 /* out[0:B] = bias + sum_{k in [start, end)} w_k * X[idx[k], 0:B], w_k = data[perm[k]] or data[k]. */      \
 SETCY_CLONES static void setcy_spmm_row_##SUF(                                                             \
@@ -63,6 +147,7 @@ SETCY_CLONES static void setcy_spmm_row_##SUF(                                  
 {                                                                                                          \
     ptrdiff_t b0 = 0, k;                                                                                   \
     int t;                                                                                                 \
+    SETCY_SMALL_B_SWITCH(B, setcy_spmm_row_##SUF##_b, (data, perm, idx, start, end, X, bias, out))         \
     for (; b0 < B; b0 += CH) {                                                                             \
         const ptrdiff_t w_ = (B - b0 < CH) ? (B - b0) : CH;                                                \
         V acc[CH];                                                                                         \
@@ -155,6 +240,7 @@ SETCY_CLONES static void setcy_sddmm_row_##SUF(                                 
     ptrdiff_t k;                                                                                           \
     int j;                                                                                                 \
     V s[4];                                                                                                \
+    SETCY_SMALL_B_SWITCH(B, setcy_sddmm_loop_##SUF##_b, (a, idx, start, end, X, g))                        \
     for (k = start; k < end; k += 4) {                                                                     \
         setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
         for (j = 0; j < 4 && k + j < end; j++) g[k + j] = s[j];                                            \
@@ -172,6 +258,7 @@ SETCY_CLONES static void setcy_sddmm_update_row_##SUF(                          
     ptrdiff_t k;                                                                                           \
     int j;                                                                                                 \
     V s[4];                                                                                                \
+    SETCY_SMALL_B_SWITCH(B, setcy_update_loop_##SUF##_b, (a, idx, start, end, X, w, v, lr, mu, wd, nesterov))\
     for (k = start; k < end; k += 4) {                                                                     \
         setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
         for (j = 0; j < 4 && k + j < end; j++) {                                                           \
@@ -182,6 +269,29 @@ SETCY_CLONES static void setcy_sddmm_update_row_##SUF(                          
         }                                                                                                  \
     }                                                                                                      \
 }
+
+#define SETCY_DEFINE_SCATTER(V, I, SUF)                                                                    \
+/* out[idx[k], 0:B] += data[k] * d[0:B] for k in [start, end): one row of W^T scattered into W d. */       \
+SETCY_CLONES static void setcy_scatter_row_##SUF(const V *SETCY_RESTRICT data, const I *SETCY_RESTRICT idx,\
+    ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT d, ptrdiff_t B, V *SETCY_RESTRICT out)        \
+{                                                                                                          \
+    ptrdiff_t k, t;                                                                                        \
+    SETCY_SMALL_B_SWITCH(B, setcy_scatter_row_##SUF##_b, (data, idx, start, end, d, out))                  \
+    for (k = start; k < end; k++) {                                                                        \
+        V *SETCY_RESTRICT o = out + (ptrdiff_t)idx[k] * B;                                                 \
+        const V w = data[k];                                                                               \
+        for (t = 0; t < B; t++) o[t] += w * d[t];                                                          \
+    }                                                                                                      \
+}
+
+SETCY_DEFINE_SMALL_BS(float, int32_t, f32_i32)
+SETCY_DEFINE_SMALL_BS(float, int64_t, f32_i64)
+SETCY_DEFINE_SMALL_BS(double, int32_t, f64_i32)
+SETCY_DEFINE_SMALL_BS(double, int64_t, f64_i64)
+SETCY_DEFINE_SCATTER(float, int32_t, f32_i32)
+SETCY_DEFINE_SCATTER(float, int64_t, f32_i64)
+SETCY_DEFINE_SCATTER(double, int32_t, f64_i32)
+SETCY_DEFINE_SCATTER(double, int64_t, f64_i64)
 
 SETCY_DEFINE_ROW_KERNELS(float, int32_t, f32_i32, SETCY_CH_f32)
 SETCY_DEFINE_ROW_KERNELS(float, int64_t, f32_i64, SETCY_CH_f32)

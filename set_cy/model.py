@@ -14,7 +14,7 @@ import numpy as np
 from . import _kernels
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import CRITERIA
-from .layers import INITS, SparseLayer, index_dtype_for
+from .layers import INITS, SCATTER_PARTS, SparseLayer, index_dtype_for, uses_scatter
 from ._validation import check_float_dtype, check_scalar, resolve_n_threads
 
 __all__ = ["SparseNetwork", "LOSSES", "ALLOCATIONS", "allocate_connections", "estimate_memory"]
@@ -91,6 +91,8 @@ def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", alloca
     hidden = sizes[1:-1]
     widest = max(hidden + [sizes[0]])
     activations = B * val * (sizes[0] + sum(sizes[1:]) + 2 * widest) + B * (max(hidden) if hidden else 0)
+    scatter = [a for k, a in zip(nnz[1:], sizes[1:-1]) if uses_scatter(k, val, B)]
+    activations += SCATTER_PARTS * B * val * max(scatter, default=0)
     total = weights + activations + transient
     return {"weights": int(weights), "activations": int(activations), "transient": int(transient),
             "total": int(total), "connections": int(sum(nnz))}
@@ -271,10 +273,14 @@ class SparseNetwork:
             return
         sizes = self.layer_sizes
         widest = max(sizes[1:-1] + [sizes[0]]) if len(sizes) > 2 else sizes[0]
+        scatter_rows = [layer.n_in for layer in self.layers[1:]
+                        if uses_scatter(layer.nnz, self.dtype.itemsize, batch)]
         self._buffers = {
             "x": np.empty(sizes[0] * batch, self.dtype),
             "act": [np.empty(s * batch, self.dtype) for s in sizes[1:]],
             "delta": [np.empty(widest * batch, self.dtype), np.empty(widest * batch, self.dtype)],
+            "scratch": (np.empty((SCATTER_PARTS, max(scatter_rows) * batch), self.dtype)
+                        if scatter_rows else None),
         }
         self._buffer_batch = batch
 
@@ -350,7 +356,7 @@ class SparseNetwork:
             if i > 0:
                 d_prev = self._view(self._buffers["delta"][flip], layer.n_in, B)
                 flip ^= 1
-                layer.backward_input(delta, d_prev)
+                layer.backward_input(delta, d_prev, self._buffers["scratch"])
                 st, mask, scale = states[i - 1]
                 act = self._acts[i - 1]
                 if self.activation == "relu":

@@ -186,3 +186,36 @@ def test_fused_update_with_bias(dtype):
     _kernels.sddmm_momentum_update(Wt.indptr, Wt.indices, A, X, w, v, 0.1, 0.5, 0.01, False, 2, b, bv)
     np.testing.assert_allclose(b, b_ref, **tol(dtype))
     np.testing.assert_allclose(bv, bv_ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 8, 9, 33])
+def test_spmm_scatter_equals_transposed_product(dtype, index_dtype, batch):
+    Wt = random_csr(40, 70, 0.2, dtype, index_dtype, seed=batch, empty_rows=(3,), empty_cols=(5,))
+    D = np.random.default_rng(batch).standard_normal((40, batch)).astype(dtype)
+    ref = Wt.toarray().T @ D
+    outs = []
+    for nt in THREADS:
+        for parts in (1, 16):
+            out = np.full((70, batch), np.nan, dtype)
+            scratch = np.full((parts, 70 * batch + 3), np.nan, dtype)  # larger than needed, dirty
+            _kernels.spmm_scatter(Wt.indptr, Wt.indices, Wt.data, D, out, scratch, nt)
+            np.testing.assert_allclose(out, ref, **tol(dtype))
+            if parts == 16:
+                outs.append(out)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+def test_small_batch_paths_match_dense():
+    # batch widths 1..8 have their own unrolled row kernels
+    W = random_csr(50, 30, 0.3, np.float32, np.int32, seed=8)
+    for batch in range(1, 10):
+        rng = np.random.default_rng(batch)
+        X = rng.standard_normal((batch, 50)).astype(np.float32)
+        D = rng.standard_normal((batch, 30)).astype(np.float32)
+        np.testing.assert_allclose(ops.sparse_matmul(X, W), X @ W.toarray(), **tol(np.float32))
+        np.testing.assert_allclose(ops.sparse_matmul_t(D, W), D @ W.toarray().T, **tol(np.float32))
+        coo = W.tocoo()
+        np.testing.assert_allclose(ops.sddmm(X, D, W), (X.T @ D)[coo.row, coo.col], **tol(np.float32))

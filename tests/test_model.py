@@ -319,3 +319,19 @@ def test_learns_real_data(name, sizes, epochs, threshold):
     acc = m.score(d.X_test, d.y_test)
     majority = np.bincount(d.y_test).max() / d.y_test.size
     assert acc >= threshold and acc > majority + 0.05, (acc, majority)
+
+
+def test_small_batch_scatter_backward_gives_the_same_gradients(monkeypatch):
+    import set_cy.layers as layers
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((3, 30)), rng.integers(0, 4, 3)
+    ref = SparseNetwork([30, 50, 40, 4], epsilon=5, seed=4, dtype="float64", dropout=0.0)
+    _, g_ref = ref.compute_gradients(X, y)
+    monkeypatch.setattr(layers, "SCATTER_MIN_VALUE_BYTES", 0)
+    m = SparseNetwork([30, 50, 40, 4], epsilon=5, seed=4, dtype="float64", dropout=0.0)
+    _, g = m.compute_gradients(X, y)
+    assert m._buffers["scratch"] is not None
+    for (a, ab), (b, bb) in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ab, bb, rtol=1e-12, atol=1e-12)
