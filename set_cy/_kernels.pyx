@@ -64,14 +64,6 @@ cdef extern from "_rowkernels.h" nogil:
                                    Py_ssize_t, double*)
     void setcy_scatter_row_f64_i64(const double*, const int64_t*, Py_ssize_t, Py_ssize_t, const double*,
                                    Py_ssize_t, double*)
-    void setcy_scatter_update_row_f32_i32(const int32_t*, Py_ssize_t, Py_ssize_t, const float*, const float*,
-                                          Py_ssize_t, float*, float*, float, float, float, int, float*)
-    void setcy_scatter_update_row_f32_i64(const int64_t*, Py_ssize_t, Py_ssize_t, const float*, const float*,
-                                          Py_ssize_t, float*, float*, float, float, float, int, float*)
-    void setcy_scatter_update_row_f64_i32(const int32_t*, Py_ssize_t, Py_ssize_t, const double*, const double*,
-                                          Py_ssize_t, double*, double*, double, double, double, int, double*)
-    void setcy_scatter_update_row_f64_i64(const int64_t*, Py_ssize_t, Py_ssize_t, const double*, const double*,
-                                          Py_ssize_t, double*, double*, double, double, double, int, double*)
     float setcy_rowsum_f32_i32(const float*, Py_ssize_t)
     double setcy_rowsum_f64_i32(const double*, Py_ssize_t)
     void setcy_sort_i32(int32_t*, Py_ssize_t)
@@ -154,21 +146,6 @@ cdef inline void _scatter_row(const floating* data, const index_t* idx, Py_ssize
             setcy_scatter_row_f64_i64(data, idx, start, end, d, B, out)
 
 
-cdef inline void _scatter_update_row(const index_t* idx, Py_ssize_t start, Py_ssize_t end, const floating* d,
-                                     const floating* X, Py_ssize_t B, floating* w, floating* v, floating lr,
-                                     floating mu, floating wd, int nesterov, floating* out) noexcept nogil:
-    if floating is float:
-        if index_t is int32_t:
-            setcy_scatter_update_row_f32_i32(idx, start, end, d, X, B, w, v, lr, mu, wd, nesterov, out)
-        else:
-            setcy_scatter_update_row_f32_i64(idx, start, end, d, X, B, w, v, lr, mu, wd, nesterov, out)
-    else:
-        if index_t is int32_t:
-            setcy_scatter_update_row_f64_i32(idx, start, end, d, X, B, w, v, lr, mu, wd, nesterov, out)
-        else:
-            setcy_scatter_update_row_f64_i64(idx, start, end, d, X, B, w, v, lr, mu, wd, nesterov, out)
-
-
 cdef inline void _sddmm_row(const floating* a, const index_t* idx, Py_ssize_t start, Py_ssize_t end,
                             const floating* X, Py_ssize_t B, floating* g) noexcept nogil:
     if floating is float:
@@ -248,46 +225,39 @@ def spmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:
                       p_bias[r] if p_bias != NULL else zero, &out[r, 0])
 
 
-cdef void _scatter(const index_t[::1] indptr, const index_t[::1] indices, floating[::1] data,
-                   const floating[:, ::1] D, floating[:, ::1] out, floating[:, ::1] scratch, int n_threads,
-                   bint update, const floating[:, ::1] X, floating[::1] velocity, floating lr, floating mu,
-                   floating wd, bint nesterov, floating* bias, floating* bias_velocity):
-    """Shared body of :func:`spmm_scatter` and :func:`spmm_scatter_update` (see there)."""
+def spmm_scatter(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+                 const floating[:, ::1] D, floating[:, ::1] out, floating[:, ::1] scratch, int n_threads):
+    """``out = M^T D`` for a CSR matrix ``M``: row ``r`` scatters ``data[k] * D[r, :]`` into ``out[indices[k], :]``.
+
+    The transposed product without a transposed index: the rows of ``M`` are cut into
+    ``scratch.shape[0]`` parts of about equal nnz; part ``p`` accumulates into ``scratch[p]`` (viewed as
+    ``out``'s shape), and ``out`` is the sum of the parts in order, so the result does not depend on
+    the number of threads. Meant for small batches, where reading the values through a permutation
+    (:func:`spmm` with ``perm``) costs a random memory access per connection.
+    """
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t B = D.shape[1]
     cdef Py_ssize_t n_parts = scratch.shape[0]
     cdef Py_ssize_t size = out.shape[0] * out.shape[1]
     cdef Py_ssize_t p, r, i, blk, start, stop
     cdef Py_ssize_t n_blocks = (size + ELEM_BLOCK - 1) // ELEM_BLOCK
-    cdef floating s, step, vb
+    cdef floating s
+    if size == 0:
+        return
+    if n_rows == 0 or B == 0 or indices.shape[0] == 0:
+        out[:, :] = 0
+        return
     cdef Py_ssize_t[::1] bounds = np.searchsorted(
         np.asarray(indptr), np.linspace(0, indices.shape[0], n_parts + 1)).astype(np.intp)
     bounds[0] = 0
     bounds[n_parts] = n_rows
-    cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
-    cdef floating* p_data = &data[0] if data.shape[0] > 0 else NULL
-    cdef floating* p_vel = NULL
-    cdef const floating* p_X = NULL
-    if update:
-        p_vel = &velocity[0] if velocity.shape[0] > 0 else NULL
-        p_X = &X[0, 0] if X.shape[0] > 0 else NULL
+    cdef const index_t* p_idx = &indices[0]
+    cdef const floating* p_data = &data[0]
     with nogil:
         for p in prange(n_parts, schedule="dynamic", chunksize=1, num_threads=n_threads):
             memset(&scratch[p, 0], 0, size * sizeof(floating))
             for r in range(bounds[p], bounds[p + 1]):
-                if update:
-                    if indptr[r + 1] > indptr[r]:
-                        _scatter_update_row(p_idx, indptr[r], indptr[r + 1], &D[r, 0], p_X, B, p_data, p_vel,
-                                            lr, mu, wd, nesterov, &scratch[p, 0])
-                    if bias != NULL:
-                        step = lr * _rowsum(&D[r, 0], B)
-                        vb = mu * bias_velocity[r] - step
-                        bias_velocity[r] = vb
-                        if nesterov:
-                            bias[r] += mu * vb - step
-                        else:
-                            bias[r] += vb
-                elif indptr[r + 1] > indptr[r]:
+                if indptr[r + 1] > indptr[r]:
                     _scatter_row(p_data, p_idx, indptr[r], indptr[r + 1], &D[r, 0], B, &scratch[p, 0])
         for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
             start = blk * ELEM_BLOCK
@@ -299,48 +269,6 @@ cdef void _scatter(const index_t[::1] indptr, const index_t[::1] indices, floati
                 for p in range(1, n_parts):
                     s = s + scratch[p, i]
                 (&out[0, 0])[i] = s
-
-
-def spmm_scatter(const index_t[::1] indptr, const index_t[::1] indices, floating[::1] data,
-                 const floating[:, ::1] D, floating[:, ::1] out, floating[:, ::1] scratch, int n_threads):
-    """``out = M^T D`` for a CSR matrix ``M``: row ``r`` scatters ``data[k] * D[r, :]`` into ``out[indices[k], :]``.
-
-    The transposed product without a transposed index: the rows of ``M`` are cut into
-    ``scratch.shape[0]`` parts of about equal nnz; part ``p`` accumulates into ``scratch[p]`` (its first
-    ``out.size`` entries, viewed as ``out``), and ``out`` is the sum of the parts in order, so the
-    result does not depend on the number of threads. Meant for small batches, where reading the values
-    through a permutation (:func:`spmm` with ``perm``) costs a random memory access per connection.
-    ``data`` is not modified.
-    """
-    if out.shape[0] * out.shape[1] == 0:
-        return
-    if D.shape[1] == 0 or indices.shape[0] == 0:
-        out[:, :] = 0
-        return
-    _scatter(indptr, indices, data, D, out, scratch, n_threads, False, D, data, 0, 0, 0, False, NULL, NULL)
-
-
-def spmm_scatter_update(const index_t[::1] indptr, const index_t[::1] indices, floating[::1] weights,
-                        floating[::1] velocity, const floating[:, ::1] A, const floating[:, ::1] X,
-                        floating[:, ::1] out, floating[:, ::1] scratch, double lr, double momentum,
-                        double weight_decay, bint nesterov, int n_threads, floating[::1] bias=None,
-                        floating[::1] bias_velocity=None):
-    """:func:`spmm_scatter` (``out = M^T A``, with the weights before the step) and
-    :func:`sddmm_momentum_update` (gradient ``<A[r, :], X[indices[k], :]>``) in one pass over ``M``."""
-    cdef floating* p_b = NULL
-    cdef floating* p_bv = NULL
-    if bias is not None and bias_velocity is not None and bias.shape[0] > 0:
-        p_b = &bias[0]
-        p_bv = &bias_velocity[0]
-    if out.shape[0] * out.shape[1] == 0 or A.shape[1] == 0:
-        # nothing to scatter; the weights still take their step
-        sddmm_momentum_update(indptr, indices, A, X, weights, velocity, lr, momentum, weight_decay, nesterov,
-                              n_threads, bias, bias_velocity)
-        if out.shape[0] * out.shape[1]:
-            out[:, :] = 0
-        return
-    _scatter(indptr, indices, weights, A, out, scratch, n_threads, True, X, velocity, <floating>lr,
-             <floating>momentum, <floating>weight_decay, nesterov, p_b, p_bv)
 
 
 def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:, ::1] A,

@@ -124,42 +124,10 @@ static inline void setcy_scatter_row_##SUF##_b##NB(const V *SETCY_RESTRICT data,
     }                                                                                                      \
 }
 
-/* The backward product and the update of one row j of W^T in one pass, small batches:            \
- * out[idx[k], :] += w_k * d  (with the weight before the step), then the momentum step of w_k with    \
- * gradient <d, X[idx[k], :]>. */                                                                         
-#define SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, NB)                                                          \
-static inline void setcy_scatter_update_row_##SUF##_b##NB(const I *SETCY_RESTRICT idx, ptrdiff_t start,    \
-    ptrdiff_t end, const V *SETCY_RESTRICT d, const V *SETCY_RESTRICT X, V *SETCY_RESTRICT w,             \
-    V *SETCY_RESTRICT v, V lr, V mu, V wd, int nesterov, V *SETCY_RESTRICT out)                            \
-{                                                                                                          \
-    V dv[NB];                                                                                              \
-    ptrdiff_t k;                                                                                           \
-    int t;                                                                                                 \
-    for (t = 0; t < NB; t++) dv[t] = d[t];                                                                 \
-    for (k = start; k < end; k++) {                                                                        \
-        if (k + 16 < end) {                                                                                \
-            SETCY_PREFETCH(X + (ptrdiff_t)idx[k + 16] * NB);                                               \
-            __builtin_prefetch(out + (ptrdiff_t)idx[k + 16] * NB, 1, 3);                                   \
-        }                                                                                                  \
-        const ptrdiff_t i = (ptrdiff_t)idx[k] * NB;                                                        \
-        const V w0 = w[k];                                                                                 \
-        V g = 0;                                                                                           \
-        for (t = 0; t < NB; t++) { out[i + t] += w0 * dv[t]; g += dv[t] * X[i + t]; }                      \
-        const V step = lr * (g + wd * w0);                                                                 \
-        const V vk = mu * v[k] - step;                                                                     \
-        v[k] = vk;                                                                                         \
-        w[k] = w0 + (nesterov ? (mu * vk - step) : vk);                                                    \
-    }                                                                                                      \
-}
-
 #define SETCY_DEFINE_SMALL_BS(V, I, SUF)                                                                   \
 SETCY_DEFINE_SMALL_B(V, I, SUF, 1) SETCY_DEFINE_SMALL_B(V, I, SUF, 2) SETCY_DEFINE_SMALL_B(V, I, SUF, 3)    \
 SETCY_DEFINE_SMALL_B(V, I, SUF, 4) SETCY_DEFINE_SMALL_B(V, I, SUF, 5) SETCY_DEFINE_SMALL_B(V, I, SUF, 6)    \
-SETCY_DEFINE_SMALL_B(V, I, SUF, 7) SETCY_DEFINE_SMALL_B(V, I, SUF, 8)                                     \
-SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, 1) SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, 2)                          \
-SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, 3) SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, 4)                          \
-SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, 5) SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, 6)                          \
-SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, 7) SETCY_DEFINE_SMALL_B_FUSED(V, I, SUF, 8)
+SETCY_DEFINE_SMALL_B(V, I, SUF, 7) SETCY_DEFINE_SMALL_B(V, I, SUF, 8)
 
 /* switch over the compiled small batch widths: FN<B> ARGS for B in 1..8, else falls through */
 #define SETCY_SMALL_B_SWITCH(B, FN, ARGS)                                                                  \
@@ -316,27 +284,6 @@ SETCY_CLONES static void setcy_scatter_row_##SUF(const V *SETCY_RESTRICT data, c
     }                                                                                                      \
 }
 
-#define SETCY_DEFINE_SCATTER_UPDATE(V, I, SUF)                                                             \
-/* Backward product (scatter of row j of W^T) and momentum step of its weights in one pass. */            \
-SETCY_CLONES static void setcy_scatter_update_row_##SUF(const I *SETCY_RESTRICT idx, ptrdiff_t start,      \
-    ptrdiff_t end, const V *SETCY_RESTRICT d, const V *SETCY_RESTRICT X, ptrdiff_t B,                     \
-    V *SETCY_RESTRICT w, V *SETCY_RESTRICT v, V lr, V mu, V wd, int nesterov, V *SETCY_RESTRICT out)       \
-{                                                                                                          \
-    ptrdiff_t k, t;                                                                                        \
-    SETCY_SMALL_B_SWITCH(B, setcy_scatter_update_row_##SUF##_b,                                            \
-                         (idx, start, end, d, X, w, v, lr, mu, wd, nesterov, out))                         \
-    for (k = start; k < end; k++) {                                                                        \
-        const ptrdiff_t i = (ptrdiff_t)idx[k] * B;                                                         \
-        const V w0 = w[k];                                                                                 \
-        V g = 0;                                                                                           \
-        for (t = 0; t < B; t++) { out[i + t] += w0 * d[t]; g += d[t] * X[i + t]; }                         \
-        const V step = lr * (g + wd * w0);                                                                 \
-        const V vk = mu * v[k] - step;                                                                     \
-        v[k] = vk;                                                                                         \
-        w[k] = w0 + (nesterov ? (mu * vk - step) : vk);                                                    \
-    }                                                                                                      \
-}
-
 SETCY_DEFINE_SMALL_BS(float, int32_t, f32_i32)
 SETCY_DEFINE_SMALL_BS(float, int64_t, f32_i64)
 SETCY_DEFINE_SMALL_BS(double, int32_t, f64_i32)
@@ -345,10 +292,6 @@ SETCY_DEFINE_SCATTER(float, int32_t, f32_i32)
 SETCY_DEFINE_SCATTER(float, int64_t, f32_i64)
 SETCY_DEFINE_SCATTER(double, int32_t, f64_i32)
 SETCY_DEFINE_SCATTER(double, int64_t, f64_i64)
-SETCY_DEFINE_SCATTER_UPDATE(float, int32_t, f32_i32)
-SETCY_DEFINE_SCATTER_UPDATE(float, int64_t, f32_i64)
-SETCY_DEFINE_SCATTER_UPDATE(double, int32_t, f64_i32)
-SETCY_DEFINE_SCATTER_UPDATE(double, int64_t, f64_i64)
 
 SETCY_DEFINE_ROW_KERNELS(float, int32_t, f32_i32, SETCY_CH_f32)
 SETCY_DEFINE_ROW_KERNELS(float, int64_t, f32_i64, SETCY_CH_f32)

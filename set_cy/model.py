@@ -329,14 +329,12 @@ class SparseNetwork:
             a = z
         return a, states
 
-    def _backward(self, xb, y, out, states, step=None, update=None):
+    def _backward(self, xb, y, out, states, step=None):
         """Backward pass from the output block ``out``; returns the loss and the number of correct guesses.
 
         ``step(layer_index, dY, X_in)`` consumes each layer's output gradient (already averaged
         over the batch) before the layer below is processed, after the layer's input gradient has
-        been computed from the current weights. When ``update`` holds ``(lr, momentum, weight_decay,
-        nesterov)``, layers on the small-batch scatter path compute their input gradient and take
-        their step in one pass instead (``step`` is not called for them).
+        been computed from the current weights.
         """
         B = out.shape[1]
         cols = np.arange(B)
@@ -358,13 +356,7 @@ class SparseNetwork:
             if i > 0:
                 d_prev = self._view(self._buffers["delta"][flip], layer.n_in, B)
                 flip ^= 1
-                scratch = self._buffers["scratch"]
-                if update is not None and scratch is not None and uses_scatter(layer.nnz, layer.data.itemsize, B):
-                    layer.backward_and_update(delta, x_in, d_prev, scratch, *update)
-                    stepped = True
-                else:
-                    layer.backward_input(delta, d_prev, scratch)
-                    stepped = False
+                layer.backward_input(delta, d_prev, self._buffers["scratch"])
                 st, mask, scale = states[i - 1]
                 act = self._acts[i - 1]
                 if self.activation == "relu":
@@ -377,8 +369,7 @@ class SparseNetwork:
                     out_pre = x_in / x_in.dtype.type(scale) if (mask is not None and act.name in
                                                                  ("sigmoid", "tanh")) else x_in
                     act.backward(d_prev, out_pre, st)
-            if i == 0 or not stepped:
-                step(i, delta, x_in)
+            step(i, delta, x_in)
             delta = d_prev
         return loss, correct
 
@@ -395,8 +386,7 @@ class SparseNetwork:
         def step(i, dY, x_in):
             self.layers[i].fused_update(dY, x_in, learning_rate, momentum, weight_decay, nesterov)
 
-        return self._backward(xb, y[rows], out, states, step,
-                              update=(learning_rate, momentum, weight_decay, nesterov))
+        return self._backward(xb, y[rows], out, states, step)
 
     def compute_gradients(self, X, y, rows=None, *, training=False):
         """Loss and gradients (means over the batch) without updating anything.

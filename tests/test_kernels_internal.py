@@ -219,27 +219,3 @@ def test_small_batch_paths_match_dense():
         np.testing.assert_allclose(ops.sparse_matmul_t(D, W), D @ W.toarray().T, **tol(np.float32))
         coo = W.tocoo()
         np.testing.assert_allclose(ops.sddmm(X, D, W), (X.T @ D)[coo.row, coo.col], **tol(np.float32))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", [1, 2, 4, 9])
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_spmm_scatter_update_equals_two_passes(dtype, batch, nesterov):
-    Wt = random_csr(30, 45, 0.25, dtype, np.int64, seed=batch, empty_rows=(2,))
-    rng = np.random.default_rng(batch)
-    A = rng.standard_normal((30, batch)).astype(dtype)
-    X = rng.standard_normal((45, batch)).astype(dtype)
-    v0 = rng.standard_normal(Wt.nnz).astype(dtype)
-    b0, bv0 = rng.standard_normal(30).astype(dtype), rng.standard_normal(30).astype(dtype)
-    args = (0.05, 0.9, 1e-3, nesterov)
-    ref_out = Wt.toarray().T @ A
-    w_ref, v_ref, b_ref, bv_ref = Wt.data.copy(), v0.copy(), b0.copy(), bv0.copy()
-    _kernels.sddmm_momentum_update(Wt.indptr, Wt.indices, A, X, w_ref, v_ref, *args, 1, b_ref, bv_ref)
-    for nt in THREADS:
-        w, v, b, bv = Wt.data.copy(), v0.copy(), b0.copy(), bv0.copy()
-        out = np.empty((45, batch), dtype)
-        scratch = np.empty((4, 45 * batch), dtype)
-        _kernels.spmm_scatter_update(Wt.indptr, Wt.indices, w, v, A, X, out, scratch, *args, nt, b, bv)
-        np.testing.assert_allclose(out, ref_out, **tol(dtype))
-        for got, want in ((w, w_ref), (v, v_ref), (b, b_ref), (bv, bv_ref)):
-            np.testing.assert_allclose(got, want, **tol(dtype))

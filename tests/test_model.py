@@ -335,22 +335,3 @@ def test_small_batch_scatter_backward_gives_the_same_gradients(monkeypatch):
     for (a, ab), (b, bb) in zip(g, g_ref):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(ab, bb, rtol=1e-12, atol=1e-12)
-
-
-def test_small_batch_fused_scatter_update_trains_like_the_two_pass_path(monkeypatch):
-    import set_cy.layers as layers
-
-    rng = np.random.default_rng(1)
-    X, y = rng.standard_normal((40, 30)), rng.integers(0, 4, 40)
-    kw = dict(epsilon=5, seed=4, dtype="float64", dropout=0.2)
-    ref = SparseMLP([30, 50, 40, 4], **kw)
-    ref.fit(X, y, epochs=3, batch_size=3, verbose=0, nesterov=True)
-    monkeypatch.setattr(layers, "SCATTER_MIN_VALUE_BYTES", 0)
-    m = SparseMLP([30, 50, 40, 4], **kw)
-    m.fit(X, y, epochs=3, batch_size=3, verbose=0, nesterov=True)
-    assert m._buffers["scratch"] is not None
-    for a, b in zip(m.layers, ref.layers):
-        np.testing.assert_array_equal(a.indices, b.indices)
-        np.testing.assert_allclose(a.data, b.data, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(a.velocity, b.velocity, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(a.bias, b.bias, rtol=1e-10, atol=1e-12)
