@@ -40,6 +40,14 @@ static void setcy_apply_schedule(void) { }
 #define SETCY_ISA_DISPATCH 0
 #endif
 
+/* Helpers called from the multi-versioned kernels must be inlined into each clone, or they are
+ * compiled once for the baseline instruction set (the SDDMM's dot products ran as scalar code). */
+#if defined(__GNUC__) || defined(__clang__)
+#define SETCY_INLINE static inline __attribute__((always_inline))
+#else
+#define SETCY_INLINE static inline
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define SETCY_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
 #define SETCY_RESTRICT __restrict__
@@ -57,7 +65,7 @@ static void setcy_apply_schedule(void) { }
 /* Small batches (B <= 8): the batch width is a compile-time constant, so the inner loops unroll into
  * registers; two accumulator sets alternate to halve the FMA dependency chain of a row. */
 #define SETCY_DEFINE_SMALL_B(V, I, SUF, NB)                                                                \
-static inline void setcy_spmm_row_##SUF##_b##NB(const V *SETCY_RESTRICT data, const I *SETCY_RESTRICT perm,\
+SETCY_INLINE void setcy_spmm_row_##SUF##_b##NB(const V *SETCY_RESTRICT data, const I *SETCY_RESTRICT perm,\
     const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT X, V bias,      \
     V *SETCY_RESTRICT out)                                                                                \
 {                                                                                                          \
@@ -79,14 +87,14 @@ static inline void setcy_spmm_row_##SUF##_b##NB(const V *SETCY_RESTRICT data, co
     }                                                                                                      \
     for (t = 0; t < NB; t++) out[t] = a0[t] + a1[t];                                                       \
 }                                                                                                          \
-static inline V setcy_dot_##SUF##_b##NB(const V *SETCY_RESTRICT a, const V *SETCY_RESTRICT x)            \
+SETCY_INLINE V setcy_dot_##SUF##_b##NB(const V *SETCY_RESTRICT a, const V *SETCY_RESTRICT x)            \
 {                                                                                                          \
     V s = 0;                                                                                               \
     int t;                                                                                                 \
     for (t = 0; t < NB; t++) s += a[t] * x[t];                                                             \
     return s;                                                                                              \
 }                                                                                                          \
-static inline void setcy_sddmm_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,  \
+SETCY_INLINE void setcy_sddmm_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,  \
     ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT X, V *SETCY_RESTRICT g)                       \
 {                                                                                                          \
     ptrdiff_t k;                                                                                           \
@@ -95,7 +103,7 @@ static inline void setcy_sddmm_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, con
         g[k] = setcy_dot_##SUF##_b##NB(a, X + (ptrdiff_t)idx[k] * NB);                                     \
     }                                                                                                      \
 }                                                                                                          \
-static inline void setcy_update_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, \
+SETCY_INLINE void setcy_update_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, \
     ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT X, V *SETCY_RESTRICT w, V *SETCY_RESTRICT v, \
     V lr, V mu, V wd, int nesterov)                                                                        \
 {                                                                                                          \
@@ -108,7 +116,7 @@ static inline void setcy_update_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, co
         w[k] += nesterov ? (mu * vk - step) : vk;                                                          \
     }                                                                                                      \
 }                                                                                                          \
-static inline void setcy_scatter_row_##SUF##_b##NB(const V *SETCY_RESTRICT data,                           \
+SETCY_INLINE void setcy_scatter_row_##SUF##_b##NB(const V *SETCY_RESTRICT data,                           \
     const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT d,              \
     V *SETCY_RESTRICT out)                                                                                \
 {                                                                                                          \
@@ -177,7 +185,7 @@ SETCY_CLONES static void setcy_spmm_row_##SUF(                                  
                                                                                                            \
 /* Four dot products <a, x_j>, j < 4, sharing the row a; SETCY_LANES independent lanes per product   \
  * and a pairwise reduction, so that it vectorises without -ffast-math. */                                \
-static inline void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RESTRICT x0,               \
+SETCY_INLINE void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RESTRICT x0,               \
     const V *SETCY_RESTRICT x1, const V *SETCY_RESTRICT x2, const V *SETCY_RESTRICT x3, ptrdiff_t B,      \
     V *SETCY_RESTRICT s)                                                                                  \
 {                                                                                                          \
@@ -221,14 +229,18 @@ SETCY_CLONES static V setcy_rowsum_##SUF(const V *SETCY_RESTRICT a, ptrdiff_t B)
                                                                                                            \
 /* Dot products of the row a with the gathered rows X[idx[k], :] for k in [start, end), four at a time;  \
  * the tail repeats the last row (its extra results are discarded). */                                    \
-static inline void setcy_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,              \
+SETCY_INLINE void setcy_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,              \
     ptrdiff_t k, ptrdiff_t end, const V *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT s)             \
 {                                                                                                          \
     const V *x[4];                                                                                         \
     int j;                                                                                                 \
     for (j = 0; j < 4; j++) x[j] = X + (ptrdiff_t)idx[(k + j < end) ? k + j : end - 1] * B;               \
     for (j = 0; j < 4; j++)                                                                                \
-        if (k + j + 2 * 4 < end) SETCY_PREFETCH(X + (ptrdiff_t)idx[k + j + 2 * 4] * B);                    \
+        if (k + j + 2 * 4 < end) {  /* the whole row, not just its first line */                           \
+            const char *p = (const char *)(X + (ptrdiff_t)idx[k + j + 2 * 4] * B);                         \
+            ptrdiff_t o;                                                                                   \
+            for (o = 0; o < B * (ptrdiff_t)sizeof(V); o += 64) SETCY_PREFETCH(p + o);                      \
+        }                                                                                                  \
     setcy_dot4_##SUF(a, x[0], x[1], x[2], x[3], B, s);                                                    \
 }                                                                                                          \
                                                                                                            \
