@@ -24,7 +24,6 @@ import scipy.sparse as sp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_info, stream_bandwidth, time_call  # noqa: E402
 
-import set_cy  # noqa: E402
 from set_cy import _kernels, ops  # noqa: E402
 
 # name -> (n_in, n_out, eps)
@@ -216,7 +215,7 @@ def bench_update(pat, dtype, args, rng):
     v = np.zeros_like(w)
     recs = []
     for nt in args.threads:
-        t = time_call(lambda: _kernels.momentum_update(w, v, g, LR, MU, WD, False, nt),
+        t = time_call(lambda nt=nt: _kernels.momentum_update(w, v, g, LR, MU, WD, False, nt),
                       args.target_s, args.min_repeats)
         recs.append(dict(kernel="update", impl="set_cy", threads=nt, batch=None, note="",
                          gbs=5 * w.nbytes / t["median_s"] / 1e9, **t))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import math
 import numbers
 import os
 import time

@@ -423,7 +423,8 @@ class SparseNetwork:
     def _outputs(self, X, batch_size=None):
         X = self._check_X(X)
         n = X.shape[0]
-        batch_size = self._buffer_batch or 128 if batch_size is None else int(batch_size)
+        if batch_size is None:
+            batch_size = self._buffer_batch or 128  # the training batch: its buffers exist already
         batch_size = max(1, min(batch_size, n))
         res = np.empty((n, self.layer_sizes[-1]), self.dtype)
         for start in range(0, n, batch_size):

@@ -62,7 +62,7 @@ def _positive_int(text):
     try:
         value = int(text.replace("_", "").replace(",", ""))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
@@ -72,7 +72,7 @@ def _layers(text):
     try:
         sizes = [int(s) for s in text.replace("_", "").split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3312,1000,5, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3312,1000,5, got {text!r}") from None
     if len(sizes) < 2 or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected at least two positive sizes, got {text!r}")
     return sizes
@@ -85,7 +85,7 @@ def _bytes(text):
     try:
         return int(float(num) * units[t[len(num):]])
     except (KeyError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected a size like 4GB or 512MB, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a size like 4GB or 512MB, got {text!r}") from None
 
 
 def build_parser():
@@ -204,7 +204,7 @@ def _load_data(args):
 
     synth = {k: getattr(args, k) for k in ("samples", "features", "classes") if getattr(args, k) is not None}
     if synth and args.dataset.lower() != "synthetic":
-        raise SystemExit(f"error: --samples/--features/--classes only apply to --dataset synthetic")
+        raise SystemExit("error: --samples/--features/--classes only apply to --dataset synthetic")
     return load_dataset(args.dataset, dtype=args.dtype, seed=args.seed, data_dir=args.data_dir, **synth)
 
 

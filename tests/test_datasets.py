@@ -1,4 +1,5 @@
 """Tests of set_cy.datasets on the real data in the shared folder and on small generated files."""
+import dataclasses
 import gzip
 import os
 import struct
@@ -301,7 +302,7 @@ def test_dataset_validation():
         Dataset(X, np.array([0, 1, 2, 0]), X, np.array([0, 1, 0, 1]), "bad", 2)
     ds = Dataset(X, np.array([0, 1, 0, 1], dtype=np.int32), X, np.array([0, 1, 0, 1]), "ok", 2)
     assert ds.y_train.dtype == np.int64 and ds.n_features == 2
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ds.name = "other"  # frozen
 
 
