@@ -425,7 +425,7 @@ class SparseNetwork:
         n = X.shape[0]
         if batch_size is None:
             batch_size = self._buffer_batch or 128  # the training batch: its buffers exist already
-        batch_size = max(1, min(batch_size, n))
+        batch_size = max(1, min(int(batch_size), n))
         res = np.empty((n, self.layer_sizes[-1]), self.dtype)
         for start in range(0, n, batch_size):
             rows = np.arange(start, min(start + batch_size, n), dtype=np.int64)
