@@ -133,6 +133,14 @@ SETCY_INLINE void setcy_scatter_row_##SUF##_b##NB(const V *SETCY_RESTRICT data, 
 }
 
 #define SETCY_DEFINE_SMALL_BS(V, I, SUF)                                                                   \
+/* Whether a[0:B] is all zero: a ReLU unit inactive (or dropped) for every sample of the batch. */       \
+SETCY_INLINE int setcy_zero_row_##SUF(const V *SETCY_RESTRICT a, ptrdiff_t B)                              \
+{                                                                                                          \
+    ptrdiff_t t;                                                                                           \
+    for (t = 0; t < B; t++)                                                                                \
+        if (a[t] != 0) return 0;                                                                           \
+    return 1;                                                                                              \
+}                                                                                                          \
 SETCY_DEFINE_SMALL_B(V, I, SUF, 1) SETCY_DEFINE_SMALL_B(V, I, SUF, 2) SETCY_DEFINE_SMALL_B(V, I, SUF, 3)    \
 SETCY_DEFINE_SMALL_B(V, I, SUF, 4) SETCY_DEFINE_SMALL_B(V, I, SUF, 5) SETCY_DEFINE_SMALL_B(V, I, SUF, 6)    \
 SETCY_DEFINE_SMALL_B(V, I, SUF, 7) SETCY_DEFINE_SMALL_B(V, I, SUF, 8)
@@ -270,6 +278,15 @@ SETCY_CLONES static void setcy_sddmm_update_row_##SUF(                          
     ptrdiff_t k;                                                                                           \
     int j;                                                                                                 \
     V s[4];                                                                                                \
+    if (setcy_zero_row_##SUF(a, B)) {  /* zero gradient: no gathers, the same arithmetic as with g = 0 */   \
+        for (k = start; k < end; k++) {                                                                    \
+            const V step = lr * (wd * w[k]);                                                               \
+            const V vk = mu * v[k] - step;                                                                 \
+            v[k] = vk;                                                                                     \
+            w[k] += nesterov ? (mu * vk - step) : vk;                                                      \
+        }                                                                                                  \
+        return;                                                                                            \
+    }                                                                                                      \
     SETCY_SMALL_B_SWITCH(B, setcy_update_loop_##SUF##_b, (a, idx, start, end, X, w, v, lr, mu, wd, nesterov))\
     for (k = start; k < end; k += 4) {                                                                     \
         setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
@@ -288,6 +305,7 @@ SETCY_CLONES static void setcy_scatter_row_##SUF(const V *SETCY_RESTRICT data, c
     ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT d, ptrdiff_t B, V *SETCY_RESTRICT out)        \
 {                                                                                                          \
     ptrdiff_t k, t;                                                                                        \
+    if (setcy_zero_row_##SUF(d, B)) return;  /* adds nothing */                                            \
     SETCY_SMALL_B_SWITCH(B, setcy_scatter_row_##SUF##_b, (data, idx, start, end, d, out))                  \
     for (k = start; k < end; k++) {                                                                        \
         V *SETCY_RESTRICT o = out + (ptrdiff_t)idx[k] * B;                                                 \
