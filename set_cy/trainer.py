@@ -52,8 +52,9 @@ class _FunctionCallback(Callback):
 
 
 class History(list):
-    """Per-epoch records (dicts): epoch, loss, train_accuracy, val_accuracy, val_loss, epoch_time,
-    evolution_time, zeta. ``history["loss"]`` gives one column."""
+    """Per-epoch records (dicts): epoch, loss, train_accuracy (both measured during the epoch, with
+    dropout), val_accuracy, train_time, evolution_time, epoch_time, zeta. ``history["loss"]`` gives
+    one column."""
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -170,7 +171,7 @@ class SparseMLP(SparseNetwork):
         criterion, new_weights, evolve_output
             See :meth:`evolve`.
         validation_data : tuple (X_val, y_val), optional
-            Accuracy and loss on it after every epoch.
+            Accuracy on it after every epoch (``val_accuracy``).
         shuffle : bool, default True
         callbacks : list of Callback or callables ``f(model, epoch, logs)`` (called at epoch end)
         verbose : int, default 1
