@@ -76,6 +76,7 @@ SETCY_INLINE void setcy_spmm_row_##SUF##_b##NB(const V *SETCY_RESTRICT data, con
     for (; k + 1 < end; k += 2) {                                                                          \
         if (k + 16 < end) { SETCY_PREFETCH(X + (ptrdiff_t)idx[k + 16] * NB);                               \
                             SETCY_PREFETCH(X + (ptrdiff_t)idx[k + 17] * NB); }                             \
+        __builtin_prefetch(idx + k + 256, 0, 0); __builtin_prefetch(data + k + 256, 0, 0);                  \
         const V w0 = perm ? data[perm[k]] : data[k], w1 = perm ? data[perm[k + 1]] : data[k + 1];          \
         const V *x0 = X + (ptrdiff_t)idx[k] * NB, *x1 = X + (ptrdiff_t)idx[k + 1] * NB;                    \
         for (t = 0; t < NB; t++) { a0[t] += w0 * x0[t]; a1[t] += w1 * x1[t]; }                             \
@@ -110,6 +111,8 @@ SETCY_INLINE void setcy_update_loop_##SUF##_b##NB(const V *SETCY_RESTRICT a, con
     ptrdiff_t k;                                                                                           \
     for (k = start; k < end; k++) {                                                                        \
         if (k + 16 < end) SETCY_PREFETCH(X + (ptrdiff_t)idx[k + 16] * NB);                                 \
+        __builtin_prefetch(idx + k + 256, 0, 0); __builtin_prefetch(w + k + 256, 1, 0);                    \
+        __builtin_prefetch(v + k + 256, 1, 0);                                                             \
         const V step = lr * (setcy_dot_##SUF##_b##NB(a, X + (ptrdiff_t)idx[k] * NB) + wd * w[k]);          \
         const V vk = mu * v[k] - step;                                                                     \
         v[k] = vk;                                                                                         \
@@ -126,6 +129,7 @@ SETCY_INLINE void setcy_scatter_row_##SUF##_b##NB(const V *SETCY_RESTRICT data, 
     for (t = 0; t < NB; t++) dv[t] = d[t];                                                                 \
     for (k = start; k < end; k++) {                                                                        \
         if (k + 16 < end) __builtin_prefetch(out + (ptrdiff_t)idx[k + 16] * NB, 1, 3);                     \
+        __builtin_prefetch(idx + k + 256, 0, 0); __builtin_prefetch(data + k + 256, 0, 0);                  \
         V *o = out + (ptrdiff_t)idx[k] * NB;                                                               \
         const V w = data[k];                                                                               \
         for (t = 0; t < NB; t++) o[t] += w * dv[t];                                                        \
