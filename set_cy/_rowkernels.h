@@ -158,6 +158,25 @@ SETCY_DEFINE_SMALL_B(V, I, SUF, 7) SETCY_DEFINE_SMALL_B(V, I, SUF, 8)
     default: break;                                                                                        \
     }
 
+/* One block of W (a compile-time constant) batch columns of an output row, kept in registers. */
+#define SETCY_SPMM_FIXED(V, W)                                                                             \
+    {                                                                                                      \
+        V acc[W];                                                                                          \
+        for (t = 0; t < (W); t++) acc[t] = bias;                                                           \
+        for (k = start; k < end; k++) {                                                                    \
+            const V *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                                    \
+            const V w = perm ? data[perm[k]] : data[k];                                                    \
+            if (k + SETCY_PF < end) {                                                                      \
+                const char *p = (const char *)(X + (ptrdiff_t)idx[k + SETCY_PF] * B + b0);                 \
+                int l;                                                                                     \
+                for (l = 0; l < (W) * (int)sizeof(V); l += 64) SETCY_PREFETCH(p + l);                     \
+            }                                                                                              \
+            for (t = 0; t < (W); t++) acc[t] += w * x[t];                                                  \
+        }                                                                                                  \
+        for (t = 0; t < (W); t++) out[b0 + t] = acc[t];                                                    \
+        b0 += (W);                                                                                         \
+    }
+
 #define SETCY_DEFINE_ROW_KERNELS(V, I, SUF, CH)                                                            \
 /* out[0:B] = bias + sum_{k in [start, end)} w_k * X[idx[k], 0:B], w_k = data[perm[k]] or data[k]. */      \
 SETCY_CLONES static void setcy_spmm_row_##SUF(                                                             \
@@ -168,29 +187,21 @@ SETCY_CLONES static void setcy_spmm_row_##SUF(                                  
     ptrdiff_t b0 = 0, k;                                                                                   \
     int t;                                                                                                 \
     SETCY_SMALL_B_SWITCH(B, setcy_spmm_row_##SUF##_b, (data, perm, idx, start, end, X, bias, out))         \
-    for (; b0 < B; b0 += CH) {                                                                             \
-        const ptrdiff_t w_ = (B - b0 < CH) ? (B - b0) : CH;                                                \
-        V acc[CH];                                                                                         \
-        for (t = 0; t < CH; t++) acc[t] = bias;                                                            \
-        if (w_ == CH) {                                                                                    \
+    while (b0 < B) {                                                                                       \
+        const ptrdiff_t rem = B - b0;                                                                      \
+        if (rem >= CH) SETCY_SPMM_FIXED(V, CH)                                                             \
+        else if (rem >= CH / 2) SETCY_SPMM_FIXED(V, CH / 2)                                                \
+        else if (rem >= CH / 4) SETCY_SPMM_FIXED(V, CH / 4)                                                \
+        else {  /* fewer than CH / 4 columns left */                                                       \
+            V acc[CH / 4];                                                                                 \
+            for (t = 0; t < rem; t++) acc[t] = bias;                                                       \
             for (k = start; k < end; k++) {                                                                \
                 const V *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                                \
                 const V w = perm ? data[perm[k]] : data[k];                                                \
-                if (k + SETCY_PF < end) {                                                                  \
-                    const char *p = (const char *)(X + (ptrdiff_t)idx[k + SETCY_PF] * B + b0);             \
-                    SETCY_PREFETCH(p); SETCY_PREFETCH(p + 64); SETCY_PREFETCH(p + 128);                    \
-                    SETCY_PREFETCH(p + 192);                                                               \
-                }                                                                                          \
-                for (t = 0; t < CH; t++) acc[t] += w * x[t];                                               \
+                for (t = 0; t < rem; t++) acc[t] += w * x[t];                                              \
             }                                                                                              \
-            for (t = 0; t < CH; t++) out[b0 + t] = acc[t];                                                 \
-        } else {                                                                                           \
-            for (k = start; k < end; k++) {                                                                \
-                const V *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                                \
-                const V w = perm ? data[perm[k]] : data[k];                                                \
-                for (t = 0; t < w_; t++) acc[t] += w * x[t];                                               \
-            }                                                                                              \
-            for (t = 0; t < w_; t++) out[b0 + t] = acc[t];                                                 \
+            for (t = 0; t < rem; t++) out[b0 + t] = acc[t];                                                \
+            b0 = B;                                                                                        \
         }                                                                                                  \
     }                                                                                                      \
 }                                                                                                          \
