@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifndef SET_CY_OPENMP
 #define SET_CY_OPENMP 0
@@ -224,10 +225,21 @@ SETCY_INLINE void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RES
             c2[t] += av * x2[b + t]; c3[t] += av * x3[b + t];                                              \
         }                                                                                                  \
     }                                                                                                      \
-    for (h = L / 2; h > 0; h /= 2)                                                                         \
-        for (t = 0; t < h; t++) {                                                                          \
-            c0[t] += c0[t + h]; c1[t] += c1[t + h]; c2[t] += c2[t + h]; c3[t] += c3[t + h];                \
+    {   /* horizontal sums by halving in vector registers: 64 -> 32 -> 16 bytes, then the lanes */        \
+        typedef V vh __attribute__((vector_size(32)));                                                     \
+        typedef V vq __attribute__((vector_size(16)));                                                     \
+        V *cs[4] = {c0, c1, c2, c3};                                                                       \
+        int j;                                                                                             \
+        for (j = 0; j < 4; j++) {                                                                          \
+            vh lo, hi;                                                                                     \
+            vq ql, qh;                                                                                     \
+            memcpy(&lo, cs[j], 32); memcpy(&hi, cs[j] + L / 2, 32); lo += hi;                              \
+            memcpy(&ql, &lo, 16); memcpy(&qh, (const char *)&lo + 16, 16); ql += qh;                       \
+            cs[j][0] = ql[0];                                                                              \
+            for (h = 1; h < (int)(16 / sizeof(V)); h++) cs[j][0] += ql[h];                                 \
         }                                                                                                  \
+        (void)t;                                                                                           \
+    }                                                                                                      \
     for (; b < B; b++) {                                                                                   \
         c0[0] += a[b] * x0[b]; c1[0] += a[b] * x1[b]; c2[0] += a[b] * x2[b]; c3[0] += a[b] * x3[b];         \
     }                                                                                                      \
