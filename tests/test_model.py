@@ -340,3 +340,23 @@ def test_small_batch_scatter_backward_gives_the_same_gradients(monkeypatch):
     for (a, ab), (b, bb) in zip(g, g_ref):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(ab, bb, rtol=1e-12, atol=1e-12)
+
+
+def test_layer_round_trips_through_scipy_and_threads_can_change():
+    from set_cy.layers import SparseLayer
+
+    W = sp.random_array((30, 20), density=0.2, format="csr", dtype=np.float64, rng=3)
+    layer = SparseLayer.from_scipy(W, bias=np.arange(20.0))
+    back = layer.to_scipy()
+    np.testing.assert_array_equal(back.toarray(), W.toarray())
+    assert back.has_canonical_format and layer.nnz == W.nnz
+    X = np.random.default_rng(0).standard_normal((30, 4))
+    out = np.empty((20, 4))
+    layer.forward(np.ascontiguousarray(X), out)
+    np.testing.assert_allclose(out, W.toarray().T @ X + np.arange(20.0)[:, None], rtol=1e-12, atol=1e-12)
+
+    m = SparseMLP([10, 8, 3], epsilon=2, seed=0, n_threads=1)
+    m.set_n_threads(2)
+    assert m.n_threads == 2 and all(layer.n_threads == 2 for layer in m.layers)
+    with pytest.raises(ValueError, match="n_threads must be >= 1"):
+        m.set_n_threads(0)
