@@ -99,6 +99,13 @@ def _sigint_deferred():
         signal.signal(signal.SIGINT, previous)
 
 
+def _raise_interrupt(model, callbacks, logs):
+    """End an interrupted fit at a consistent point: tell the callbacks, then raise KeyboardInterrupt."""
+    for cb in callbacks:
+        cb.on_train_end(model, {"interrupted": True, **logs})
+    raise KeyboardInterrupt
+
+
 class SparseMLP(SparseNetwork):
     """Truly sparse MLP trained with Sparse Evolutionary Training (SET).
 
@@ -252,9 +259,7 @@ class SparseMLP(SparseNetwork):
                     self.train_state_ = {"epoch": epoch, "batch": b + 1, "order": order, "n_samples": n,
                                          "batch_size": batch_size, "sums": [loss_sum, correct, seen]}
                 if caught:
-                    for cb in cbs:
-                        cb.on_train_end(self, {"interrupted": True, **logs})
-                    raise KeyboardInterrupt
+                    _raise_interrupt(self, cbs, logs)
                 blogs = {"batch_loss": loss, "loss": loss_sum / seen, **logs}
                 for cb in cbs:
                     cb.on_batch_end(self, b, blogs)
@@ -284,9 +289,7 @@ class SparseMLP(SparseNetwork):
             for cb in cbs:
                 cb.on_epoch_end(self, epoch, {**logs, **rec})
             if caught:
-                for cb in cbs:
-                    cb.on_train_end(self, {"interrupted": True, **logs})
-                raise KeyboardInterrupt
+                _raise_interrupt(self, cbs, logs)
             if self.stop_training:
                 break
         if not self.stop_training:
