@@ -213,6 +213,34 @@ class SparseNetwork:
     def nbytes(self):
         return int(sum(layer.nbytes for layer in self.layers))
 
+    def input_strength(self, normalize=False):
+        """Strength of each input neuron: the sum of ``|w|`` over its connections in the first layer.
+
+        After SET training, strong inputs are the features the network relies on (QuickSelection's
+        feature ranking); ``np.argsort(-strength)[:k]`` selects ``k`` features.
+
+        Parameters
+        ----------
+        normalize : bool, default False
+            Divide by the sum, so that the strengths add up to 1 (all zeros stay zeros).
+
+        Returns
+        -------
+        ndarray of float64, shape (n_features,)
+        """
+        layer = self.layers[0]
+        s = np.bincount(layer.indices, weights=np.abs(layer.data), minlength=layer.n_in).astype(np.float64)
+        if normalize:
+            total = s.sum()
+            if total > 0:
+                s /= total
+        return s
+
+    def input_degree(self):
+        """Number of connections of each input neuron in the first layer (int64, shape (n_features,))."""
+        layer = self.layers[0]
+        return np.bincount(layer.indices, minlength=layer.n_in).astype(np.int64)
+
     def set_n_threads(self, n_threads):
         self.n_threads = resolve_n_threads(n_threads)
         for layer in self.layers:

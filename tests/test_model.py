@@ -360,3 +360,13 @@ def test_layer_round_trips_through_scipy_and_threads_can_change():
     assert m.n_threads == 2 and all(layer.n_threads == 2 for layer in m.layers)
     with pytest.raises(ValueError, match="n_threads must be >= 1"):
         m.set_n_threads(0)
+
+
+def test_input_strength_and_degree_match_dense_weights():
+    m = SparseMLP([40, 30, 3], epsilon=3, seed=4)
+    W = m.weights[0].toarray()
+    np.testing.assert_allclose(m.input_strength(), np.abs(W).sum(axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(m.input_degree(), (W != 0).sum(axis=1))
+    s = m.input_strength(normalize=True)
+    assert s.dtype == np.float64 and s.shape == (40,)
+    assert abs(s.sum() - 1.0) < 1e-12
