@@ -226,6 +226,38 @@ def spmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:
                       p_bias[r] if p_bias != NULL else zero, &out[r, 0])
 
 
+cdef inline void _sum_parts_range(const floating* parts, Py_ssize_t n_parts, Py_ssize_t stride,
+                                  floating* out, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    """``out[i] = parts[0, i] + parts[1, i] + ...`` for ``start <= i < stop``, always in that order."""
+    cdef Py_ssize_t i, p
+    cdef floating s
+    for i in range(start, stop):
+        s = parts[i]
+        for p in range(1, n_parts):
+            s = s + parts[p * stride + i]
+        out[i] = s
+
+
+def sum_partials(const floating[:, ::1] parts, floating[::1] out, int n_threads):
+    """``out = parts.sum(axis=0)``, added in row order (the result does not depend on ``n_threads``).
+
+    Merges the gradients that data-parallel workers computed on the same connection pattern.
+    ``out`` may be ``parts[0]``.
+    """
+    cdef Py_ssize_t n = out.shape[0]
+    cdef Py_ssize_t n_blocks = (n + ELEM_BLOCK - 1) // ELEM_BLOCK
+    cdef Py_ssize_t blk, start, stop
+    if n == 0:
+        return
+    with nogil:
+        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
+            start = blk * ELEM_BLOCK
+            stop = start + ELEM_BLOCK
+            if stop > n:
+                stop = n
+            _sum_parts_range(&parts[0, 0], parts.shape[0], parts.shape[1], &out[0], start, stop)
+
+
 def spmm_scatter(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
                  const floating[:, ::1] D, floating[:, ::1] out, floating[:, ::1] scratch, int n_threads):
     """``out = M^T D`` for a CSR matrix ``M``: row ``r`` scatters ``data[k] * D[r, :]`` into ``out[indices[k], :]``.
@@ -240,9 +272,8 @@ def spmm_scatter(const index_t[::1] indptr, const index_t[::1] indices, const fl
     cdef Py_ssize_t B = D.shape[1]
     cdef Py_ssize_t n_parts = scratch.shape[0]
     cdef Py_ssize_t size = out.shape[0] * out.shape[1]
-    cdef Py_ssize_t p, r, i, blk, start, stop
+    cdef Py_ssize_t p, r, blk, start, stop
     cdef Py_ssize_t n_blocks = (size + ELEM_BLOCK - 1) // ELEM_BLOCK
-    cdef floating s
     if size == 0:
         return
     if n_rows == 0 or B == 0 or indices.shape[0] == 0:
@@ -265,11 +296,7 @@ def spmm_scatter(const index_t[::1] indptr, const index_t[::1] indices, const fl
             stop = start + ELEM_BLOCK
             if stop > size:
                 stop = size
-            for i in range(start, stop):
-                s = scratch[0, i]
-                for p in range(1, n_parts):
-                    s = s + scratch[p, i]
-                (&out[0, 0])[i] = s
+            _sum_parts_range(&scratch[0, 0], n_parts, scratch.shape[1], &out[0, 0], start, stop)
 
 
 def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:, ::1] A,

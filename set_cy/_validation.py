@@ -21,14 +21,14 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
-def resolve_n_threads(n_threads):
-    """Number of OpenMP threads to use: ``None`` means all (``omp_get_max_threads()``)."""
+def resolve_n_threads(n_threads, name="n_threads"):
+    """Number of OpenMP threads (or workers) to use: ``None`` means all (``omp_get_max_threads()``)."""
     if n_threads is None:
         return max(1, int(_kernels.max_threads()))
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
-        raise TypeError(f"n_threads must be a positive int or None, got {n_threads!r}")
+        raise TypeError(f"{name} must be a positive int or None, got {n_threads!r}")
     if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1 (or None for all cores), got {n_threads}")
+        raise ValueError(f"{name} must be >= 1 (or None for all cores), got {n_threads}")
     return int(n_threads)
 
 

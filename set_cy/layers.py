@@ -74,10 +74,15 @@ class SparseLayer:
     init : str
         Distribution of the values of connections grown by :meth:`evolve`.
     n_threads : int
+    transpose : tuple of ndarray (t_indptr, t_indices, perm), optional
+        The transposed index of this pattern, when the caller already has it (e.g. in shared memory);
+        built from the pattern otherwise.
     """
 
+    TRANSPOSE = ("t_indptr", "t_indices", "perm")
+
     def __init__(self, n_in, n_out, indptr, indices, data, *, bias=None, velocity=None, bias_velocity=None,
-                 init="he_uniform", n_threads=1):
+                 init="he_uniform", n_threads=1, transpose=None):
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.indptr, self.indices, self.data = indptr, indices, data
         dtype = data.dtype
@@ -87,7 +92,10 @@ class SparseLayer:
         self.init = init
         self.n_threads = n_threads
         self.lr_scale = 1.0  # multiplies the learning rate of this layer (see SparseNetwork's lr_scaling)
-        self._build_transpose()
+        if transpose is None:
+            self._build_transpose()
+        else:
+            self.t_indptr, self.t_indices, self.perm = transpose
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -159,12 +167,15 @@ class SparseLayer:
         else:
             _kernels.spmm(self.t_indptr, self.t_indices, self.data, self.perm, dY, out, None, self.n_threads)
 
-    def gradient(self, dY, X, out=None):
-        """Weight gradient at the stored connections (``sum_b dY[j, b] X[i, b]``) and bias gradient."""
+    def gradient(self, dY, X, out=None, out_bias=None):
+        """Weight gradient at the stored connections (``sum_b dY[j, b] X[i, b]``) and bias gradient.
+
+        Written into ``out`` (nnz,) and ``out_bias`` (n_out,) when given; returns both.
+        """
         if out is None:
             out = np.empty_like(self.data)
         _kernels.sddmm(self.indptr, self.indices, dY, X, out, self.n_threads)
-        return out, dY.sum(axis=1)
+        return out, np.sum(dY, axis=1, out=out_bias)
 
     def apply_gradient(self, grad, grad_bias, lr, momentum, weight_decay, nesterov=False):
         """Momentum SGD step from given gradients (weight decay on weights only, not on biases)."""

@@ -357,12 +357,14 @@ class SparseNetwork:
             a = z
         return a, states
 
-    def _backward(self, xb, y, out, states, step=None):
+    def _backward(self, xb, y, out, states, step=None, denom=None):
         """Backward pass from the output block ``out``; returns the loss and the number of correct guesses.
 
-        ``step(layer_index, dY, X_in)`` consumes each layer's output gradient (already averaged
-        over the batch) before the layer below is processed, after the layer's input gradient has
-        been computed from the current weights.
+        ``step(layer_index, dY, X_in)`` consumes each layer's output gradient (already divided by
+        ``denom``, the batch size by default: the mean over the batch) before the layer below is
+        processed, after the layer's input gradient has been computed from the current weights. A
+        data-parallel worker passes the size of the whole batch, so that the workers' gradients add
+        up to the batch mean. The returned loss is the mean over ``out``'s columns either way.
         """
         B = out.shape[1]
         cols = np.arange(B)
@@ -374,7 +376,7 @@ class SparseNetwork:
         else:
             out[y, cols] -= 1
             loss = float(0.5 * np.einsum("ij,ij->", out, out, dtype=np.float64) / B)
-        out *= out.dtype.type(1.0 / B)  # the mean over the batch: the only division
+        out *= out.dtype.type(1.0 / (B if denom is None else denom))  # the mean over the batch: the only division
         delta = out
         flip = 0
         for i in range(len(self.layers) - 1, -1, -1):
@@ -436,15 +438,38 @@ class SparseNetwork:
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
         rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        grads = [(np.empty_like(layer.data), np.empty_like(layer.bias)) for layer in self.layers]
+        loss, _ = self.gradients_into(X, y, rows, grads, training=training)
+        return loss, grads
+
+    def gradients_into(self, X, y, rows, out, *, denom=None, training=True):
+        """Gradients of the samples ``rows`` of validated ``X``, ``y``, written into ``out`` (no update).
+
+        Parameters
+        ----------
+        X, y : validated arrays (see :meth:`_check_X`, :meth:`_check_y`)
+        rows : ndarray of int64
+        out : list of (ndarray (nnz,), ndarray (n_out,))
+            Per layer, where the gradient of the values (storage order) and of the biases go.
+        denom : int, optional
+            The gradient is the sum over ``rows`` divided by ``denom`` (default ``rows.size``: the mean).
+            Data-parallel workers pass the size of the whole batch, so their gradients add up to its mean.
+        training : bool
+            Dropout on (it consumes the network's generator).
+
+        Returns
+        -------
+        loss : float
+            Mean loss over ``rows``.
+        n_correct : int
+        """
         xb = self._load_batch(X, rows)
-        out, states = self._forward(xb, training=training)
-        grads = [None] * len(self.layers)
+        res, states = self._forward(xb, training=training)
 
         def step(i, dY, x_in):
-            grads[i] = self.layers[i].gradient(dY, x_in)
+            self.layers[i].gradient(dY, x_in, *out[i])
 
-        loss, _ = self._backward(xb, y[rows], out, states, step)
-        return loss, grads
+        return self._backward(xb, y[rows], res, states, step, denom=denom)
 
     # ------------------------------------------------------------------------------------------
     # inference

@@ -16,6 +16,7 @@ import numpy as np
 
 from .evolution import CRITERIA, SCHEDULES, zeta_at
 from .model import SparseNetwork
+from .parallel import make_engine
 from ._validation import check_scalar
 
 __all__ = ["SparseMLP", "Callback", "History"]
@@ -156,7 +157,7 @@ class SparseMLP(SparseNetwork):
     def fit(self, X, y, *, epochs, batch_size=128, learning_rate=0.01, momentum=0.9, weight_decay=2e-4,
             nesterov=False, zeta=0.3, zeta_schedule="constant", criterion="signed", new_weights="init",
             evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
-            initial_epoch=0, resume=False):
+            initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
         Parameters
@@ -187,6 +188,21 @@ class SparseMLP(SparseNetwork):
         resume : bool, default False
             Continue an interrupted fit from :attr:`train_state_` (epoch, batch and sample order),
             e.g. after :meth:`load` of a checkpoint written on interruption.
+        n_jobs : int or None, default None
+            Cores (or workers) for this fit; None: the network's ``n_threads`` for ``"openmp"``, all
+            cores for ``"threads"``/``"processes"``, every worker of the cluster for ``"dask"``; -1:
+            all cores.
+        backend : {"openmp", "threads", "processes", "dask"}, default "openmp"
+            How the cores share a step (see :mod:`set_cy.parallel`): ``"openmp"`` splits every kernel
+            over threads (fastest on one machine, see README); ``"threads"`` and ``"processes"`` split
+            each mini-batch into ``n_jobs`` shards whose gradients are merged before one update;
+            ``"dask"`` trains local copies on data shards and averages them (local SGD).
+        client : distributed.Client or str, optional
+            ``backend="dask"``: the cluster (a client or a scheduler address); by default a
+            ``LocalCluster`` of ``n_jobs`` single-threaded worker processes on 127.0.0.1, closed at the end.
+        local_steps : int, optional
+            ``backend="dask"``: mini-batches each worker trains between two averagings (default: its
+            whole shard of the epoch, one round per epoch).
 
         Returns
         -------
@@ -231,11 +247,28 @@ class SparseMLP(SparseNetwork):
             batch_size = int(ts["batch_size"])
             if start_epoch >= epochs:
                 raise ValueError(f"resume=True: the interrupted fit is at epoch {start_epoch}, epochs={epochs}")
+        if resume and (ts.get("backend", "openmp") == "dask") != (backend == "dask"):
+            raise ValueError(f"resume=True: the interrupted fit used backend={ts.get('backend', 'openmp')!r}; "
+                             "steps of backend='dask' are rounds, not batches: resume with the same kind")
+        engine = make_engine(self, X, y, batch_size, backend=backend, n_jobs=n_jobs, client=client,
+                             local_steps=local_steps)
+        try:
+            return self._fit_loop(engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume,
+                                  cbs, shuffle, None if validation_data is None else (X_val, y_val),
+                                  {"learning_rate": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                   "nesterov": bool(nesterov)},
+                                  zeta, zeta_schedule, criterion, new_weights, evolve_output)
+        finally:
+            engine.close()
+
+    def _fit_loop(self, engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume, cbs,
+                  shuffle, validation_data, hp, zeta, zeta_schedule, criterion, new_weights, evolve_output):
         self._ensure_buffers(batch_size)
         self.stop_training = False
         records = History()
-        n_batches = -(-n // batch_size)
-        logs = {"epochs": epochs, "n_batches": n_batches, "batch_size": batch_size, "n_samples": n}
+        n_batches = engine.n_steps()
+        logs = {"epochs": epochs, "n_batches": n_batches, "batch_size": batch_size, "n_samples": n,
+                "backend": engine.backend}
         for cb in cbs:
             cb.on_train_begin(self, logs)
         sums = (0.0, 0, 0)
@@ -249,18 +282,17 @@ class SparseMLP(SparseNetwork):
                 cb.on_epoch_begin(self, epoch, logs)
             loss_sum, correct, seen = sums
             for b in range(start_batch, n_batches):
-                rows = order[b * batch_size:(b + 1) * batch_size]
                 with _sigint_deferred() as caught:
-                    loss, ok = self.train_batch(X, y, rows, learning_rate=lr, momentum=momentum,
-                                                weight_decay=weight_decay, nesterov=nesterov)
-                    loss_sum += loss * rows.size
+                    b_loss, ok, b_seen = engine.step(order, b, hp)
+                    loss_sum += b_loss
                     correct += ok
-                    seen += rows.size
+                    seen += b_seen
                     self.train_state_ = {"epoch": epoch, "batch": b + 1, "order": order, "n_samples": n,
-                                         "batch_size": batch_size, "sums": [loss_sum, correct, seen]}
+                                         "batch_size": batch_size, "sums": [loss_sum, correct, seen],
+                                         "backend": engine.backend}
                 if caught:
                     _raise_interrupt(self, cbs, logs)
-                blogs = {"batch_loss": loss, "loss": loss_sum / seen, **logs}
+                blogs = {"batch_loss": b_loss / max(b_seen, 1), "loss": loss_sum / max(seen, 1), **logs}
                 for cb in cbs:
                     cb.on_batch_end(self, b, blogs)
                 if self.stop_training:
@@ -271,13 +303,14 @@ class SparseMLP(SparseNetwork):
             rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                    "train_time": train_time}
             if validation_data is not None:
-                rec["val_accuracy"] = self.score(X_val, y_val, batch_size=batch_size)
+                rec["val_accuracy"] = self.score(*validation_data, batch_size=batch_size)
             evo_time, z = 0.0, 0.0
             with _sigint_deferred() as caught:
                 if epoch < epochs - 1 and zeta > 0:
                     z = zeta_at(zeta, epoch, epochs, zeta_schedule)
                     t1 = time.perf_counter()
                     self.evolve(z, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)
+                    engine.topology_changed()
                     evo_time = time.perf_counter() - t1
                 rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0)
                 self.epochs_trained_ = epoch + 1

@@ -1,0 +1,495 @@
+"""Data-parallel training engines: how one step of :meth:`set_cy.SparseMLP.fit` uses the cores.
+
+A fit runs its steps through one engine, chosen by ``backend``:
+
+``"openmp"`` (default)
+    One process; every kernel splits its rows over ``n_jobs`` OpenMP threads, and the gradient and the
+    momentum update are fused in one pass over the connections.
+``"threads"``
+    joblib threads. Each mini-batch is cut into ``n_jobs`` shards; each worker runs forward and
+    backward on its shard with its own activation buffers and writes the gradient of every layer into
+    its own slot, an array aligned with the layer's connections. All workers read the same weights
+    (zero copies), so merging is an element-wise sum of aligned arrays (:func:`_kernels.sum_partials`,
+    in parallel), followed by one momentum update.
+``"processes"``
+    The same through joblib's loky processes. Weights, velocities, transposed indices, the data and
+    the gradient slots live in one shared-memory file (``/dev/shm`` on Linux) that each worker maps
+    once per fit; the parent applies the merged update and the evolution step in place there, so the
+    new topology reaches the workers without re-sending anything.
+``"dask"``
+    Local SGD over a ``dask.distributed`` cluster through joblib's Dask backend: the data is
+    scattered once to every worker; each round, every worker trains a copy of the network on its
+    shard of the epoch for ``local_steps`` mini-batches (all of its shard by default), and the driver
+    averages values, biases and velocities on the shared pattern (the model averaging of WASAP-SGD).
+    Evolution happens on the driver, between epochs; the next round sends the new topology.
+
+Whatever the backend, a step either completes on every worker and is applied once, or fails and
+leaves the model as it was after the previous step; shared memory is freed when the fit ends, however
+it ends.
+"""
+import logging
+import os
+import tempfile
+import uuid
+
+import numpy as np
+
+from . import _kernels
+from .layers import SparseLayer
+from .model import SparseNetwork
+from ._validation import resolve_n_threads
+
+__all__ = ["BACKENDS", "make_engine", "ParallelFitError", "SHM_PREFIX"]
+
+logger = logging.getLogger("set_cy")
+
+BACKENDS = ("openmp", "threads", "processes", "dask")
+SHM_PREFIX = "set_cy-"  # name prefix of the shared-memory files of the "processes" backend
+# Per layer: the arrays a worker of the "processes" backend maps (pattern, values, optimiser state).
+_LAYER_ARRAYS = ("indptr", "indices", "data", "velocity", "bias", "bias_velocity") + SparseLayer.TRANSPOSE
+_ALIGN = 64
+
+
+class ParallelFitError(RuntimeError):
+    """A worker of a data-parallel fit failed; the model is the one after the last completed step."""
+
+
+def _fail(backend, exc):
+    """The error a fit raises when a worker fails: names the backend and the cause."""
+    name = type(exc).__name__
+    if name in ("TerminatedWorkerError", "BrokenProcessPool", "KilledWorker"):
+        cause = f"a worker process died ({name}: {exc})"
+    else:
+        cause = f"a worker raised {name}: {exc}"
+    return ParallelFitError(f"data-parallel fit (backend={backend!r}) stopped: {cause}. The model holds the "
+                            "weights of the last completed step.")
+
+
+def _network_like(model, layers, n_threads):
+    """A network with the configuration of ``model`` over the given layers (no copies of their arrays)."""
+    cfg = model._config()
+    sizes = cfg.pop("layer_sizes")
+    cfg.pop("epsilon")
+    cfg.pop("allocation")
+    return SparseNetwork(sizes, n_threads=n_threads, _layers=layers, **cfg)
+
+
+def _layer_over(layer, arrays, n_threads):
+    """A :class:`SparseLayer` over ``arrays`` (name -> ndarray), shaped like ``layer``; nothing copied."""
+    return SparseLayer(layer.n_in, layer.n_out, arrays["indptr"], arrays["indices"], arrays["data"],
+                       bias=arrays["bias"], velocity=arrays["velocity"], bias_velocity=arrays["bias_velocity"],
+                       init=layer.init, n_threads=n_threads,
+                       transpose=tuple(arrays[name] for name in SparseLayer.TRANSPOSE))
+
+
+# ----------------------------------------------------------------------------------------------
+# engines
+class _Engine:
+    """One fit's way of running steps. ``step`` returns ``(loss_sum, n_correct, n_seen)``."""
+
+    backend = None
+
+    def __init__(self, model, X, y, batch_size):
+        self.model, self.X, self.y, self.batch_size = model, X, y, int(batch_size)
+
+    def n_steps(self):
+        return -(-self.X.shape[0] // self.batch_size)
+
+    def rows(self, order, b):
+        return order[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def step(self, order, b, hp):
+        raise NotImplementedError
+
+    def topology_changed(self):
+        """Called after every evolution step of the model."""
+
+    def close(self):
+        """Release workers and shared memory; the model owns private arrays again."""
+
+
+class _OpenMPEngine(_Engine):
+    backend = "openmp"
+
+    def __init__(self, model, X, y, batch_size, n_jobs):
+        super().__init__(model, X, y, batch_size)
+        self._saved_threads = model.n_threads
+        if n_jobs is not None:
+            model.set_n_threads(n_jobs)
+
+    def step(self, order, b, hp):
+        rows = self.rows(order, b)
+        loss, ok = self.model.train_batch(self.X, self.y, rows, **hp)
+        return loss * rows.size, ok, rows.size
+
+    def close(self):
+        self.model.set_n_threads(self._saved_threads)
+
+
+class _ShardedEngine(_Engine):
+    """Batch split across ``n_jobs`` workers, gradients merged into slot 0, one update."""
+
+    def __init__(self, model, X, y, batch_size, n_jobs):
+        super().__init__(model, X, y, batch_size)
+        self.n_jobs = n_jobs
+        self.worker_threads = max(1, model.n_threads // n_jobs)
+
+    def _run_shards(self, shards, seeds, denom):
+        """Run every shard; returns per shard ``(loss_sum, n_correct)``."""
+        raise NotImplementedError
+
+    def _slots(self):
+        """Per layer ``(grad (n_jobs, nnz), grad_bias (n_jobs, n_out))``."""
+        raise NotImplementedError
+
+    def step(self, order, b, hp):
+        rows = self.rows(order, b)
+        shards = [s for s in np.array_split(rows, self.n_jobs) if s.size]
+        seeds = self.model.rng.integers(0, 2 ** 63 - 1, size=len(shards))
+        try:
+            results = self._run_shards(shards, seeds, rows.size)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            raise _fail(self.backend, exc) from exc
+        m = len(shards)
+        nt = self.model.n_threads
+        for layer, (g, gb) in zip(self.model.layers, self._slots()):
+            _kernels.sum_partials(g[:m], g[0], nt)
+            layer.apply_gradient(g[0], gb[:m].sum(axis=0), hp["learning_rate"], hp["momentum"],
+                                 hp["weight_decay"], hp["nesterov"])
+        return sum(r[0] for r in results), sum(r[1] for r in results), rows.size
+
+
+def _shard_gradients(net, X, y, rows, seed, denom, out):
+    net.rng = np.random.default_rng(seed)
+    loss, correct = net.gradients_into(X, y, rows, out, denom=denom, training=True)
+    return loss * rows.size, correct
+
+
+class _ThreadEngine(_ShardedEngine):
+    backend = "threads"
+
+    def __init__(self, model, X, y, batch_size, n_jobs):
+        from joblib import Parallel
+
+        super().__init__(model, X, y, batch_size, n_jobs)
+        self.grads = [(np.zeros((n_jobs, layer.nnz), layer.dtype), np.zeros((n_jobs, layer.n_out), layer.dtype))
+                      for layer in model.layers]
+        self._make_replicas()
+        self._parallel = Parallel(n_jobs=n_jobs, backend="threading")
+        self._parallel.__enter__()
+
+    def _make_replicas(self):
+        # each worker: its own buffers and generator over the model's arrays (shared, zero copies)
+        self.replicas = [_network_like(self.model, [_layer_over(layer, {n: getattr(layer, n) for n in _LAYER_ARRAYS},
+                                                                self.worker_threads)
+                                                    for layer in self.model.layers], self.worker_threads)
+                         for _ in range(self.n_jobs)]
+
+    def _slots(self):
+        return self.grads
+
+    def _run_shards(self, shards, seeds, denom):
+        from joblib import delayed
+
+        return self._parallel(
+            delayed(_shard_gradients)(self.replicas[s], self.X, self.y, rows, seeds[s], denom,
+                                      [(g[s], gb[s]) for g, gb in self.grads])
+            for s, rows in enumerate(shards))
+
+    def topology_changed(self):
+        # evolution rebuilt the transposed index as new arrays: point the replicas at them
+        self._make_replicas()
+
+    def close(self):
+        self._parallel.__exit__(None, None, None)
+        self.replicas = self.grads = None
+
+
+# "processes": what a worker process has mapped, by shared-memory path (one fit at a time)
+_ATTACHED = {}
+
+
+def _attach(spec):
+    path = spec["path"]
+    hit = _ATTACHED.get(path)
+    if hit is None:
+        _ATTACHED.clear()  # a previous fit's mapping: its file is gone, drop the pages
+        mm = np.memmap(path, dtype=np.uint8, mode="r+")
+        views = {name: np.ndarray(shape, np.dtype(dt), buffer=mm, offset=off)
+                 for name, (off, shape, dt) in spec["arrays"].items()}
+        proto = spec["layers"]
+        layers = [SparseLayer(n_in, n_out, views[f"{i}.indptr"], views[f"{i}.indices"], views[f"{i}.data"],
+                              bias=views[f"{i}.bias"], velocity=views[f"{i}.velocity"],
+                              bias_velocity=views[f"{i}.bias_velocity"], init=init, n_threads=spec["threads"],
+                              transpose=tuple(views[f"{i}.{n}"] for n in SparseLayer.TRANSPOSE))
+                  for i, (n_in, n_out, init) in enumerate(proto)]
+        cfg = dict(spec["config"])
+        sizes = cfg.pop("layer_sizes")
+        net = SparseNetwork(sizes, n_threads=spec["threads"], _layers=layers, **cfg)
+        hit = _ATTACHED[path] = (mm, net, views)
+    return hit
+
+
+def _process_shard(spec, s, rows, seed, denom):
+    _, net, v = _attach(spec)
+    out = [(v[f"{i}.grad"][s], v[f"{i}.grad_bias"][s]) for i in range(len(net.layers))]
+    return _shard_gradients(net, v["X"], v["y"], rows, seed, denom, out)
+
+
+def _shm_dir():
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
+class _ProcessEngine(_ShardedEngine):
+    backend = "processes"
+
+    def __init__(self, model, X, y, batch_size, n_jobs):
+        super().__init__(model, X, y, batch_size, n_jobs)
+        self.path = None
+        self._parallel = None
+        self._mm = None
+        try:
+            self._share(X, y)
+            from joblib import Parallel
+
+            self._parallel = Parallel(n_jobs=n_jobs, backend="loky")
+            self._parallel.__enter__()
+        except BaseException:
+            self.close()
+            raise
+
+    def _share(self, X, y):
+        model = self.model
+        plan = {"X": (X.shape, X.dtype), "y": (y.shape, y.dtype)}
+        for i, layer in enumerate(model.layers):
+            for name in _LAYER_ARRAYS:
+                a = getattr(layer, name)
+                plan[f"{i}.{name}"] = (a.shape, a.dtype)
+            plan[f"{i}.grad"] = ((self.n_jobs, layer.nnz), layer.dtype)
+            plan[f"{i}.grad_bias"] = ((self.n_jobs, layer.n_out), layer.dtype)
+        arrays, off = {}, 0
+        for name, (shape, dt) in plan.items():
+            arrays[name] = (off, tuple(int(d) for d in shape), np.dtype(dt).str)
+            off += -(-int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize // _ALIGN) * _ALIGN
+        fd, self.path = tempfile.mkstemp(prefix=SHM_PREFIX + f"{os.getpid()}-", dir=_shm_dir())
+        try:
+            os.ftruncate(fd, max(off, 1))
+        finally:
+            os.close(fd)
+        self._mm = np.memmap(self.path, dtype=np.uint8, mode="r+")
+        self.views = {name: np.ndarray(shape, np.dtype(dt), buffer=self._mm, offset=o)
+                      for name, (o, shape, dt) in arrays.items()}
+        self.views["X"][...] = X
+        self.views["y"][...] = y
+        self._bind()  # the model's arrays move into the shared file
+        self.spec = {"path": self.path, "arrays": arrays, "threads": self.worker_threads,
+                     "config": {k: v for k, v in model._config().items() if k not in ("epsilon", "allocation")},
+                     "layers": [(layer.n_in, layer.n_out, layer.init) for layer in model.layers],
+                     "run": uuid.uuid4().hex}
+        logger.info("processes backend: %d workers share %.1f MB in %s", self.n_jobs, off / 1e6, self.path)
+
+    def _bind(self):
+        """Copy every layer array that is not its shared view into it, and use the view."""
+        for i, layer in enumerate(self.model.layers):
+            for name in _LAYER_ARRAYS:
+                a, v = getattr(layer, name), self.views[f"{i}.{name}"]
+                if a is not v:
+                    if a.shape != v.shape:
+                        raise RuntimeError(f"layer {i} {name}: shape changed from {v.shape} to {a.shape}")
+                    v[...] = a
+                    setattr(layer, name, v)
+
+    def _slots(self):
+        return [(self.views[f"{i}.grad"], self.views[f"{i}.grad_bias"]) for i in range(len(self.model.layers))]
+
+    def _run_shards(self, shards, seeds, denom):
+        from joblib import delayed
+
+        return self._parallel(delayed(_process_shard)(self.spec, s, rows, int(seeds[s]), denom)
+                              for s, rows in enumerate(shards))
+
+    def topology_changed(self):
+        self._bind()
+
+    def close(self):
+        if self._parallel is not None:
+            try:
+                self._parallel.__exit__(None, None, None)
+            finally:
+                self._parallel = None
+                _shutdown_loky()
+        if self._mm is not None:
+            for i, layer in enumerate(self.model.layers):  # private copies again
+                for name in _LAYER_ARRAYS:
+                    a = getattr(layer, name)
+                    if a is self.views.get(f"{i}.{name}"):
+                        setattr(layer, name, np.array(a))
+            self.views = None
+            self._mm._mmap.close()
+            self._mm = None
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.path = None
+
+
+def _shutdown_loky():
+    """Stop joblib's reusable loky workers, which would otherwise keep the fit's mapping for minutes."""
+    try:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+    except Exception as exc:  # pragma: no cover - nothing to free
+        logger.debug("could not shut down loky workers: %s", exc)
+
+
+# ----------------------------------------------------------------------------------------------
+# dask: local SGD rounds
+def _state_of(model):
+    """A snapshot (fresh copies) of everything a remote worker needs to train the model."""
+    return {"config": model._config(),
+            "layers": [{"shape": (layer.n_in, layer.n_out), "init": layer.init, "lr_scale": layer.lr_scale,
+                        **{n: getattr(layer, n).copy() for n in
+                           ("indptr", "indices", "data", "velocity", "bias", "bias_velocity")}}
+                       for layer in model.layers]}
+
+
+def _local_round(X, y, state, batches, seed, hp, n_threads):
+    """Train a copy of the network on ``batches`` (row arrays) of ``X``; return its values and stats."""
+    layers = []
+    for d in state["layers"]:
+        layer = SparseLayer(*d["shape"], d["indptr"], d["indices"], d["data"].copy(), bias=d["bias"].copy(),
+                            velocity=d["velocity"].copy(), bias_velocity=d["bias_velocity"].copy(),
+                            init=d["init"], n_threads=n_threads)
+        layers.append(layer)
+    cfg = dict(state["config"])
+    sizes = cfg.pop("layer_sizes")
+    net = SparseNetwork(sizes, n_threads=n_threads, _layers=layers, **cfg)
+    for layer, d in zip(net.layers, state["layers"]):
+        layer.lr_scale = d["lr_scale"]
+    net.rng = np.random.default_rng(seed)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for rows in batches:
+        loss, ok = net.train_batch(X, y, rows, **hp)
+        loss_sum += loss * rows.size
+        correct += ok
+        seen += rows.size
+    return {"arrays": [(lay.data, lay.velocity, lay.bias, lay.bias_velocity) for lay in net.layers],
+            "loss_sum": loss_sum, "correct": correct, "seen": seen}
+
+
+class _DaskEngine(_Engine):
+    """Local SGD: a step is a round; every worker trains ``local_steps`` batches of its shard."""
+
+    backend = "dask"
+
+    def __init__(self, model, X, y, batch_size, n_jobs, client=None, local_steps=None, worker_threads=1):
+        super().__init__(model, X, y, batch_size)
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise ImportError("backend='dask' needs dask.distributed: pip install 'set_cy[dask]'") from exc
+        from joblib import Parallel, parallel_config
+
+        self._own = []
+        try:
+            if client is None:
+                n_workers = n_jobs or resolve_n_threads(None)
+                cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
+                                       dashboard_address=None, processes=True)
+                self._own.append(cluster)
+                client = Client(cluster, set_as_default=False)
+                self._own.append(client)
+            elif isinstance(client, str):
+                client = Client(client, set_as_default=False)
+                self._own.append(client)
+            self.client = client
+            if n_jobs is None:
+                n_jobs = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+            self.n_jobs = int(n_jobs)
+            self.worker_threads = int(worker_threads)
+            n = X.shape[0]
+            shard = -(-n // self.n_jobs)
+            self.steps_per_shard = -(-shard // self.batch_size)
+            self.local_steps = self.steps_per_shard if local_steps is None else int(local_steps)
+            # immutable data, scattered once to every worker (joblib replaces X, y by their futures)
+            self._config = parallel_config(backend="dask", client=client, scatter=[X, y])
+            self._config.__enter__()
+            self._parallel = Parallel(n_jobs=self.n_jobs)
+        except BaseException:
+            self.close()
+            raise
+
+    def n_steps(self):
+        return -(-self.steps_per_shard // self.local_steps)
+
+    def step(self, order, r, hp):
+        from joblib import delayed
+
+        shards = np.array_split(order, self.n_jobs)
+        jobs = []
+        lo, hi = r * self.local_steps, min((r + 1) * self.local_steps, self.steps_per_shard)
+        for shard in shards:
+            batches = [shard[k * self.batch_size:(k + 1) * self.batch_size] for k in range(lo, hi)]
+            batches = [rows for rows in batches if rows.size]
+            if batches:
+                jobs.append(batches)
+        if not jobs:
+            return 0.0, 0, 0
+        seeds = self.model.rng.integers(0, 2 ** 63 - 1, size=len(jobs))
+        state = _state_of(self.model)  # fresh copies each round: nothing remote sees a later change
+        try:
+            results = self._parallel(delayed(_local_round)(self.X, self.y, state, batches, int(seed), hp,
+                                                           self.worker_threads)
+                                     for batches, seed in zip(jobs, seeds))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            raise _fail(self.backend, exc) from exc
+        # average on the shared pattern (every result has the driver's pattern)
+        for i, layer in enumerate(self.model.layers):
+            for j, name in enumerate(("data", "velocity", "bias", "bias_velocity")):
+                acc = np.zeros(getattr(layer, name).shape, np.float64)
+                for res in results:
+                    acc += res["arrays"][i][j]
+                getattr(layer, name)[...] = acc / len(results)
+        return (sum(r["loss_sum"] for r in results), sum(r["correct"] for r in results),
+                sum(r["seen"] for r in results))
+
+    def close(self):
+        cfg = getattr(self, "_config", None)
+        if cfg is not None:
+            cfg.__exit__(None, None, None)
+            self._config = None
+        for obj in reversed(self._own):
+            try:
+                obj.close()
+            except Exception as exc:  # pragma: no cover
+                logger.debug("closing %r: %s", obj, exc)
+        self._own = []
+
+
+def make_engine(model, X, y, batch_size, *, backend="openmp", n_jobs=None, client=None, local_steps=None):
+    """The engine that runs the steps of one fit (validated arguments in, see :meth:`SparseMLP.fit`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if n_jobs is not None and not isinstance(n_jobs, bool) and n_jobs == -1:
+        n_jobs = None  # joblib's "all cores"
+    if n_jobs is not None:
+        n_jobs = resolve_n_threads(n_jobs, "n_jobs")
+    if backend != "dask" and (client is not None or local_steps is not None):
+        raise ValueError("client and local_steps apply to backend='dask' only")
+    if local_steps is not None and (isinstance(local_steps, bool) or not isinstance(local_steps, (int, np.integer))
+                                    or local_steps < 1):
+        raise ValueError(f"local_steps must be a positive int, got {local_steps!r}")
+    if backend == "openmp":
+        return _OpenMPEngine(model, X, y, batch_size, n_jobs)
+    if backend == "dask":
+        return _DaskEngine(model, X, y, batch_size, n_jobs, client=client, local_steps=local_steps)
+    n_jobs = n_jobs or resolve_n_threads(None)
+    cls = _ThreadEngine if backend == "threads" else _ProcessEngine
+    return cls(model, X, y, batch_size, n_jobs)
