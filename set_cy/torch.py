@@ -1,0 +1,361 @@
+"""Optional PyTorch bridge: truly sparse linear layers inside torch models (CPU tensors).
+
+Needs torch (``pip install 'set_cy[torch]'``); ``import set_cy`` does not import this module, import it
+explicitly: ``from set_cy.torch import SparseLinear``.
+
+- :class:`SparseLinearFunction`: a ``torch.autograd.Function`` over the compiled kernels,
+  ``Y = X @ W + bias`` with the gradient of ``X`` (``dY @ W^T``), of the stored values (SDDMM: ``X^T dY``
+  at the stored connections) and of the bias (``dY.sum(0)``); :func:`sparse_linear` applies it.
+- :class:`SparseLinear`: an ``nn.Module`` holding the values (and the bias) as ``nn.Parameter`` and the
+  pattern as integer buffers (all in its ``state_dict``), with :meth:`SparseLinear.evolve`
+  (one SET step, which can carry the state of a torch optimizer over) and
+  ``from_scipy``/``to_scipy``.
+
+The values are in the storage order of :class:`set_cy.SparseLinear` (the CSR of ``W^T``: by output
+neuron, then input neuron). Tensors cross to the kernels without copies where the layout allows it
+(``Tensor.numpy()`` shares memory); the only copies are the feature-major transposes of a row-major
+input and output gradient. Outputs and input gradients are returned as transposed views of
+feature-major buffers: ``Y.t()`` is contiguous, so a following sparse layer (through elementwise
+activations, which keep strides) reads its input without a copy. Call ``.contiguous()`` where a
+row-major tensor is needed (e.g. before ``.view``).
+"""
+import logging
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _kernels
+from ._validation import check_float_dtype, check_scalar, resolve_n_threads
+from .evolution import CRITERIA
+from .layers import SparseLayer
+from .linear import NEW_WEIGHTS
+from .linear import SparseLinear as _NumpySparseLinear
+
+__all__ = ["SparseLinear", "SparseLinearFunction", "SparsePattern", "sparse_linear"]
+
+logger = logging.getLogger("set_cy")
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_INDEX_DTYPES = (torch.int32, torch.int64)
+_TORCH_TO_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+class SparsePattern(NamedTuple):
+    """The connection pattern of a layer ``W`` (``n_in x n_out``), as integer CPU tensors.
+
+    ``indptr`` (``n_out + 1``) and ``indices`` (``nnz``) are the CSR pattern of ``W^T`` (storage
+    order); ``t_indptr`` (``n_in + 1``), ``t_indices`` and ``perm`` the CSR pattern of ``W`` with
+    ``perm[q]`` the storage position of its entry ``q`` (see :func:`set_cy.ops.transpose_pattern`).
+    All five have the same dtype (int32 or int64).
+    """
+
+    n_in: int
+    n_out: int
+    indptr: torch.Tensor
+    indices: torch.Tensor
+    t_indptr: torch.Tensor
+    t_indices: torch.Tensor
+    perm: torch.Tensor
+
+
+def _np(t):
+    """Zero-copy NumPy view of a CPU tensor (``detach`` drops autograd; memory is shared)."""
+    return t.detach().numpy()
+
+
+def _feature_major(t):
+    """``t.t()`` as a C-contiguous NumPy array (no copy when ``t`` is a transposed contiguous buffer)."""
+    ft = t.detach().t()
+    if not ft.is_contiguous():
+        ft = ft.contiguous()
+    return ft.numpy()
+
+
+def _check_tensor(t, name, dtype=None, ndim=None):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} is on {t.device}: set_cy's kernels run on the CPU; move it with .cpu()")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {dtype} was expected (dtypes must not be mixed)")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+
+
+def _check_pattern(pattern):
+    if not isinstance(pattern, SparsePattern):
+        raise TypeError(f"pattern must be a SparsePattern, got {type(pattern).__name__}")
+    idx_dtype = pattern.indices.dtype
+    if idx_dtype not in _INDEX_DTYPES:
+        raise TypeError(f"pattern indices must be int32 or int64, got {idx_dtype}")
+    for name in ("indptr", "indices", "t_indptr", "t_indices", "perm"):
+        t = getattr(pattern, name)
+        _check_tensor(t, f"pattern.{name}", dtype=idx_dtype, ndim=1)
+        if not t.is_contiguous():
+            raise ValueError(f"pattern.{name} must be contiguous")
+    nnz = pattern.indices.shape[0]
+    if (pattern.indptr.shape[0] != pattern.n_out + 1 or pattern.t_indptr.shape[0] != pattern.n_in + 1
+            or pattern.t_indices.shape[0] != nnz or pattern.perm.shape[0] != nnz):
+        raise ValueError(f"inconsistent pattern: indptr {pattern.indptr.shape[0]} (expected n_out + 1 = "
+                         f"{pattern.n_out + 1}), t_indptr {pattern.t_indptr.shape[0]} (expected n_in + 1 = "
+                         f"{pattern.n_in + 1}), indices/t_indices/perm {nnz}/{pattern.t_indices.shape[0]}/"
+                         f"{pattern.perm.shape[0]}")
+
+
+class SparseLinearFunction(torch.autograd.Function):
+    """``Y = X @ W + bias`` over the kernels, ``W`` given by its values and a :class:`SparsePattern`.
+
+    ``apply(X, values, bias, pattern, n_threads)``: ``X`` of shape (batch, n_in), ``values`` (nnz,),
+    ``bias`` (n_out,) or None, all of one float dtype on the CPU. Arguments are not checked here: use
+    :func:`sparse_linear`. Not twice differentiable (the backward is marked ``once_differentiable``).
+    """
+
+    @staticmethod
+    def forward(ctx, X, values, bias, pattern, n_threads):
+        Xf = _feature_major(X)
+        v = _np(values)
+        out = np.empty((pattern.n_out, Xf.shape[1]), dtype=v.dtype)
+        _kernels.spmm(_np(pattern.indptr), _np(pattern.indices), v, None, Xf, out,
+                      None if bias is None else _np(bias), n_threads)
+        # saved as a (batch, n_in) tensor whose transpose is Xf: X itself when Xf is a view of it (so
+        # autograd sees in-place changes of X), else the feature-major copy
+        X_saved = X if X.detach().t().is_contiguous() else torch.from_numpy(Xf).t()
+        ctx.save_for_backward(X_saved, values, pattern.indptr, pattern.indices, pattern.t_indptr,
+                              pattern.t_indices, pattern.perm)
+        ctx.n_threads = n_threads
+        ctx.has_bias = bias is not None
+        return torch.from_numpy(out).t()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dY):
+        X, values, indptr, indices, t_indptr, t_indices, perm = ctx.saved_tensors
+        nt = ctx.n_threads
+        dYf = _feature_major(dY)
+        dX = g = gb = None
+        if ctx.needs_input_grad[0]:
+            dXf = np.empty((t_indptr.shape[0] - 1, dYf.shape[1]), dtype=dYf.dtype)
+            _kernels.spmm(_np(t_indptr), _np(t_indices), _np(values), _np(perm), dYf, dXf, None, nt)
+            dX = torch.from_numpy(dXf).t()
+        if ctx.needs_input_grad[1]:
+            gv = np.empty(values.shape[0], dtype=dYf.dtype)
+            _kernels.sddmm(_np(indptr), _np(indices), dYf, _feature_major(X), gv, nt)
+            g = torch.from_numpy(gv)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = torch.from_numpy(dYf.sum(axis=1))
+        return dX, g, gb, None, None
+
+
+def sparse_linear(X, values, bias, pattern, *, n_threads=None):
+    """``X @ W + bias`` for the sparse ``W`` given by ``values`` and ``pattern``, differentiable.
+
+    Parameters
+    ----------
+    X : Tensor of shape (batch, n_in), float32 or float64, CPU
+    values : Tensor of shape (nnz,), same dtype, in the storage order of ``pattern``
+    bias : Tensor of shape (n_out,), same dtype, or None
+    pattern : SparsePattern
+    n_threads : int or None, default None
+        OpenMP threads; None uses all cores.
+
+    Returns
+    -------
+    Tensor of shape (batch, n_out)
+        A transposed view of a feature-major buffer (see the module docstring).
+    """
+    _check_pattern(pattern)
+    _check_tensor(values, "values", ndim=1)
+    if values.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"values must be float32 or float64, got {values.dtype}")
+    if values.shape[0] != pattern.indices.shape[0]:
+        raise ValueError(f"values has {values.shape[0]} entries but the pattern has {pattern.indices.shape[0]}")
+    if not values.is_contiguous():
+        raise ValueError("values must be contiguous")
+    _check_tensor(X, "X", dtype=values.dtype, ndim=2)
+    if X.shape[1] != pattern.n_in:
+        raise ValueError(f"X must have shape (batch, {pattern.n_in}), got {tuple(X.shape)}")
+    if bias is not None:
+        _check_tensor(bias, "bias", dtype=values.dtype, ndim=1)
+        if bias.shape[0] != pattern.n_out:
+            raise ValueError(f"bias must have shape ({pattern.n_out},), got {tuple(bias.shape)}")
+        bias = bias if bias.is_contiguous() else bias.contiguous()
+    return SparseLinearFunction.apply(X, values, bias, pattern, resolve_n_threads(n_threads))
+
+
+def _torch_dtype(dtype):
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        return dtype
+    return torch.float32 if check_float_dtype(dtype) == np.float32 else torch.float64
+
+
+class SparseLinear(nn.Module):
+    """Truly sparse ``nn.Linear``-like layer: ``Y = X @ W + bias`` with ``W`` (n_in x n_out) sparse.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+    epsilon, nnz, init, seed, n_threads
+        As in :class:`set_cy.SparseLinear` (``epsilon=20`` when neither is given); ``seed`` also
+        seeds the generator of :meth:`evolve`.
+    bias : bool, default True
+    dtype : torch.float32, torch.float64 or the NumPy names, default torch.float32
+
+    Attributes
+    ----------
+    values : nn.Parameter of shape (nnz,)
+        Stored weights, by output neuron then input neuron (:meth:`coords` gives their ``(i, j)``).
+    bias : nn.Parameter of shape (n_out,) or None
+    indptr, indices, t_indptr, t_indices, perm : buffers
+        The :class:`SparsePattern` (also in the ``state_dict``).
+
+    Notes
+    -----
+    CPU only: moving the module to another device makes ``forward`` raise. ``module.double()`` /
+    ``.float()`` convert the values and the bias; the pattern keeps its integer dtype.
+    """
+
+    def __init__(self, n_in, n_out, *, epsilon=None, nnz=None, bias=True, init="he_uniform", dtype=torch.float32,
+                 seed=None, n_threads=None):
+        super().__init__()
+        tdtype = _torch_dtype(dtype)
+        lin = _NumpySparseLinear(n_in, n_out, epsilon=epsilon, nnz=nnz, init=init, dtype=_TORCH_TO_NUMPY[tdtype],
+                                 seed=seed, n_threads=n_threads)
+        self._load(lin, bias)
+
+    def _load(self, lin, bias):
+        """Take the pattern, values and bias of a :class:`set_cy.SparseLinear` (copies)."""
+        layer = lin.layer
+        self.n_in, self.n_out = layer.n_in, layer.n_out
+        self.init = layer.init
+        self.n_threads = layer.n_threads
+        self.rng = lin.rng
+        self.values = nn.Parameter(torch.from_numpy(layer.data.copy()))
+        if bias:
+            self.bias = nn.Parameter(torch.from_numpy(layer.bias.copy()))
+        else:
+            self.register_parameter("bias", None)
+        for name in ("indptr", "indices", "t_indptr", "t_indices", "perm"):
+            self.register_buffer(name, torch.from_numpy(getattr(layer, name).copy()))
+
+    @classmethod
+    def from_scipy(cls, W, bias=None, *, init="he_uniform", seed=None, n_threads=None):
+        """Module with the connections and values of ``W`` (see :meth:`set_cy.SparseLinear.from_scipy`).
+
+        ``bias``: array-like or Tensor of shape (n_out,); ``None`` gives a zero bias, ``False`` none.
+        The dtype follows ``W``.
+        """
+        no_bias = bias is False
+        if isinstance(bias, torch.Tensor):
+            bias = bias.detach().cpu().numpy()
+        lin = _NumpySparseLinear.from_scipy(W, None if no_bias else bias, init=init, seed=seed, n_threads=n_threads)
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._load(lin, not no_bias)
+        return self
+
+    @property
+    def pattern(self):
+        """The current :class:`SparsePattern` (views of the buffers)."""
+        return SparsePattern(self.n_in, self.n_out, self.indptr, self.indices, self.t_indptr, self.t_indices,
+                             self.perm)
+
+    @property
+    def nnz(self):
+        return int(self.indices.shape[0])
+
+    def coords(self):
+        """``(rows, cols)``: input and output neuron of every stored value, as int64 tensors."""
+        cols = torch.repeat_interleave(torch.arange(self.n_out), torch.diff(self.indptr.long()))
+        return self.indices.long().clone(), cols
+
+    def _layer(self):
+        """A :class:`SparseLayer` over copies of the module's arrays (for export and evolution)."""
+        for name, t in (("values", self.values), ("indices", self.indices)):
+            _check_tensor(t, name)
+        layer = SparseLayer(self.n_in, self.n_out, _np(self.indptr).copy(), _np(self.indices).copy(),
+                            _np(self.values).copy(), bias=None if self.bias is None else _np(self.bias).copy(),
+                            init=self.init, n_threads=self.n_threads)
+        return layer
+
+    def to_scipy(self):
+        """The weights as a ``scipy.sparse.csr_array`` of shape ``(n_in, n_out)`` (a copy)."""
+        return self._layer().to_scipy()
+
+    def forward(self, X):
+        """``X @ W + bias`` for ``X`` of shape (batch, n_in) (see :func:`sparse_linear`)."""
+        return sparse_linear(X, self.values, self.bias, self.pattern, n_threads=self.n_threads)
+
+    def extra_repr(self):
+        return (f"n_in={self.n_in}, n_out={self.n_out}, nnz={self.nnz}, bias={self.bias is not None}, "
+                f"dtype={self.values.dtype}")
+
+    @torch.no_grad()
+    def evolve(self, zeta, *, optimizer=None, criterion="signed", new_weights="init", rng=None):
+        """One SET step: replace the fraction ``zeta`` of the connections by as many random new ones.
+
+        Same rule as :meth:`set_cy.SparseLinear.evolve`. The pattern buffers and ``values`` are
+        rewritten in place (same tensors, same ``nnz``), so an optimizer keeps referring to the right
+        parameter, but any per-value state it holds would be misaligned: pass it as ``optimizer`` and
+        every state tensor it keeps for ``values`` with the shape of ``values`` (SGD's
+        ``momentum_buffer``, Adam's ``exp_avg``/``exp_avg_sq``, ...) is carried over: surviving
+        connections keep theirs, new ones get zero. Without ``optimizer``, reset its state yourself
+        (e.g. ``optimizer.state.pop(layer.values, None)``). ``values.grad`` is cleared, and a pending
+        autograd graph through this layer can no longer be backpropagated (its saved pattern was
+        modified).
+
+        Parameters
+        ----------
+        zeta : float in [0, 1]
+        optimizer : torch.optim.Optimizer, optional
+        criterion : {"signed", "magnitude"}, default "signed"
+        new_weights : {"init", "zeros"}, default "init"
+        rng : numpy.random.Generator, optional
+            Default: the module's generator.
+
+        Returns
+        -------
+        int
+            Number of connections replaced.
+        """
+        zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        if new_weights not in NEW_WEIGHTS:
+            raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {new_weights!r}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        layer = self._layer()
+        old_indptr, old_indices = layer.indptr.copy(), layer.indices.copy()
+        layer.velocity[:] = 1  # marks the survivors: evolve keeps their velocity, new connections get 0
+        k = layer.evolve(zeta, self.rng if rng is None else rng, criterion=criterion, new_weights=new_weights)
+        self.values.copy_(torch.from_numpy(layer.data))
+        for name in ("indptr", "indices", "t_indptr", "t_indices", "perm"):
+            getattr(self, name).copy_(torch.from_numpy(getattr(layer, name)))
+        self.values.grad = None
+        state = optimizer.state.get(self.values) if optimizer is not None else None
+        if state:
+            survivors = layer.velocity != 0
+            old_pos = np.searchsorted(self._keys(old_indptr, old_indices),
+                                      self._keys(layer.indptr, layer.indices)[survivors])
+            src = torch.from_numpy(old_pos)
+            dst = torch.from_numpy(np.flatnonzero(survivors))
+            for s in state.values():
+                if isinstance(s, torch.Tensor) and s.shape == self.values.shape:
+                    moved = torch.zeros_like(s)
+                    moved[dst] = s[src]
+                    s.copy_(moved)
+        logger.debug("set_cy.torch.SparseLinear.evolve: replaced %d of %d connections", k, self.nnz)
+        return k
+
+    def _keys(self, indptr, indices):
+        """Sorted int64 keys ``j * n_in + i`` of a storage-order pattern."""
+        rows = np.repeat(np.arange(self.n_out, dtype=np.int64), np.diff(indptr))
+        return rows * self.n_in + indices
