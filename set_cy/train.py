@@ -28,6 +28,7 @@ from .activations import ACTIVATIONS
 from .evolution import CRITERIA, SCHEDULES
 from .model import LR_SCALINGS, estimate_memory
 from .monitor import MemoryMonitor, format_bytes, system_memory
+from .parallel import BACKENDS, ParallelFitError
 from .trainer import Callback, SparseMLP
 from ._validation import resolve_n_threads
 
@@ -129,6 +130,17 @@ def build_parser():
                             "(default; see SparseNetwork)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--n-threads", type=_positive_int, default=None, help="OpenMP threads (all cores)")
+    par = p.add_argument_group("parallelism")
+    par.add_argument("--backend", choices=BACKENDS, default="openmp",
+                     help="openmp: kernels split over threads (default, fastest on one machine); threads / "
+                          "processes: each mini-batch split over --n-jobs joblib workers, gradients merged; "
+                          "dask: local SGD rounds on a dask.distributed cluster")
+    par.add_argument("--n-jobs", type=_positive_int, default=None,
+                     help="workers (threads for openmp); default: all cores, or the cluster's workers for dask")
+    par.add_argument("--scheduler", default=None,
+                     help="dask: scheduler address (default: a LocalCluster of --n-jobs processes on 127.0.0.1)")
+    par.add_argument("--local-steps", type=_positive_int, default=None,
+                     help="dask: mini-batches per worker between averagings (default: its whole shard, once per epoch)")
     out = p.add_argument_group("output")
     out.add_argument("--save", default=None, help="write the trained model (.npz) here; also the checkpoint "
                                                   f"path on Ctrl-C (default {DEFAULT_CHECKPOINT})")
@@ -240,6 +252,8 @@ def main(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be in [{lo}, {hi}]")
     if args.epsilon <= 0 or args.lr < 0 or args.weight_decay < 0:
         parser.error("--epsilon must be > 0, --lr and --weight-decay >= 0")
+    if args.backend != "dask" and (args.scheduler or args.local_steps):
+        parser.error("--scheduler and --local-steps apply to --backend dask only")
     n_threads = resolve_n_threads(args.n_threads)
 
     report = {"command": ["python", "-m", "set_cy.train"] + list(sys.argv[1:] if argv is None else argv),
@@ -298,6 +312,12 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
     est = estimate_memory(sizes, args.epsilon, args.batch_size, dtype=args.dtype, zeta=args.zeta)
     data_bytes = data.X_train.nbytes + data.X_test.nbytes
     est_total = est["total"] + data_bytes
+    if args.backend in ("threads", "processes"):
+        # a gradient slot per worker; "processes" also copies weights and training data to shared memory
+        n_jobs = args.n_jobs or n_threads
+        est["parallel"] = n_jobs * est["connections"] * np.dtype(args.dtype).itemsize + (
+            est["weights"] + data.X_train.nbytes if args.backend == "processes" else 0)
+        est_total += est["parallel"]
     available = system_memory()["available"] + data_bytes  # the data is already loaded
     limit = args.max_memory if args.max_memory is not None else available
     report["architecture"] = {"layer_sizes": sizes, "neurons": int(sum(sizes)), "connections": est["connections"]}
@@ -341,7 +361,8 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
                   momentum=args.momentum, weight_decay=args.weight_decay, zeta=args.zeta,
                   zeta_schedule=args.zeta_schedule, criterion=args.criterion, new_weights=args.new_weights,
                   validation_data=(data.X_test, data.y_test) if data.n_test else None,
-                  callbacks=[progress], verbose=0, initial_epoch=initial_epoch, resume=resume)
+                  callbacks=[progress], verbose=0, initial_epoch=initial_epoch, resume=resume,
+                  n_jobs=args.n_jobs, backend=args.backend, client=args.scheduler, local_steps=args.local_steps)
     except KeyboardInterrupt:
         monitor.mark("checkpoint")
         model.save(save_path)
@@ -351,6 +372,16 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
         print(f"\ninterrupted: checkpoint saved to {save_path}; continue with "
               f"python -m set_cy.train --resume {save_path}", file=sys.stderr, flush=True)
         return 130
+    except ParallelFitError as exc:  # the model is the one after the last completed step: keep it
+        monitor.mark("checkpoint")
+        model.save(save_path)
+        report["status"] = "failed"
+        report["error"] = str(exc)
+        report["checkpoint"] = save_path
+        report["epochs"] = list(model.history_)
+        print(f"\nerror: {exc}\ncheckpoint saved to {save_path}; continue with "
+              f"python -m set_cy.train --resume {save_path}", file=sys.stderr, flush=True)
+        return 1
     report["epochs"] = list(model.history_)
     report["status"] = "completed"
     if data.n_test:

@@ -54,6 +54,9 @@ def test_hidden_sizes_sum_exactly():
     (["--dropout", "1.5"], "--dropout must be in"),
     (["--activation", "gelu"], "invalid choice"),
     (["--samples", "0"], "expected a positive integer"),
+    (["--backend", "mpi"], "invalid choice"),
+    (["--local-steps", "3"], "apply to --backend dask only"),
+    (["--n-jobs", "0"], "expected a positive integer"),
 ])
 def test_bad_arguments_are_argparse_errors(argv, msg, capsys):
     base = ["--dataset", "synthetic", "--samples", "300", "--features", "500", "--classes", "5", "--quiet"]
@@ -115,3 +118,26 @@ def test_interrupt_saves_checkpoint_and_resume_matches(tmp_path, monkeypatch):
 def test_module_runs_as_script():
     res = subprocess.run([sys.executable, "-m", "set_cy.train", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--neurons" in res.stdout
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_parallel_backends_from_the_cli(backend, tmp_path):
+    report = tmp_path / "r.json"
+    assert train.main(SMALL + ["--backend", backend, "--n-jobs", "2", "--report", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["status"] == "completed" and r["config"]["backend"] == backend and len(r["epochs"]) == 2
+    assert r["memory_estimate"]["parallel"] > 0
+
+
+def test_failed_worker_saves_a_checkpoint(tmp_path, monkeypatch, capsys):
+    import set_cy.parallel as parallel
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated worker failure")
+
+    monkeypatch.setattr(parallel, "_shard_gradients", broken)
+    ckpt = tmp_path / "c.npz"
+    assert train.main(SMALL + ["--backend", "threads", "--n-jobs", "2", "--save", str(ckpt)]) == 1
+    err = capsys.readouterr().err
+    assert "simulated worker failure" in err and str(ckpt) in err
+    assert SparseNetwork.load(ckpt).n_connections > 0
