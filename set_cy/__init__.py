@@ -3,6 +3,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import ops
+from .linear import SparseLinear
 from .model import SparseNetwork
 from .trainer import Callback, History, SparseMLP
 from ._kernels import isa_dispatch_enabled, max_threads, openmp_enabled
@@ -14,4 +15,22 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 logging.getLogger("set_cy").addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "ops", "SparseMLP", "SparseNetwork", "Callback", "History", "openmp_enabled", "isa_dispatch_enabled", "max_threads"]
+__all__ = ["__version__", "ops", "SparseLinear", "SparseMLP", "SparseNetwork", "Callback", "History", "openmp_enabled", "isa_dispatch_enabled", "max_threads"]
+
+# SETClassifier needs scikit-learn (an optional dependency): set_cy.estimator is imported on first use.
+from importlib.util import find_spec as _find_spec  # noqa: E402
+
+if _find_spec("sklearn") is not None:  # `from set_cy import *` keeps working without scikit-learn
+    __all__.append("SETClassifier")
+
+
+def __getattr__(name):
+    if name == "SETClassifier":
+        try:
+            from .estimator import SETClassifier
+        except ImportError as exc:
+            if not (exc.name or "").startswith("sklearn"):
+                raise
+            raise ImportError("set_cy.SETClassifier needs scikit-learn: pip install set_cy[sklearn]") from exc
+        return SETClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
