@@ -6,13 +6,13 @@ A fit runs its steps through one engine, chosen by ``backend``:
     One process; every kernel splits its rows over ``n_jobs`` OpenMP threads, and the gradient and the
     momentum update are fused in one pass over the connections.
 ``"threads"``
-    joblib threads. Each mini-batch is cut into ``n_jobs`` shards; each worker runs forward and
+    A pool of threads. Each mini-batch is cut into ``n_jobs`` shards; each worker runs forward and
     backward on its shard with its own activation buffers and writes the gradient of every layer into
     its own slot, an array aligned with the layer's connections. All workers read the same weights
     (zero copies), so merging is an element-wise sum of aligned arrays (:func:`_kernels.sum_partials`,
     in parallel), followed by one momentum update.
 ``"processes"``
-    The same through joblib's loky processes. Weights, velocities, transposed indices, the data and
+    The same with joblib's loky worker processes. Weights, velocities, transposed indices, the data and
     the gradient slots live in one shared-memory file (``/dev/shm`` on Linux) that each worker maps
     once per fit; the parent applies the merged update and the evolution step in place there, so the
     new topology reaches the workers without re-sending anything.
@@ -22,6 +22,12 @@ A fit runs its steps through one engine, chosen by ``backend``:
     shard of the epoch for ``local_steps`` mini-batches (all of its shard by default), and the driver
     averages values, biases and velocities on the shared pattern (the model averaging of WASAP-SGD).
     Evolution happens on the driver, between epochs; the next round sends the new topology.
+
+Shard 0 of a batch always runs in the calling thread. The thread and process pools are driven
+through their executors, not ``joblib.Parallel``: its result loop sleeps 10 ms while waiting, which
+is longer than a whole batch of the 784-1000-1000-1000-10 network takes (10.3 ms per call measured
+here, against 0.04 ms for a thread pool and 0.4 ms for loky's executor). Rounds of the ``"dask"``
+backend last seconds, so they do go through ``joblib.Parallel`` with joblib's Dask backend.
 
 Whatever the backend, a step either completes on every worker and is applied once, or fails and
 leaves the model as it was after the previous step; shared memory is freed when the fit ends, however
