@@ -138,3 +138,71 @@ def time_call(fn, target_s=0.2, min_repeats=3, max_repeats=20000):
     n = int(min(max_repeats, max(min_repeats, math.ceil(target_s / max(est, 1e-9)))))
     times = [_timed(fn) for _ in range(n)]
     return {"median_s": float(np.median(times)), "min_s": float(min(times)), "repeats": n}
+
+
+def git_commit():
+    """Commit of the working tree (``git rev-parse --short HEAD``), with ``+dirty`` when tracked files differ.
+
+    Returns
+    -------
+    str or None
+        ``None`` outside a git checkout.
+    """
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + "+dirty" if dirty else head) or None
+
+
+def load_average():
+    """``os.getloadavg()`` as a list of three floats (1, 5, 15 minutes), or ``None`` where unsupported."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def peak_rss_bytes():
+    """Peak resident set size of this process so far (``getrusage``; Linux reports KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def start_rss_watchdog(limit_bytes, interval=0.05):
+    """Kill this process (exit code 3, message on stderr) as soon as its RSS exceeds ``limit_bytes``.
+
+    A daemon thread polls :mod:`psutil`; for benchmark children that must never take the machine down.
+    The returned dict's ``"peak"`` is the largest RSS sampled since the start or since the caller last
+    set it to 0 (e.g. after loading data, to get the peak of training alone).
+    """
+    import sys
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    state = {"peak": 0}
+
+    def watch():
+        while True:
+            rss = proc.memory_info().rss
+            state["peak"] = max(state["peak"], rss)
+            if rss > limit_bytes:
+                sys.stderr.write(f"RSS {rss / 2**30:.2f} GiB exceeded the limit of "
+                                 f"{limit_bytes / 2**30:.2f} GiB: stopped\n")
+                sys.stderr.flush()
+                os._exit(3)
+            time.sleep(interval)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return state
