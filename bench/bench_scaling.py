@@ -70,7 +70,8 @@ def parse_args(argv=None):
 
 
 def run_one(data, sizes, eps, batch, lr, mode, cores, epochs):
-    m = SparseMLP(sizes, epsilon=eps, seed=0, n_threads=cores)
+    # lr scaling as in the CLI: the 27000 -> 18 output layer has ~30k inputs per neuron (plain SGD: loss 63)
+    m = SparseMLP(sizes, epsilon=eps, seed=0, n_threads=cores, lr_scaling="fan_in")
     h = m.fit(data.X_train, data.y_train, epochs=epochs, batch_size=batch, learning_rate=lr, backend=mode,
               n_jobs=cores, verbose=0)
     times = h["train_time"][1:]
