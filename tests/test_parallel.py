@@ -310,3 +310,24 @@ def test_openmp_backend_n_jobs_sets_threads_for_the_fit_only():
 
     m.fit(X, y, epochs=1, batch_size=32, n_jobs=2, verbose=0, callbacks=[Probe()])
     assert set(seen) == {2} and m.n_threads == 1 and m.layers[0].n_threads == 1
+
+
+def test_a_worker_maps_the_shared_file_once_per_fit():
+    X, y = data()
+    m = SparseMLP([40, 30, 3], epsilon=4, seed=1, dropout=0.0)
+    engine = make_engine(m, X, y, 16, backend="processes", n_jobs=2)
+    try:
+        spec = engine.spec
+        parallel._ATTACHED.clear()
+        rows = np.arange(8, dtype=np.int64)
+        parallel._process_shard(spec, 1, rows, 0, 16)  # as a worker would, here in-process
+        first = parallel._ATTACHED[spec["path"]]
+        parallel._process_shard(spec, 1, rows + 8, 1, 16)
+        assert len(parallel._ATTACHED) == 1 and parallel._ATTACHED[spec["path"]] is first
+        # the mapping sees the parent's arrays: a change of the model's values shows without re-sending
+        m.layers[0].data[:] += 1
+        np.testing.assert_array_equal(first[1].layers[0].data, m.layers[0].data)
+    finally:
+        engine.close()
+        parallel._ATTACHED.clear()
+    assert shm_files() == []
