@@ -324,7 +324,9 @@ def tables(results):
         if "set_mlp" in sm and best:
             d = sm["set_mlp"][0] - best[1]
             word = "win" if d > 0 else ("tie" if d == 0 else "loss")
-            row.append(f"{word} ({d:+.3f} vs {best[0]})")
+            rows2 = [v[0] for k, v in sm.items() if k.split("/")[0] in SELECTORS]
+            beaten = sum(sm["set_mlp"][0] > v for v in rows2)
+            row.append(f"{word} ({d:+.3f} vs {best[0]}); beats {beaten} of {len(rows2)} two-phase rows")
             verdicts.append((ds["dataset"], word, d, best[0]))
         else:
             row.append("-")
@@ -376,18 +378,18 @@ def main(argv=None):
     print(f"# {info['cpu']}, {info['cores']} cores; load {load_start}; commit {git_commit()}; "
           f"seeds {args.seeds}, folds {args.folds}, grid {args.grid}", flush=True)
     results = []
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     for name in args.datasets:
         results.append(run_dataset(name, args, lambda s: print(s, flush=True)))
+        # written after every data set, so that an interrupted run keeps the finished ones
+        out = dict(command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), commit=git_commit(),
+                   machine=info, loadavg_start=load_start, loadavg_end=load_average(),
+                   seconds=time.perf_counter() - t0, args=dict(vars(args)), results=results)
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=1)
     text, verdicts = tables(results)
     print("\n" + text)
     print_verdicts(verdicts)
-    a = dict(vars(args))
-    out = dict(command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), commit=git_commit(),
-               machine=info, loadavg_start=load_start, loadavg_end=load_average(),
-               seconds=time.perf_counter() - t0, args=a, results=results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(out, fh, indent=1)
     print(f"saved {args.out} ({out['seconds']:.0f} s; load at the end {out['loadavg_end']})")
     return 0
 
