@@ -238,20 +238,21 @@ cdef inline void _sum_parts_range(const floating* parts, Py_ssize_t n_parts, Py_
         out[i] = s
 
 
-def sum_partials(const floating[:, ::1] parts, floating[::1] out, int n_threads):
-    """``out = parts.sum(axis=0)``, added in row order (the result does not depend on ``n_threads``).
+def sum_partials(const floating[:, ::1] parts, floating[::1] out, int n_threads, Py_ssize_t lo=0,
+                 Py_ssize_t hi=-1):
+    """``out[lo:hi] = parts[:, lo:hi].sum(axis=0)``, added in row order (independent of ``n_threads``).
 
-    Merges the gradients that data-parallel workers computed on the same connection pattern.
-    ``out`` may be ``parts[0]``.
+    Merges the gradients that data-parallel workers computed on the same connection pattern
+    (``hi=-1``: to the end). ``out`` may be ``parts[0]``.
     """
-    cdef Py_ssize_t n = out.shape[0]
-    cdef Py_ssize_t n_blocks = (n + ELEM_BLOCK - 1) // ELEM_BLOCK
+    cdef Py_ssize_t n = out.shape[0] if hi < 0 else hi
+    cdef Py_ssize_t n_blocks = (n - lo + ELEM_BLOCK - 1) // ELEM_BLOCK
     cdef Py_ssize_t blk, start, stop
-    if n == 0:
+    if n <= lo:
         return
     with nogil:
         for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
-            start = blk * ELEM_BLOCK
+            start = lo + blk * ELEM_BLOCK
             stop = start + ELEM_BLOCK
             if stop > n:
                 stop = n

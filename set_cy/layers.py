@@ -177,9 +177,20 @@ class SparseLayer:
         _kernels.sddmm(self.indptr, self.indices, dY, X, out, self.n_threads)
         return out, np.sum(dY, axis=1, out=out_bias)
 
-    def apply_gradient(self, grad, grad_bias, lr, momentum, weight_decay, nesterov=False):
-        """Momentum SGD step from given gradients (weight decay on weights only, not on biases)."""
+    def apply_gradient(self, grad, grad_bias, lr, momentum, weight_decay, nesterov=False, part=None):
+        """Momentum SGD step from given gradients (weight decay on weights only, not on biases).
+
+        ``part=(k, n_parts)`` updates only the k-th of ``n_parts`` equal ranges of the connections, on
+        the calling thread, and not the biases (``grad_bias`` is ignored): data-parallel workers
+        update disjoint ranges side by side.
+        """
         lr = lr * self.lr_scale
+        if part is not None:
+            k, n_parts = part
+            lo, hi = self.nnz * k // n_parts, self.nnz * (k + 1) // n_parts
+            _kernels.momentum_update(self.data[lo:hi], self.velocity[lo:hi], grad[lo:hi], lr, momentum,
+                                     weight_decay, nesterov, 1)
+            return
         _kernels.momentum_update(self.data, self.velocity, grad, lr, momentum, weight_decay, nesterov,
                                  self.n_threads)
         _kernels.momentum_update(self.bias, self.bias_velocity, np.ascontiguousarray(grad_bias, self.dtype),

@@ -179,13 +179,45 @@ class _ShardedEngine(_Engine):
                 error = error or exc
         if error is not None:
             raise _fail(self.backend, error) from error
+        # merge and update: worker k sums and applies the k-th range of every layer's connections, on
+        # one thread each (an OpenMP team started here would keep spinning on a core after its region
+        # and slow the next step's shards: measured 1.0x instead of 1.9x from 1 to 2 threads, batch 512)
         m = len(shards)
-        nt = self.model.n_threads
+        futures, error = [], None
+        try:
+            futures = [self._submit_update(k, m, hp) for k in range(1, m)]
+            _update_part(self.model.layers, self.grads, (0, m), hp)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            error = exc
+        for f in futures:
+            try:
+                f.result()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:  # a part of the update is missing: the model is not consistent any more
+            raise ParallelFitError(f"data-parallel fit (backend={self.backend!r}): the update failed "
+                                   f"({type(error).__name__}: {error}); the model's weights are partly "
+                                   "updated") from error
         for layer, (g, gb) in zip(self.model.layers, self.grads):
-            _kernels.sum_partials(g[:m], g[0], nt)
-            layer.apply_gradient(g[0], gb[:m].sum(axis=0), hp["learning_rate"], hp["momentum"],
-                                 hp["weight_decay"], hp["nesterov"])
+            bias_grad = gb[0] if m == 1 else gb[:m].sum(axis=0)
+            _kernels.momentum_update(layer.bias, layer.bias_velocity, bias_grad, hp["learning_rate"] * layer.lr_scale,
+                                     hp["momentum"], 0.0, hp["nesterov"], 1)
         return sum(r[0] for r in results), sum(r[1] for r in results), rows.size
+
+    def _submit_update(self, k, m, hp):
+        raise NotImplementedError
+
+
+def _update_part(layers, grads, part, hp):
+    """Sum the ``m`` gradient slots and apply them, on range ``part = (k, m)`` of every layer."""
+    k, m = part
+    for layer, (g, _) in zip(layers, grads):
+        lo, hi = layer.nnz * k // m, layer.nnz * (k + 1) // m
+        _kernels.sum_partials(g[:m], g[0], 1, lo, hi)
+        layer.apply_gradient(g[0], None, hp["learning_rate"], hp["momentum"], hp["weight_decay"], hp["nesterov"],
+                             part=part)
 
 
 def _shard_gradients(net, X, y, rows, seed, denom, out):
@@ -214,6 +246,9 @@ class _ThreadEngine(_ShardedEngine):
 
     def _submit(self, s, rows, seed, denom):
         return self._pool.submit(self._local, s, rows, seed, denom)
+
+    def _submit_update(self, k, m, hp):
+        return self._pool.submit(_update_part, self.model.layers, self.grads, (k, m), hp)
 
     def topology_changed(self):
         # evolution rebuilt the transposed index as new arrays: point the replicas at them
@@ -252,6 +287,11 @@ def _process_shard(spec, s, rows, seed, denom):
     _, net, v = _attach(spec)
     out = [(v[f"{i}.grad"][s], v[f"{i}.grad_bias"][s]) for i in range(len(net.layers))]
     return _shard_gradients(net, v["X"], v["y"], rows, seed, denom, out)
+
+
+def _process_update(spec, part, hp):
+    _, net, v = _attach(spec)
+    _update_part(net.layers, [(v[f"{i}.grad"], None) for i in range(len(net.layers))], part, hp)
 
 
 def _shm_dir():
@@ -327,6 +367,9 @@ class _ProcessEngine(_ShardedEngine):
 
     def _submit(self, s, rows, seed, denom):
         return self._executor.submit(_process_shard, self.spec, s, rows, seed, denom)
+
+    def _submit_update(self, k, m, hp):
+        return self._executor.submit(_process_update, self.spec, (k, m), hp)
 
     def topology_changed(self):
         self._bind()

@@ -221,3 +221,19 @@ def test_small_batch_paths_match_dense():
         np.testing.assert_allclose(ops.sparse_matmul_t(D, W), D @ W.toarray().T, **tol(np.float32))
         coo = W.tocoo()
         np.testing.assert_allclose(ops.sddmm(X, D, W), (X.T @ D)[coo.row, coo.col], **tol(np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nt", THREADS)
+@pytest.mark.parametrize("lo,hi", [(0, -1), (0, 70001), (12345, 70001), (70001, -1), (5, 5)])
+def test_sum_partials_matches_numpy_in_row_order(dtype, nt, lo, hi):
+    rng = np.random.default_rng(0)
+    parts = rng.standard_normal((3, 100_003)).astype(dtype)
+    out = np.full(parts.shape[1], 7, dtype)
+    _kernels.sum_partials(parts, out, nt, lo, hi)
+    stop = parts.shape[1] if hi < 0 else hi
+    ref = (parts[0] + parts[1]) + parts[2]
+    np.testing.assert_array_equal(out[lo:stop], ref[lo:stop])  # same order of additions: bitwise
+    assert (out[:lo] == 7).all() and (out[stop:] == 7).all()
+    _kernels.sum_partials(parts, parts[0], nt)  # in place, into the first slot
+    np.testing.assert_array_equal(parts[0], ref)

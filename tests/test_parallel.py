@@ -193,8 +193,10 @@ SIGINT_SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((4000, 200)).astype(np.float32); y = (X[:, 0] > 0).astype(int)
     class Ready(Callback):
+        said = False
         def on_batch_end(self, model, batch, logs):
-            if batch == 0:
+            if not self.said:
+                self.said = True
                 print("TRAINING", flush=True)
     m = SparseMLP([200, 400, 2], epsilon=10, seed=0)
     try:
