@@ -9,7 +9,7 @@ Modes (``SparseMLP.fit(backend=...)``):
 For every workload, mode and core count ``c = 1 .. os.cpu_count()`` (or ``--cores``) a fresh network
 with the same seed trains ``--epochs`` epochs with evolution between them; the time of an epoch is
 the median of the epochs after the first (the first includes starting worker processes and
-allocating buffers). Speed-up = epoch time at 1 core / epoch time at ``c`` cores, within a mode; the
+allocating buffers), and the fastest of ``--repeats`` interleaved runs counts. Speed-up = epoch time at 1 core / epoch time at ``c`` cores, within a mode; the
 table also gives each mode's time relative to ``openmp`` at the same core count.
 
 Usage::
@@ -35,11 +35,13 @@ MODES = ("openmp", "threads", "processes")
 WORKLOADS = {
     # name: (layer sizes or None = from data, dataset, dataset options, epsilon, batch size, lr)
     "fmnist": ([784, 1000, 1000, 1000, 10], "fashion-mnist", {}, 20, 128, 0.05),
+    "fmnist-b512": ([784, 1000, 1000, 1000, 10], "fashion-mnist", {}, 20, 512, 0.05),
     "wide": ([54675, 27000, 27000, 18], "synthetic", {"n_samples": 2096, "n_features": 54675, "n_classes": 18},
              20, 32, 0.01),
 }
 QUICK = {
     "fmnist": ([784, 300, 300, 10], "fashion-mnist", {}, 20, 128, 0.05),
+    "fmnist-b512": ([784, 300, 300, 10], "fashion-mnist", {}, 20, 512, 0.05),
     "wide": ([5000, 3000, 3000, 18], "synthetic", {"n_samples": 600, "n_features": 5000, "n_classes": 18},
              20, 32, 0.01),
 }
@@ -52,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--cores", nargs="+", type=int, default=None, help="core counts (default 1 .. cpu_count)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is not timed (3)")
     p.add_argument("--max-samples", type=int, default=None, help="use at most this many training samples")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="runs of every (mode, cores), interleaved; the fastest counts (2). The lent vCPUs of a "
+                        "shared host are sometimes slowed for seconds: the minimum is what the code can do")
     p.add_argument("--quick", action="store_true", help="small workloads (about a minute)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                  "scaling.json"))
@@ -147,14 +152,20 @@ def main(argv=None):
             data.X_train, data.y_train = data.X_train[:args.max_samples], data.y_train[:args.max_samples]
         print(f"\n{w}: {'-'.join(map(str, sizes))} eps={eps} batch={batch}, {data.name} "
               f"{data.X_train.shape[0]} training samples", flush=True)
-        for mode in args.modes:
-            for c in args.cores:
-                r = run_one(data, sizes, eps, batch, lr, mode, c, args.epochs)
-                r.update(workload=w, mode=mode, cores=c, sizes=sizes, epsilon=eps, batch=batch,
-                         n_train=int(data.X_train.shape[0]))
-                recs.append(r)
-                print(f"  {mode:9} {c:2} core(s): epoch {r['epoch_s']:.3f} s (epochs {np.round(r['epoch_times'], 3)})"
-                      f", loss {r['loss'][-1]:.3f}, test acc {r['test_accuracy']:.3f}", flush=True)
+        runs = {}
+        for rep in range(args.repeats):
+            for mode in args.modes:
+                for c in args.cores:
+                    r = run_one(data, sizes, eps, batch, lr, mode, c, args.epochs)
+                    runs.setdefault((mode, c), []).append(r)
+                    print(f"  run {rep + 1}: {mode:9} {c:2} core(s): epoch {r['epoch_s']:.3f} s (epochs "
+                          f"{np.round(r['epoch_times'], 3)}), loss {r['loss'][-1]:.3f}, test acc "
+                          f"{r['test_accuracy']:.3f}", flush=True)
+        for (mode, c), rs in runs.items():
+            best = min(rs, key=lambda q: q["epoch_s"])
+            rec = dict(best, workload=w, mode=mode, cores=c, sizes=sizes, epsilon=eps, batch=batch,
+                       n_train=int(data.X_train.shape[0]), epoch_s_runs=[q["epoch_s"] for q in rs])
+            recs.append(rec)
     for r in recs:
         one = next(q for q in recs if q["workload"] == r["workload"] and q["mode"] == r["mode"] and q["cores"] == 1)
         r["speedup"] = one["epoch_s"] / r["epoch_s"]
