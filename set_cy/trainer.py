@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -272,6 +273,7 @@ class SparseMLP(SparseNetwork):
         for cb in cbs:
             cb.on_train_begin(self, logs)
         sums = (0.0, 0, 0)
+        diverged = False
         if resume and self.train_state_.get("sums"):
             sums = tuple(self.train_state_["sums"])
         for epoch in range(start_epoch, epochs):
@@ -302,6 +304,12 @@ class SparseMLP(SparseNetwork):
             train_time = time.perf_counter() - t0
             rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                    "train_time": train_time}
+            if not np.isfinite(rec["loss"]) and not diverged:
+                diverged = True
+                msg = (f"training diverged: the mean loss of epoch {epoch + 1} is {rec['loss']} (weights or "
+                       f"activations overflowed); lower learning_rate (now {hp['learning_rate']:g})")
+                logger.warning(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
             if validation_data is not None:
                 rec["val_accuracy"] = self.score(*validation_data, batch_size=batch_size)
             evo_time, z = 0.0, 0.0
