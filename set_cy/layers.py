@@ -184,17 +184,25 @@ class SparseLayer:
         the calling thread, and not the biases (``grad_bias`` is ignored): data-parallel workers
         update disjoint ranges side by side.
         """
-        lr = lr * self.lr_scale
+        scaled = lr * self.lr_scale
         if part is not None:
-            k, n_parts = part
-            lo, hi = self.nnz * k // n_parts, self.nnz * (k + 1) // n_parts
-            _kernels.momentum_update(self.data[lo:hi], self.velocity[lo:hi], grad[lo:hi], lr, momentum,
+            lo, hi = self.part_range(part)
+            _kernels.momentum_update(self.data[lo:hi], self.velocity[lo:hi], grad[lo:hi], scaled, momentum,
                                      weight_decay, nesterov, 1)
             return
-        _kernels.momentum_update(self.data, self.velocity, grad, lr, momentum, weight_decay, nesterov,
+        _kernels.momentum_update(self.data, self.velocity, grad, scaled, momentum, weight_decay, nesterov,
                                  self.n_threads)
+        self.apply_bias_gradient(grad_bias, lr, momentum, nesterov)
+
+    def part_range(self, part):
+        """Connections ``lo:hi`` of part ``k`` of ``n_parts`` equal ranges, ``part = (k, n_parts)``."""
+        k, n_parts = part
+        return self.nnz * k // n_parts, self.nnz * (k + 1) // n_parts
+
+    def apply_bias_gradient(self, grad_bias, lr, momentum, nesterov=False):
+        """Momentum SGD step of the biases alone (no weight decay), on the calling thread."""
         _kernels.momentum_update(self.bias, self.bias_velocity, np.ascontiguousarray(grad_bias, self.dtype),
-                                 lr, momentum, 0.0, nesterov, 1)
+                                 lr * self.lr_scale, momentum, 0.0, nesterov, 1)
 
     def fused_update(self, dY, X, lr, momentum, weight_decay, nesterov=False):
         """Gradient and momentum step in one pass over the connections (no gradient buffer)."""

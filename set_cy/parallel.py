@@ -160,50 +160,48 @@ class _ShardedEngine(_Engine):
     def _submit(self, s, rows, seed, denom):
         raise NotImplementedError
 
-    def step(self, order, b, hp):
-        rows = self.rows(order, b)
-        shards = [s for s in np.array_split(rows, self.n_jobs) if s.size]
-        seeds = [int(x) for x in self.model.rng.integers(0, 2 ** 63 - 1, size=len(shards))]
+    @staticmethod
+    def _run_parts(local, submit, m):
+        """Part 0 by ``local()``, parts 1..m-1 by ``submit(k)`` futures; every part ends before this returns.
+
+        Returns the results in part order and the first exception raised (or None).
+        """
         futures, results, error = [], [], None
         try:
-            futures = [self._submit(s, shards[s], seeds[s], rows.size) for s in range(1, len(shards))]
-            results.append(self._local(0, shards[0], seeds[0], rows.size))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:
-            error = exc
-        for f in futures:  # every shard ends before the step does, even when one failed
-            try:
-                results.append(f.result())
-            except Exception as exc:
-                error = error or exc
-        if error is not None:
-            raise _fail(self.backend, error) from error
-        # merge and update: worker k sums and applies the k-th range of every layer's connections, on
-        # one thread each (an OpenMP team started here would keep spinning on a core after its region
-        # and slow the next step's shards: measured 1.0x instead of 1.9x from 1 to 2 threads, batch 512)
-        m = len(shards)
-        futures, error = [], None
-        try:
-            futures = [self._submit_update(k, m, hp) for k in range(1, m)]
-            _update_part(self.model.layers, self.grads, (0, m), hp)
+            futures = [submit(k) for k in range(1, m)]
+            results.append(local())
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
             error = exc
         for f in futures:
             try:
-                f.result()
+                results.append(f.result())
             except Exception as exc:
                 error = error or exc
+        return results, error
+
+    def step(self, order, b, hp):
+        rows = self.rows(order, b)
+        shards = [s for s in np.array_split(rows, self.n_jobs) if s.size]
+        m = len(shards)
+        seeds = [int(x) for x in self.model.rng.integers(0, 2 ** 63 - 1, size=m)]
+        results, error = self._run_parts(lambda: self._local(0, shards[0], seeds[0], rows.size),
+                                         lambda k: self._submit(k, shards[k], seeds[k], rows.size), m)
+        if error is not None:
+            raise _fail(self.backend, error) from error
+        # merge and update: worker k sums and applies the k-th range of every layer's connections, on
+        # one thread each (an OpenMP team started here would keep spinning on a core after its region
+        # and slow the next step's shards: measured 1.0x instead of 1.9x from 1 to 2 threads, batch 512)
+        _, error = self._run_parts(lambda: _update_part(self.model.layers, self.grads, (0, m), hp),
+                                   lambda k: self._submit_update(k, m, hp), m)
         if error is not None:  # a part of the update is missing: the model is not consistent any more
             raise ParallelFitError(f"data-parallel fit (backend={self.backend!r}): the update failed "
                                    f"({type(error).__name__}: {error}); the model's weights are partly "
                                    "updated") from error
-        for layer, (g, gb) in zip(self.model.layers, self.grads):
-            bias_grad = gb[0] if m == 1 else gb[:m].sum(axis=0)
-            _kernels.momentum_update(layer.bias, layer.bias_velocity, bias_grad, hp["learning_rate"] * layer.lr_scale,
-                                     hp["momentum"], 0.0, hp["nesterov"], 1)
+        for layer, (_, gb) in zip(self.model.layers, self.grads):
+            layer.apply_bias_gradient(gb[0] if m == 1 else gb[:m].sum(axis=0), hp["learning_rate"], hp["momentum"],
+                                      hp["nesterov"])
         return sum(r[0] for r in results), sum(r[1] for r in results), rows.size
 
     def _submit_update(self, k, m, hp):
@@ -212,10 +210,9 @@ class _ShardedEngine(_Engine):
 
 def _update_part(layers, grads, part, hp):
     """Sum the ``m`` gradient slots and apply them, on range ``part = (k, m)`` of every layer."""
-    k, m = part
+    m = part[1]
     for layer, (g, _) in zip(layers, grads):
-        lo, hi = layer.nnz * k // m, layer.nnz * (k + 1) // m
-        _kernels.sum_partials(g[:m], g[0], 1, lo, hi)
+        _kernels.sum_partials(g[:m], g[0], 1, *layer.part_range(part))
         layer.apply_gradient(g[0], None, hp["learning_rate"], hp["momentum"], hp["weight_decay"], hp["nesterov"],
                              part=part)
 
