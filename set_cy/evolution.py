@@ -12,10 +12,25 @@ import math
 import numpy as np
 
 from . import _kernels
+from ._validation import check_scalar
 
-__all__ = ["CRITERIA", "SCHEDULES", "select_to_remove", "draw_free_positions", "zeta_at"]
+__all__ = ["CRITERIA", "NEW_WEIGHTS", "SCHEDULES", "check_evolution_args", "select_to_remove", "draw_free_positions",
+           "zeta_at"]
 
 CRITERIA = ("signed", "magnitude")
+NEW_WEIGHTS = ("init", "zeros")
+
+
+def check_evolution_args(zeta, criterion, new_weights, *, below_one=False):
+    """Validated ``zeta`` of an evolution step; ValueError naming a bad ``zeta``, ``criterion``, ``new_weights``."""
+    zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
+    if below_one and zeta >= 1.0:
+        raise ValueError("zeta must be < 1")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if new_weights not in NEW_WEIGHTS:
+        raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {new_weights!r}")
+    return zeta
 SCHEDULES = ("constant", "linear", "cosine")
 
 

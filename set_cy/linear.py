@@ -21,15 +21,13 @@ import numbers
 import numpy as np
 
 from ._validation import check_csr, check_dense, check_float_dtype, check_scalar, resolve_n_threads
-from .evolution import CRITERIA
+from .evolution import check_evolution_args
 from .layers import INITS, SparseLayer
 from .model import allocate_connections
 
-__all__ = ["NEW_WEIGHTS", "SparseLinear"]
+__all__ = ["SparseLinear"]
 
 logger = logging.getLogger("set_cy")
-
-NEW_WEIGHTS = ("init", "zeros")
 
 
 def _check_int(x, name, min_val):
@@ -354,11 +352,7 @@ class SparseLinear:
         int
             Number of connections replaced.
         """
-        zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-        if new_weights not in NEW_WEIGHTS:
-            raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {new_weights!r}")
+        zeta = check_evolution_args(zeta, criterion, new_weights)
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         k = self.layer.evolve(zeta, self.rng if rng is None else rng, criterion=criterion, new_weights=new_weights)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _kernels
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
-from .evolution import CRITERIA
+from .evolution import check_evolution_args
 from .layers import INITS, SCATTER_PARTS, SparseLayer, index_dtype_for, uses_scatter
 from ._validation import check_float_dtype, check_scalar, resolve_n_threads
 
@@ -523,13 +523,7 @@ class SparseNetwork:
         list of int
             Connections replaced per layer.
         """
-        zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
-        if zeta >= 1.0:
-            raise ValueError("zeta must be < 1")
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-        if new_weights not in ("init", "zeros"):
-            raise ValueError(f"new_weights must be 'init' or 'zeros', got {new_weights!r}")
+        zeta = check_evolution_args(zeta, criterion, new_weights, below_one=True)
         n = len(self.layers) if evolve_output else len(self.layers) - 1
         return [layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights)
                 if i < n else 0 for i, layer in enumerate(self.layers)]

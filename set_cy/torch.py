@@ -27,10 +27,9 @@ import torch
 from torch import nn
 
 from . import _kernels
-from ._validation import check_float_dtype, check_scalar, resolve_n_threads
-from .evolution import CRITERIA
+from ._validation import check_float_dtype, resolve_n_threads
+from .evolution import check_evolution_args
 from .layers import SparseLayer
-from .linear import NEW_WEIGHTS
 from .linear import SparseLinear as _NumpySparseLinear
 
 __all__ = ["SparseLinear", "SparseLinearFunction", "SparsePattern", "sparse_linear"]
@@ -323,11 +322,7 @@ class SparseLinear(nn.Module):
         int
             Number of connections replaced.
         """
-        zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-        if new_weights not in NEW_WEIGHTS:
-            raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {new_weights!r}")
+        zeta = check_evolution_args(zeta, criterion, new_weights)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if rng is not None and not isinstance(rng, np.random.Generator):
