@@ -132,10 +132,49 @@ def _draw_free_keys(rng, total, taken_sorted, n):
     return rng.permutation(out)[:n]
 
 
+class _NumpyMLP:
+    """What the SciPy-sparse and the dense NumPy MLP share: the forward pass (ReLU, inverted dropout,
+    linear outputs), gradients without an update, and an epoch of shuffled mini-batches. Subclasses
+    hold ``W``, ``b``, ``dropout``, ``dtype``, ``rng`` and define ``_backward`` and ``train_batch``."""
+
+    def _forward(self, X, training):
+        acts, masks = [X], []
+        a = X
+        last = len(self.W) - 1
+        for i, (W, b) in enumerate(zip(self.W, self.b)):
+            z = np.asarray(a @ W, dtype=self.dtype)
+            z += b
+            if i < last:
+                np.maximum(z, 0, out=z)
+                if training and self.dropout > 0:
+                    m = _dropout_mask(self.rng, z.shape, self.dropout, self.dtype)
+                    z *= m
+                    masks.append(m)
+                else:
+                    masks.append(None)
+            a = z
+            acts.append(a)
+        return acts, masks
+
+    def gradients(self, X, y, training=False):
+        """Mean loss and gradients on ``(X, y)`` without an update (for tests)."""
+        acts, masks = self._forward(np.asarray(X, self.dtype), training)
+        loss, _, grads = self._backward(acts, masks, np.asarray(y))
+        return loss, grads
+
+    def fit_epoch(self, X, y, batch_size, lr, momentum=0.9, weight_decay=2e-4):
+        loss_sum, correct = 0.0, 0
+        for rows in iterate_minibatches(X.shape[0], batch_size, self.rng):
+            loss, ok = self.train_batch(X[rows], y[rows], lr, momentum, weight_decay)
+            loss_sum += loss * rows.size
+            correct += ok
+        return loss_sum / X.shape[0], correct / X.shape[0]
+
+
 # ------------------------------------------------------------------------------------------------
 # SciPy SET
 # ------------------------------------------------------------------------------------------------
-class ScipySETMLP:
+class ScipySETMLP(_NumpyMLP):
     """Truly sparse SET-MLP with ``scipy.sparse`` CSR weights, NumPy gathers and SciPy arithmetic.
 
     Parameters
@@ -177,26 +216,7 @@ class ScipySETMLP:
     def n_connections(self):
         return int(sum(w.nnz for w in self.W))
 
-    # forward / backward -------------------------------------------------------------------------
-    def _forward(self, X, training):
-        acts, masks = [X], []
-        a = X
-        last = len(self.W) - 1
-        for i, (W, b) in enumerate(zip(self.W, self.b)):
-            z = np.asarray(a @ W, dtype=self.dtype)
-            z += b
-            if i < last:
-                np.maximum(z, 0, out=z)
-                if training and self.dropout > 0:
-                    m = _dropout_mask(self.rng, z.shape, self.dropout, self.dtype)
-                    z *= m
-                    masks.append(m)
-                else:
-                    masks.append(None)
-            a = z
-            acts.append(a)
-        return acts, masks
-
+    # backward ---------------------------------------------------------------------------------
     def _gather_grad(self, W, aT, dT):
         """Gradient at the stored connections of ``W``: ``g[k] = sum_b a[b, row_k] * delta[b, col_k]``.
 
@@ -237,12 +257,6 @@ class ScipySETMLP:
                 delta = d
         return loss, correct, grads
 
-    def gradients(self, X, y, training=False):
-        """Mean loss and gradients on ``(X, y)`` without an update (for tests)."""
-        acts, masks = self._forward(np.asarray(X, self.dtype), training)
-        loss, _, grads = self._backward(acts, masks, np.asarray(y))
-        return loss, grads
-
     def train_batch(self, X, y, lr, momentum, weight_decay):
         acts, masks = self._forward(X, True)
         loss, correct, grads = self._backward(acts, masks, y)
@@ -256,14 +270,6 @@ class ScipySETMLP:
             self.vb[i] -= lr * gb
             self.b[i] += self.vb[i]
         return loss, correct
-
-    def fit_epoch(self, X, y, batch_size, lr, momentum=0.9, weight_decay=2e-4):
-        loss_sum, correct = 0.0, 0
-        for rows in iterate_minibatches(X.shape[0], batch_size, self.rng):
-            loss, ok = self.train_batch(X[rows], y[rows], lr, momentum, weight_decay)
-            loss_sum += loss * rows.size
-            correct += ok
-        return loss_sum / X.shape[0], correct / X.shape[0]
 
     def evolve(self, zeta):
         """SET step on every layer: prune by the signed rule, regrow at random free positions at zero."""
@@ -292,7 +298,7 @@ class ScipySETMLP:
 # ------------------------------------------------------------------------------------------------
 # dense NumPy MLP
 # ------------------------------------------------------------------------------------------------
-class DenseMLP:
+class DenseMLP(_NumpyMLP):
     """Fully connected MLP with NumPy (BLAS) products, trained as the sparse ones are.
 
     Parameters
@@ -323,25 +329,6 @@ class DenseMLP:
     def n_connections(self):
         return int(sum(w.size for w in self.W))
 
-    def _forward(self, X, training):
-        acts, masks = [X], []
-        a = X
-        last = len(self.W) - 1
-        for i, (W, b) in enumerate(zip(self.W, self.b)):
-            z = a @ W
-            z += b
-            if i < last:
-                np.maximum(z, 0, out=z)
-                if training and self.dropout > 0:
-                    m = _dropout_mask(self.rng, z.shape, self.dropout, self.dtype)
-                    z *= m
-                    masks.append(m)
-                else:
-                    masks.append(None)
-            a = z
-            acts.append(a)
-        return acts, masks
-
     def _backward(self, acts, masks, y, step=None):
         out = acts[-1]
         B = out.shape[0]
@@ -367,11 +354,6 @@ class DenseMLP:
             delta = d
         return loss, correct, grads
 
-    def gradients(self, X, y, training=False):
-        acts, masks = self._forward(np.asarray(X, self.dtype), training)
-        loss, _, grads = self._backward(acts, masks, np.asarray(y))
-        return loss, grads
-
     def train_batch(self, X, y, lr, momentum, weight_decay):
         acts, masks = self._forward(X, True)
 
@@ -389,14 +371,6 @@ class DenseMLP:
 
         loss, correct, _ = self._backward(acts, masks, y, step)
         return loss, correct
-
-    def fit_epoch(self, X, y, batch_size, lr, momentum=0.9, weight_decay=2e-4):
-        loss_sum, correct = 0.0, 0
-        for rows in iterate_minibatches(X.shape[0], batch_size, self.rng):
-            loss, ok = self.train_batch(X[rows], y[rows], lr, momentum, weight_decay)
-            loss_sum += loss * rows.size
-            correct += ok
-        return loss_sum / X.shape[0], correct / X.shape[0]
 
     def evolve(self, zeta):
         """A dense network has nothing to evolve."""
