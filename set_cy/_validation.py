@@ -15,6 +15,7 @@ __all__ = [
     "check_dense",
     "check_csr",
     "check_scalar",
+    "check_int",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -110,6 +111,18 @@ def check_scalar(x, name, *, min_val=None, max_val=None, include_min=True):
         cmp = operator.lt if include_min else operator.le
         if cmp(x, min_val):
             raise ValueError(f"{name} must be {'>=' if include_min else '>'} {min_val}, got {x}")
+    if max_val is not None and x > max_val:
+        raise ValueError(f"{name} must be <= {max_val}, got {x}")
+    return x
+
+
+def check_int(x, name, *, min_val=None, max_val=None):
+    """Validate an integer (bool rejected; numpy integers accepted) within optional bounds; return it as int."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        raise ValueError(f"{name} must be an int, got {x!r}")
+    x = int(x)
+    if min_val is not None and x < min_val:
+        raise ValueError(f"{name} must be >= {min_val}, got {x}")
     if max_val is not None and x > max_val:
         raise ValueError(f"{name} must be <= {max_val}, got {x}")
     return x

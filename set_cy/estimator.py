@@ -15,6 +15,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels
 from .activations import ACTIVATIONS
+from .evolution import NEW_WEIGHTS
+from .model import LR_SCALINGS
 from .trainer import SparseMLP
 from ._validation import check_scalar
 
@@ -62,14 +64,15 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         Activation of the hidden layers.
     dropout : float in [0, 0.99], default 0.3
         Dropout rate of the hidden layers during training.
-    batch_size : int, default 32
+    batch_size : int or "auto", default "auto"
         Training mini-batch (the last, smaller batch of an epoch is kept); ``predict_proba`` runs in
-        batches of this size too.
+        batches of this size too. ``"auto"``: ``n_samples // 64`` clipped to [16, 128], so that an
+        epoch has about 64 steps on small data (16 for microarrays, 32 for Madelon's 2,080 samples).
     learning_rate : float > 0, default 0.01
     momentum : float in [0, 1], default 0.9
     weight_decay : float >= 0, default 2e-4
         L2 penalty on the connections (not on the biases).
-    epochs : int, default 50
+    epochs : int, default 100
         Epochs of :meth:`fit`.
     random_state : int, numpy.random.RandomState, numpy.random.Generator or None, default None
         Seed of the network (topology, initial values, dropout, shuffling, evolution). An int gives
@@ -80,6 +83,29 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         (at least 1), as in joblib.
     verbose : int, default 0
         0: silent; 1: one line per epoch.
+    n_estimators : int, default 1
+        Independently seeded sparse networks trained on the same data; :meth:`predict_proba`
+        averages their probabilities and ``feature_importances_`` their input strengths.
+    class_weight : None, "balanced" or dict, default None
+        Weights of the classes in the loss, as in scikit-learn: ``"balanced"`` weighs class ``c``
+        by ``n_samples / (n_classes * count_c)``; a dict maps class labels to weights.
+    clip_norm : float > 0 or None, default 1.0
+        Global L2 norm to which each batch's gradient is scaled down when larger (None: no
+        clipping). Keeps training finite over the usual learning rates.
+    new_weights : {"zeros", "init"}, default "zeros"
+        Values of the connections grown by evolution: zero, or drawn like the initial ones.
+    lr_scaling : {"none", "fan_in"}, default "none"
+        Per-layer learning-rate scaling (see :class:`set_cy.SparseMLP`).
+    prune_inputs : float in [0, 1), default 0.3
+        Feature selection inside the network: every ``prune_every`` epochs the fraction
+        ``prune_inputs`` of the inputs still in use, the weakest by strength, are switched off and
+        their first-layer connections moved to the others, down to ``min_inputs`` inputs (see
+        :meth:`set_cy.SparseMLP.prune_inputs`). The number of connections does not change. 0 turns
+        it off.
+    prune_every : int, default 5
+    min_inputs : int, default 200
+        The fewest inputs pruning keeps (all of them when there are fewer). Tune it like ``k`` of
+        ``SelectKBest``: data whose signal lives in a handful of features (Madelon) want ~20.
 
     Attributes
     ----------
@@ -89,20 +115,24 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     feature_names_in_ : ndarray of str
         Only when ``X`` had string column names (a DataFrame).
     network_ : SparseMLP
-        The trained network (outputs in the order of ``classes_``).
+        The (first) trained network (outputs in the order of ``classes_``).
+    networks_ : list of SparseMLP
+        All ``n_estimators`` trained networks.
     loss_curve_ : list of float
         Mean training loss of every epoch run (by ``fit`` and later ``partial_fit`` calls), measured
-        during the epoch, with dropout.
+        during the epoch, with dropout (averaged over the networks).
     n_iter_ : int
         Epochs trained.
+    batch_size_ : int
+        The inference batch (the training batch of the first fit; ``"auto"`` resolved).
     coefs_ : list of scipy.sparse.csr_array
-        Weights of each layer, shape ``(n_in, n_out)`` (copies).
+        Weights of each layer of ``network_``, shape ``(n_in, n_out)`` (copies).
     intercepts_ : list of ndarray
-        Biases of each layer (copies).
+        Biases of each layer of ``network_`` (copies).
     feature_importances_ : ndarray of shape (n_features_in_,)
-        Strength of each input neuron (sum of ``|w|`` over its connections in the first layer),
-        normalised to sum to 1: the features SET kept strong connections to. Used by
-        :class:`sklearn.feature_selection.SelectFromModel`.
+        Strength of each input neuron (sum of ``|w|`` over its connections in the first layer; zero
+        for pruned inputs), normalised to sum to 1 and averaged over the networks: the features SET
+        kept strong connections to. Used by :class:`sklearn.feature_selection.SelectFromModel`.
 
     Notes
     -----
@@ -123,8 +153,9 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, hidden_layer_sizes=(100,), *, epsilon=20, zeta=0.3, activation="relu", dropout=0.3,
-                 batch_size=32, learning_rate=0.01, momentum=0.9, weight_decay=2e-4, epochs=50,
-                 random_state=None, n_jobs=None, verbose=0):
+                 batch_size="auto", learning_rate=0.01, momentum=0.9, weight_decay=2e-4, epochs=100,
+                 random_state=None, n_jobs=None, verbose=0, n_estimators=1, class_weight=None, clip_norm=1.0,
+                 new_weights="zeros", lr_scaling="none", prune_inputs=0.3, prune_every=5, min_inputs=200):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.zeta = zeta
@@ -138,6 +169,14 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.n_estimators = n_estimators
+        self.class_weight = class_weight
+        self.clip_norm = clip_norm
+        self.new_weights = new_weights
+        self.lr_scaling = lr_scaling
+        self.prune_inputs = prune_inputs
+        self.prune_every = prune_every
+        self.min_inputs = min_inputs
 
     # ------------------------------------------------------------------------------------------
     # parameters
@@ -166,6 +205,14 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             return max(1, int(_kernels.max_threads()) + 1 + int(n))
         return int(n)
 
+    def _seeds(self, n):
+        """Seeds of ``n`` networks: the first is :meth:`_seed`, the others derived from it (None stays None)."""
+        first = self._seed()
+        if first is None:
+            return [None] * n
+        return [first] + [int(np.random.SeedSequence([first, i]).generate_state(1, np.uint64)[0] >> 1)
+                          for i in range(1, n)]
+
     def _seed(self):
         """An int seed (or None) for the network, drawn from ``random_state``."""
         rs = self.random_state
@@ -182,6 +229,18 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         raise ValueError(f"random_state must be None, a non-negative int, a numpy RandomState or Generator, "
                          f"got {rs!r}")
 
+    def _check_batch_size(self):
+        if isinstance(self.batch_size, str) and self.batch_size == "auto":
+            return "auto"
+        return _positive_int(self.batch_size, "batch_size")
+
+    @staticmethod
+    def _auto_batch(batch_size, n_samples):
+        """The training batch for ``n_samples`` samples: ``batch_size``, or the "auto" rule."""
+        if batch_size == "auto":
+            return int(min(128, max(16, n_samples // 64)))
+        return batch_size
+
     def _check_params(self):
         """Validate every parameter (sklearn convention: here, not in __init__); return the resolved ones."""
         if self.activation not in ACTIVATIONS:
@@ -191,18 +250,34 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"zeta must be < 1, got {zeta}")
         if isinstance(self.verbose, bool) or not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
             raise ValueError(f"verbose must be a non-negative int, got {self.verbose!r}")
+        if self.new_weights not in NEW_WEIGHTS:
+            raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {self.new_weights!r}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}")
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
+        prune = _real(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0)
+        if prune >= 1.0:
+            raise ValueError(f"prune_inputs must be < 1, got {prune}")
         return dict(
             hidden=self._hidden_sizes(),
             epsilon=_real(self.epsilon, "epsilon", min_val=0.0, include_min=False),
             zeta=zeta,
             dropout=_real(self.dropout, "dropout", min_val=0.0, max_val=0.99),
-            batch_size=_positive_int(self.batch_size, "batch_size"),
+            batch_size=self._check_batch_size(),
             learning_rate=_real(self.learning_rate, "learning_rate", min_val=0.0, include_min=False),
             momentum=_real(self.momentum, "momentum", min_val=0.0, max_val=1.0),
             weight_decay=_real(self.weight_decay, "weight_decay", min_val=0.0),
             epochs=_positive_int(self.epochs, "epochs"),
             n_threads=self._n_threads(),
             verbose=int(self.verbose),
+            n_estimators=_positive_int(self.n_estimators, "n_estimators"),
+            clip_norm=None if self.clip_norm is None else _real(self.clip_norm, "clip_norm", min_val=0.0,
+                                                                include_min=False),
+            prune_inputs=prune,
+            prune_every=_positive_int(self.prune_every, "prune_every"),
+            min_inputs=_positive_int(self.min_inputs, "min_inputs"),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -230,16 +305,31 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         return classes
 
     def _build(self, n_features, p):
-        net = SparseMLP([n_features, *p["hidden"], self.classes_.size], epsilon=p["epsilon"],
-                        activation=self.activation, dropout=p["dropout"], seed=self._seed(),
-                        n_threads=p["n_threads"])
-        logger.debug("SETClassifier: %r", net)
-        return net
+        nets = [SparseMLP([n_features, *p["hidden"], self.classes_.size], epsilon=p["epsilon"],
+                          activation=self.activation, dropout=p["dropout"], seed=seed, n_threads=p["n_threads"],
+                          lr_scaling=self.lr_scaling)
+                for seed in self._seeds(p["n_estimators"])]
+        logger.debug("SETClassifier: %d x %r", len(nets), nets[0])
+        return nets
 
-    def _train(self, net, X, y, p, epochs, initial_epoch):
-        net.fit(X, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=p["batch_size"],
-                learning_rate=p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"],
-                zeta=p["zeta"], verbose=p["verbose"])
+    def _class_weight_indices(self):
+        """``class_weight`` with its dict keyed by class index (as :meth:`SparseMLP.fit` takes it)."""
+        cw = self.class_weight
+        if not isinstance(cw, dict):
+            return cw
+        unknown = [c for c in cw if c not in set(self.classes_.tolist())]
+        if unknown:
+            raise ValueError(f"class_weight names classes not in classes_ {self.classes_.tolist()}: {unknown}")
+        return {int(np.searchsorted(self.classes_, c)): w for c, w in cw.items()}
+
+    def _train(self, nets, X, y, p, epochs, initial_epoch):
+        cw = self._class_weight_indices()
+        for net in nets:
+            net.fit(X, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=p["batch_size"],
+                    learning_rate=p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"],
+                    zeta=p["zeta"], verbose=p["verbose"], new_weights=self.new_weights, clip_norm=p["clip_norm"],
+                    class_weight=cw, prune_inputs=p["prune_inputs"], prune_every=p["prune_every"],
+                    min_inputs=p["min_inputs"])
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -263,9 +353,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         X, y = self._validate(X, y, reset=True)
         self.classes_ = self._check_classes(y, "y")
         y_enc = self._encode(y)
-        net = self._build(X.shape[1], p)
-        self._train(net, X, y_enc, p, epochs=p["epochs"], initial_epoch=0)
-        self.network_ = net
+        nets = self._build(X.shape[1], p)
+        self.batch_size_ = p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
+        self._train(nets, X, y_enc, p, epochs=p["epochs"], initial_epoch=0)
+        self.networks_ = nets
         return self
 
     def partial_fit(self, X, y, classes=None):
@@ -306,15 +397,18 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             self.classes_ = classes
         y_enc = self._encode(y)
         if first:
-            net = self._build(X.shape[1], p)
+            nets = self._build(X.shape[1], p)
+            self.batch_size_ = self._auto_batch(p["batch_size"], X.shape[0])
         else:
-            net = self.network_
-            net.set_n_threads(p["n_threads"])
-            if p["zeta"] > 0:
-                net.evolve(p["zeta"])
-        done = net.epochs_trained_
-        self._train(net, X, y_enc, p, epochs=done + 1, initial_epoch=done)
-        self.network_ = net
+            nets = self.networks_
+            for net in nets:
+                net.set_n_threads(p["n_threads"])
+                if p["zeta"] > 0:
+                    net.evolve(p["zeta"], new_weights=self.new_weights)
+        done = nets[0].epochs_trained_
+        p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
+        self._train(nets, X, y_enc, p, epochs=done + 1, initial_epoch=done)
+        self.networks_ = nets
         return self
 
     # ------------------------------------------------------------------------------------------
@@ -327,8 +421,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float32, order="C")
-        net = self.network_
-        B = _positive_int(self.batch_size, "batch_size")
+        B = self.batch_size_
         n = X.shape[0]
         chunk = max(B, _PREDICT_CHUNK_ROWS // B * B)
         proba = np.empty((n, self.classes_.size), np.float64)
@@ -339,9 +432,17 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             pad = -(stop - start) % B
             if pad:
                 Xc = np.concatenate([Xc, np.zeros((pad, Xc.shape[1]), Xc.dtype)])
-            proba[start:stop] = net.predict_proba(Xc, batch_size=B)[:stop - start]
+            proba[start:stop] = self._mean_proba(self.networks_, Xc, B)[:stop - start]
         proba /= proba.sum(axis=1, keepdims=True)
         return proba
+
+    @staticmethod
+    def _mean_proba(nets, X, batch_size):
+        """Mean of the networks' probabilities for dense float32 ``X`` (rows a multiple of ``batch_size``)."""
+        proba = nets[0].predict_proba(X, batch_size=batch_size).astype(np.float64)
+        for net in nets[1:]:
+            proba += net.predict_proba(X, batch_size=batch_size)
+        return proba / len(nets)
 
     def predict(self, X):
         """Predicted class labels (from ``classes_``), shape ``(n_samples,)``."""
@@ -351,9 +452,14 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------------------------------
     # fitted attributes read from the network
     @property
+    def network_(self):
+        check_is_fitted(self)
+        return self.networks_[0]
+
+    @property
     def loss_curve_(self):
         check_is_fitted(self)
-        return [float(v) for v in self.network_.history_["loss"]]
+        return [float(v) for v in np.mean([net.history_["loss"] for net in self.networks_], axis=0)]
 
     @property
     def n_iter_(self):
@@ -373,7 +479,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     @property
     def feature_importances_(self):
         check_is_fitted(self)
-        return self.network_.input_strength(normalize=True)
+        return np.mean([net.input_strength(normalize=True) for net in self.networks_], axis=0)
 
     # ------------------------------------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -384,10 +490,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self):
         # Pickle the network without its per-batch work buffers (they are reallocated on first use).
         state = dict(super().__getstate__())
-        net = state.get("network_")
-        if net is not None:
-            net = copy.copy(net)
-            net._buffers = None
-            net._buffer_batch = 0
-            state["network_"] = net
+        nets = state.get("networks_")
+        if nets is not None:
+            state["networks_"] = [copy.copy(net) for net in nets]
+            for net in state["networks_"]:
+                net._buffers = None
+                net._buffer_batch = 0
         return state

@@ -15,7 +15,7 @@ from . import _kernels
 from ._validation import check_scalar
 
 __all__ = ["CRITERIA", "NEW_WEIGHTS", "SCHEDULES", "check_evolution_args", "select_to_remove", "draw_free_positions",
-           "zeta_at"]
+           "draw_free_positions_in", "zeta_at"]
 
 CRITERIA = ("signed", "magnitude")
 NEW_WEIGHTS = ("init", "zeros")
@@ -169,6 +169,47 @@ def draw_free_positions(rng, n_rows, n_cols, count, indptr=None, indices=None, *
         keep &= ~_contains(drawn, c_rows, c_indices, n_threads)
         del c_rows
         drawn = _merge(drawn, _drop(c_indptr, c_indices, keep, n_threads), n_threads)
+    return drawn
+
+
+def draw_free_positions_in(rng, n_rows, n_cols, count, indptr, indices, cols, *, n_threads=1):
+    """Like :func:`draw_free_positions`, with the columns of the new positions taken from ``cols`` first.
+
+    As many of the ``count`` positions as there are free cells in the columns ``cols`` are drawn
+    uniformly among those cells; the rest (only when those columns are full) uniformly among the
+    other free cells. Used to regrow a first layer's connections onto the inputs that are still
+    active (see :meth:`set_cy.model.SparseNetwork.prune_inputs`).
+
+    Parameters
+    ----------
+    rng, n_rows, n_cols, count, indptr, indices, n_threads
+        As for :func:`draw_free_positions` (``indptr``, ``indices``: the canonical pattern to avoid).
+    cols : ndarray of int, sorted, distinct, in ``[0, n_cols)``
+        The preferred columns.
+
+    Returns
+    -------
+    new_indptr, new_indices : ndarray
+        Canonical CSR pattern of the drawn positions.
+    """
+    cols = np.asarray(cols, dtype=indices.dtype)
+    m = int(cols.shape[0])
+    # the pattern restricted to ``cols``, with columns renumbered 0..m-1 (the order is kept: cols is sorted)
+    lookup = np.full(n_cols, -1, dtype=np.int64)
+    lookup[cols] = np.arange(m)
+    sub = lookup[indices]
+    keep = sub >= 0
+    c_indptr, _ = _drop(indptr, indices, keep, n_threads)
+    c_indices = sub[keep].astype(indices.dtype)
+    free_in = n_rows * m - int(c_indices.shape[0])
+    first = min(int(count), free_in)
+    a_indptr, a_indices = draw_free_positions(rng, n_rows, m, first, c_indptr, c_indices, n_threads=n_threads)
+    drawn = (a_indptr, cols[a_indices])
+    rest = int(count) - first
+    if rest:
+        union = _merge((indptr, indices), drawn, n_threads)
+        more = draw_free_positions(rng, n_rows, n_cols, rest, *union, n_threads=n_threads)
+        drawn = _merge(drawn, more, n_threads)
     return drawn
 
 

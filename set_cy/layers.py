@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels
-from .evolution import draw_free_positions, select_to_remove
+from .evolution import draw_free_positions, draw_free_positions_in, select_to_remove
 from .ops import transpose_pattern
 
 __all__ = ["SparseLayer", "INITS", "index_dtype_for", "SCATTER_PARTS", "uses_scatter"]
@@ -211,7 +211,7 @@ class SparseLayer:
                                        weight_decay, nesterov, self.n_threads, self.bias, self.bias_velocity)
 
     # ------------------------------------------------------------------------------------------
-    def evolve(self, zeta, rng, *, criterion="signed", new_weights="init"):
+    def evolve(self, zeta, rng, *, criterion="signed", new_weights="init", inputs=None):
         """One SET step: remove the fraction ``zeta`` of connections, grow as many at free positions.
 
         Removed connections are chosen by :func:`set_cy.evolution.select_to_remove`. New connections
@@ -219,18 +219,29 @@ class SparseLayer:
         values from the layer's init distribution (``new_weights="init"``) or zero (``"zeros"``), and
         zero velocity. The number of connections does not change.
 
+        Parameters
+        ----------
+        inputs : ndarray of int, optional
+            Sorted input neurons the layer should connect to (the active inputs of a network whose
+            inputs were pruned): the connections of every other input are removed as well, and the
+            new connections go to these inputs while they have free positions (see
+            :func:`set_cy.evolution.draw_free_positions_in`).
+
         Returns
         -------
         int
             Number of connections replaced.
         """
-        remove = select_to_remove(self.data, zeta, criterion)
-        k = int(remove.size)
+        keep = np.ones(self.nnz, dtype=np.uint8)
+        keep[select_to_remove(self.data, zeta, criterion)] = 0
+        if inputs is not None:
+            outside = np.ones(self.n_in, dtype=bool)
+            outside[inputs] = False
+            keep[outside[self.indices]] = 0
+        k = self.nnz - int(np.count_nonzero(keep))
         if k == 0:
             return 0
         nt = self.n_threads
-        keep = np.ones(self.nnz, dtype=np.uint8)
-        keep[remove] = 0
         n_keep = self.nnz - k
         k_indptr = np.empty_like(self.indptr)
         k_indices = np.empty(n_keep, self.indices.dtype)
@@ -239,7 +250,12 @@ class SparseLayer:
         _kernels.csr_compact(self.indptr, self.indices, self.data, self.velocity, keep, k_indptr, k_indices,
                              k_data, k_vel, nt)
         del keep
-        b_indptr, b_indices = draw_free_positions(rng, self.n_out, self.n_in, k, k_indptr, k_indices, n_threads=nt)
+        if inputs is None:
+            b_indptr, b_indices = draw_free_positions(rng, self.n_out, self.n_in, k, k_indptr, k_indices,
+                                                      n_threads=nt)
+        else:
+            b_indptr, b_indices = draw_free_positions_in(rng, self.n_out, self.n_in, k, k_indptr, k_indices, inputs,
+                                                         n_threads=nt)
         b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, k, self.n_in, self.n_out,
                              self.nnz, self.dtype)
         # reuse the old arrays as the merge's output: same sizes

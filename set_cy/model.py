@@ -15,7 +15,7 @@ from . import _kernels
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args
 from .layers import INITS, SCATTER_PARTS, SparseLayer, index_dtype_for, uses_scatter
-from ._validation import check_float_dtype, check_scalar, resolve_n_threads
+from ._validation import check_float_dtype, check_int, check_scalar, resolve_n_threads
 
 __all__ = ["SparseNetwork", "LOSSES", "ALLOCATIONS", "allocate_connections", "estimate_memory"]
 
@@ -167,6 +167,8 @@ class SparseNetwork:
         self._buffer_batch = 0
         self.epochs_trained_ = 0
         self.meta_ = {}  # JSON-serialisable user data saved with the model
+        self.input_mask_ = None  # bool (n_features,) after prune_inputs: the inputs still in use
+        self._inactive = None
         if _layers is not None:
             self.layers = _layers
         else:
@@ -230,11 +232,72 @@ class SparseNetwork:
         """
         layer = self.layers[0]
         s = np.bincount(layer.indices, weights=np.abs(layer.data), minlength=layer.n_in).astype(np.float64)
+        if self.input_mask_ is not None:
+            s[~self.input_mask_] = 0.0  # pruned inputs: their connections see zeros
         if normalize:
             total = s.sum()
             if total > 0:
                 s /= total
         return s
+
+    def active_inputs(self):
+        """Sorted indices of the inputs in use (all of them until :meth:`prune_inputs` removes some)."""
+        if self.input_mask_ is None:
+            return np.arange(self.layer_sizes[0], dtype=np.int64)
+        return np.flatnonzero(self.input_mask_)
+
+    def _set_input_mask(self, mask):
+        """Use only the inputs where ``mask`` is True (None: all); the others are read as zeros."""
+        if mask is None:
+            self.input_mask_, self._inactive = None, None
+            return
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != (self.layer_sizes[0],):
+            raise ValueError(f"input mask must be a bool array of shape ({self.layer_sizes[0]},), "
+                             f"got {mask.dtype} {mask.shape}")
+        if not mask.any():
+            raise ValueError("input mask must keep at least one input")
+        self.input_mask_ = mask.copy()
+        self._inactive = np.flatnonzero(~mask)
+
+    def prune_inputs(self, fraction, *, min_inputs=1, new_weights="zeros"):
+        """Stop using the weakest inputs: feature selection inside the sparse network.
+
+        The fraction ``fraction`` of the inputs still in use, those of lowest strength (sum of
+        ``|w|`` over their first-layer connections, :meth:`input_strength`), are switched off, but
+        at least ``min_inputs`` stay. Their connections are moved at once to free positions of the
+        remaining inputs (with ``new_weights`` values and zero momentum), so the number of
+        connections does not change; only when the remaining inputs have no free position left do
+        connections stay on switched-off inputs, which are read as zeros. Later evolution steps
+        regrow the first layer onto the remaining inputs only. A switched-off input never comes back.
+
+        Parameters
+        ----------
+        fraction : float in [0, 1)
+        min_inputs : int >= 1
+        new_weights : {"zeros", "init"}
+
+        Returns
+        -------
+        int
+            Inputs switched off by this call.
+        """
+        fraction = check_scalar(fraction, "fraction", min_val=0.0, max_val=1.0)
+        if fraction >= 1:
+            raise ValueError("fraction must be < 1")
+        min_inputs = check_int(min_inputs, "min_inputs", min_val=1)
+        check_evolution_args(0.0, "signed", new_weights)
+        active = self.active_inputs()
+        n_keep = max(min(min_inputs, active.size), int(np.ceil(active.size * (1.0 - fraction))))
+        if n_keep >= active.size:
+            return 0
+        strength = self.input_strength()[active]
+        kept = np.sort(active[np.argsort(-strength, kind="stable")[:n_keep]])
+        mask = np.zeros(self.layer_sizes[0], dtype=bool)
+        mask[kept] = True
+        self._set_input_mask(mask)
+        self.layers[0].evolve(0.0, self.rng, new_weights=new_weights, inputs=kept)
+        return int(active.size - n_keep)
 
     def input_degree(self):
         """Number of connections of each input neuron in the first layer (int64, shape (n_features,))."""
@@ -322,6 +385,8 @@ class SparseNetwork:
         self._ensure_buffers(B)
         xb = self._view(self._buffers["x"], self.layer_sizes[0], B)
         _kernels.gather_transpose(X, rows, xb, self.n_threads)
+        if self._inactive is not None:
+            xb[self._inactive] = 0
         return xb
 
     # ------------------------------------------------------------------------------------------
@@ -357,7 +422,7 @@ class SparseNetwork:
             a = z
         return a, states
 
-    def _backward(self, xb, y, out, states, step=None, denom=None):
+    def _backward(self, xb, y, out, states, step=None, denom=None, weights=None):
         """Backward pass from the output block ``out``; returns the loss and the number of correct guesses.
 
         ``step(layer_index, dY, X_in)`` consumes each layer's output gradient (already divided by
@@ -365,17 +430,22 @@ class SparseNetwork:
         processed, after the layer's input gradient has been computed from the current weights. A
         data-parallel worker passes the size of the whole batch, so that the workers' gradients add
         up to the batch mean. The returned loss is the mean over ``out``'s columns either way.
+        ``weights`` (one per sample, e.g. class weights) multiply each sample's loss and gradient.
         """
         B = out.shape[1]
         cols = np.arange(B)
         correct = int(np.count_nonzero(out.argmax(axis=0) == y))
         if self.loss == "cross_entropy":
             p = out[y, cols]
-            loss = float(-np.log(np.maximum(p, np.finfo(out.dtype).tiny)).mean())
+            per_sample = -np.log(np.maximum(p, np.finfo(out.dtype).tiny))
             out[y, cols] -= 1
         else:
             out[y, cols] -= 1
-            loss = float(0.5 * np.einsum("ij,ij->", out, out, dtype=np.float64) / B)
+            per_sample = 0.5 * np.einsum("ij,ij->j", out, out, dtype=np.float64)
+        if weights is not None:
+            per_sample = per_sample * weights
+            out *= weights.astype(out.dtype, copy=False)[None, :]
+        loss = float(np.mean(per_sample, dtype=np.float64))
         out *= out.dtype.type(1.0 / (B if denom is None else denom))  # the mean over the batch: the only division
         delta = out
         flip = 0
@@ -405,18 +475,48 @@ class SparseNetwork:
 
     # ------------------------------------------------------------------------------------------
     # one batch
-    def train_batch(self, X, y, rows, *, learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
-        """Forward, backward and fused sparse update on the samples ``rows`` of ``X`` (validated arrays).
+    def train_batch(self, X, y, rows, *, learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False,
+                    clip_norm=None, class_weight=None):
+        """Forward, backward and sparse update on the samples ``rows`` of ``X`` (validated arrays).
+
+        Without ``clip_norm`` each layer's gradient and momentum update are fused in one pass over its
+        connections. With ``clip_norm`` the gradients of all layers are computed first (into buffers
+        kept between batches), scaled so that their global L2 norm (weights and biases) is at most
+        ``clip_norm``, then applied; a batch whose gradient is not finite is skipped.
+        ``class_weight`` (float array, one weight per class) weights each sample's loss.
 
         Returns ``(loss, n_correct)`` of the batch, measured with dropout on.
         """
         xb = self._load_batch(X, rows)
         out, states = self._forward(xb, training=True)
+        yb = y[rows]
+        weights = None if class_weight is None else class_weight[yb]
+        if clip_norm is None:
+            def step(i, dY, x_in):
+                self.layers[i].fused_update(dY, x_in, learning_rate, momentum, weight_decay, nesterov)
 
-        def step(i, dY, x_in):
-            self.layers[i].fused_update(dY, x_in, learning_rate, momentum, weight_decay, nesterov)
+            return self._backward(xb, yb, out, states, step, weights=weights)
+        grads = self._buffers.get("grads")
+        if grads is None:
+            grads = self._buffers["grads"] = [(np.empty_like(layer.data), np.empty_like(layer.bias))
+                                              for layer in self.layers]
 
-        return self._backward(xb, y[rows], out, states, step)
+        def keep(i, dY, x_in):
+            self.layers[i].gradient(dY, x_in, *grads[i])
+
+        loss, correct = self._backward(xb, yb, out, states, keep, weights=weights)
+        sq = sum(float(np.einsum("i,i->", g, g, dtype=np.float64)) + float(np.einsum("i,i->", gb, gb, dtype=np.float64))
+                 for g, gb in grads)
+        norm = np.sqrt(sq)
+        if not np.isfinite(norm):
+            return loss, correct
+        scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
+        for layer, (g, gb) in zip(self.layers, grads):
+            if scale < 1.0:
+                g *= g.dtype.type(scale)
+                gb *= gb.dtype.type(scale)
+            layer.apply_gradient(g, gb, learning_rate, momentum, weight_decay, nesterov)
+        return loss, correct
 
     def compute_gradients(self, X, y, rows=None, *, training=False):
         """Loss and gradients (means over the batch) without updating anything.
@@ -505,7 +605,7 @@ class SparseNetwork:
 
     # ------------------------------------------------------------------------------------------
     # evolution
-    def evolve(self, zeta=0.3, *, criterion="signed", new_weights="init", evolve_output=True):
+    def evolve(self, zeta=0.3, *, criterion="signed", new_weights="zeros", evolve_output=True):
         """One Sparse Evolutionary Training step on every layer (the output layer optionally).
 
         Parameters
@@ -514,8 +614,9 @@ class SparseNetwork:
             Fraction of each layer's connections to replace.
         criterion : {"signed", "magnitude"}
             See :func:`set_cy.evolution.select_to_remove`.
-        new_weights : {"init", "zeros"}
-            Values of the grown connections.
+        new_weights : {"zeros", "init"}, default "zeros"
+            Values of the grown connections: zero (they grow only if the gradient says so), or drawn
+            from the init distribution (measured to make small-sample training diverge: README).
         evolve_output : bool
 
         Returns
@@ -525,7 +626,9 @@ class SparseNetwork:
         """
         zeta = check_evolution_args(zeta, criterion, new_weights, below_one=True)
         n = len(self.layers) if evolve_output else len(self.layers) - 1
-        return [layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights)
+        inputs = None if self.input_mask_ is None else self.active_inputs()
+        return [layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights,
+                             inputs=inputs if i == 0 else None)
                 if i < n else 0 for i, layer in enumerate(self.layers)]
 
     # ------------------------------------------------------------------------------------------
@@ -566,6 +669,8 @@ class SparseNetwork:
         for i, layer in enumerate(self.layers):
             for name in ("indptr", "indices", "data", "velocity", "bias", "bias_velocity"):
                 arrays[f"layer{i}_{name}"] = getattr(layer, name)
+        if self.input_mask_ is not None:
+            arrays["input_mask"] = self.input_mask_
         for k, v in self._extra_arrays().items():
             arrays[f"extra_{k}"] = v
         directory = os.path.dirname(os.path.abspath(path))
@@ -606,6 +711,8 @@ class SparseNetwork:
                         init=cfg["init"], dtype=cfg["dtype"], seed=cfg["seed"], n_threads=nt, loss=cfg["loss"],
                         allocation=cfg["allocation"], activation_alpha=cfg["activation_alpha"],
                         lr_scaling=cfg["lr_scaling"], _layers=layers)
+            if "input_mask" in f:
+                model._set_input_mask(f["input_mask"])
             model.rng.bit_generator.state = json.loads(str(f["rng_state"]))
             model._set_extra_state(json.loads(str(f["extra_state"])))
             model._set_extra_arrays({k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")})

@@ -15,10 +15,10 @@ import warnings
 
 import numpy as np
 
-from .evolution import CRITERIA, SCHEDULES, zeta_at
+from .evolution import SCHEDULES, check_evolution_args, zeta_at
 from .model import SparseNetwork
 from .parallel import make_engine
-from ._validation import check_scalar
+from ._validation import check_int, check_scalar
 
 __all__ = ["SparseMLP", "Callback", "History"]
 
@@ -156,9 +156,10 @@ class SparseMLP(SparseNetwork):
 
     # ------------------------------------------------------------------------------------------
     def fit(self, X, y, *, epochs, batch_size=128, learning_rate=0.01, momentum=0.9, weight_decay=2e-4,
-            nesterov=False, zeta=0.3, zeta_schedule="constant", criterion="signed", new_weights="init",
+            nesterov=False, zeta=0.3, zeta_schedule="constant", criterion="signed", new_weights="zeros",
             evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
-            initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None):
+            initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None,
+            clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=10, min_inputs=50):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
         Parameters
@@ -204,6 +205,24 @@ class SparseMLP(SparseNetwork):
         local_steps : int, optional
             ``backend="dask"``: mini-batches each worker trains between two averagings (default: its
             whole shard of the epoch, one round per epoch).
+        clip_norm : float > 0, optional
+            Scale each batch's gradient (all layers, weights and biases) down to this global L2 norm
+            when it is larger; a batch whose gradient is not finite is skipped. Keeps training finite
+            at large learning rates; costs a gradient buffer per layer and an unfused update.
+        class_weight : None, "balanced", dict or array-like, optional
+            Weight of each class in the loss (scikit-learn's meaning): ``"balanced"`` gives class
+            ``c`` the weight ``n_samples / (n_classes * count_c)``; a dict maps class indices to
+            weights (missing ones: 1).
+        prune_inputs : float in [0, 1), default 0
+            Feature selection inside the network: every ``prune_every`` epochs (before that epoch's
+            evolution step, never after the last epoch) the fraction ``prune_inputs`` of the inputs
+            still in use, the weakest by strength, are switched off and their first-layer
+            connections moved to the others (:meth:`prune_inputs`), down to ``min_inputs`` inputs.
+        prune_every : int, default 10
+        min_inputs : int, default 50
+
+        The options ``clip_norm``, ``class_weight`` and input pruning (and a network whose inputs were
+        pruned) need ``backend="openmp"``.
 
         Returns
         -------
@@ -220,13 +239,23 @@ class SparseMLP(SparseNetwork):
         lr = check_scalar(learning_rate, "learning_rate", min_val=0.0)
         momentum = check_scalar(momentum, "momentum", min_val=0.0, max_val=1.0)
         weight_decay = check_scalar(weight_decay, "weight_decay", min_val=0.0)
-        zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
-        if zeta >= 1:
-            raise ValueError("zeta must be < 1")
         if zeta_schedule not in SCHEDULES:
             raise ValueError(f"zeta_schedule must be one of {SCHEDULES}, got {zeta_schedule!r}")
-        if criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        zeta = check_evolution_args(zeta, criterion, new_weights, below_one=True)
+        if clip_norm is not None:
+            clip_norm = check_scalar(clip_norm, "clip_norm", min_val=0.0, include_min=False)
+        cw = self._class_weights(class_weight, y)
+        prune_inputs = check_scalar(prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0)
+        if prune_inputs >= 1:
+            raise ValueError("prune_inputs must be < 1")
+        prune_every = check_int(prune_every, "prune_every", min_val=1)
+        min_inputs = check_int(min_inputs, "min_inputs", min_val=1)
+        if backend != "openmp":
+            used = [name for name, on in (("clip_norm", clip_norm is not None), ("class_weight", cw is not None),
+                                          ("prune_inputs", prune_inputs > 0),
+                                          ("a network with pruned inputs", self.input_mask_ is not None)) if on]
+            if used:
+                raise ValueError(f"{', '.join(used)} need backend='openmp', got backend={backend!r}")
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (X_val, y_val)")
@@ -256,14 +285,46 @@ class SparseMLP(SparseNetwork):
         try:
             return self._fit_loop(engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume,
                                   cbs, shuffle, None if validation_data is None else (X_val, y_val),
-                                  {"learning_rate": lr, "momentum": momentum, "weight_decay": weight_decay,
-                                   "nesterov": bool(nesterov)},
-                                  zeta, zeta_schedule, criterion, new_weights, evolve_output)
+                                  self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw),
+                                  zeta, zeta_schedule, criterion, new_weights, evolve_output,
+                                  (prune_inputs, prune_every, min_inputs))
         finally:
             engine.close()
 
+    @staticmethod
+    def _hyper(lr, momentum, weight_decay, nesterov, clip_norm, class_weight):
+        """The step's hyper-parameters, as the engines pass them to the model (the new options only when set)."""
+        hp = {"learning_rate": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": bool(nesterov)}
+        if clip_norm is not None:
+            hp["clip_norm"] = clip_norm
+        if class_weight is not None:
+            hp["class_weight"] = class_weight
+        return hp
+
+    def _class_weights(self, class_weight, y):
+        """Per-class loss weights (array of the model's dtype) or None, from ``class_weight``."""
+        k = self.layer_sizes[-1]
+        if class_weight is None:
+            return None
+        if isinstance(class_weight, str):
+            if class_weight != "balanced":
+                raise ValueError(f"class_weight must be None, 'balanced', a dict or an array, got {class_weight!r}")
+            counts = np.bincount(y, minlength=k).astype(np.float64)
+            w = np.where(counts > 0, y.shape[0] / (k * np.maximum(counts, 1)), 1.0)
+        elif isinstance(class_weight, dict):
+            w = np.ones(k)
+            for c, v in class_weight.items():
+                c = check_int(c, "a class_weight key", min_val=0, max_val=k - 1)
+                w[c] = check_scalar(v, f"class_weight[{c}]", min_val=0.0)
+        else:
+            w = np.asarray(class_weight, dtype=np.float64)
+            if w.shape != (k,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise ValueError(f"class_weight must hold {k} finite non-negative weights, got {class_weight!r}")
+        return w.astype(self.dtype)
+
     def _fit_loop(self, engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume, cbs,
-                  shuffle, validation_data, hp, zeta, zeta_schedule, criterion, new_weights, evolve_output):
+                  shuffle, validation_data, hp, zeta, zeta_schedule, criterion, new_weights, evolve_output,
+                  pruning):
         self._ensure_buffers(batch_size)
         self.stop_training = False
         records = History()
@@ -313,14 +374,21 @@ class SparseMLP(SparseNetwork):
             if validation_data is not None:
                 rec["val_accuracy"] = self.score(*validation_data, batch_size=batch_size)
             evo_time, z = 0.0, 0.0
+            prune_fraction, prune_every, min_inputs = pruning
             with _sigint_deferred() as caught:
+                if epoch < epochs - 1 and prune_fraction > 0 and (epoch + 1) % prune_every == 0:
+                    t1 = time.perf_counter()
+                    self.prune_inputs(prune_fraction, min_inputs=min_inputs, new_weights=new_weights)
+                    engine.topology_changed()
+                    evo_time += time.perf_counter() - t1
                 if epoch < epochs - 1 and zeta > 0:
                     z = zeta_at(zeta, epoch, epochs, zeta_schedule)
                     t1 = time.perf_counter()
                     self.evolve(z, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)
                     engine.topology_changed()
-                    evo_time = time.perf_counter() - t1
-                rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0)
+                    evo_time += time.perf_counter() - t1
+                rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0,
+                           n_inputs=int(self.active_inputs().size))
                 self.epochs_trained_ = epoch + 1
                 self.train_state_ = {"epoch": epoch + 1, "batch": 0, "order": None, "n_samples": n,
                                      "batch_size": batch_size, "sums": None}
