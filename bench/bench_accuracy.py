@@ -1,35 +1,80 @@
-"""Accuracy of SET-MLP against two-phase approaches (feature selection, then a classifier).
+"""Accuracy of SET-MLP against a tuned two-phase pipeline (feature selection, then a classifier).
 
-On the high-dimensional scikit-feature sets (ALLAML, GLIOMA, colon, leukemia, lymphoma, lung_small,
-arcene) and Madelon, with repeated stratified k-fold cross-validation (one repetition per seed; the
-seed shuffles the folds and seeds every model):
+Data: the scikit-feature sets ALLAML, GLIOMA, colon, leukemia, lymphoma, lung_small, Arcene and
+Madelon, all samples (the loader's train/test split joined back), unstandardized.
 
-- ``set_mlp``: :class:`set_cy.SparseMLP` trained with SET; its learning rate (and any other grid
-  entry) is chosen on inner stratified folds of the outer training part only, never on a test fold;
-- ``static_sparse``: the same network and recipe with ``zeta=0`` (no evolution), an ablation;
-- ``dense_mlp``: the same architecture fully connected (PyTorch when installed, else NumPy), same recipe;
-- two-phase baselines (scikit-learn): the ``k`` best features by the ANOVA F statistic
-  (``f_classif``, the ranking of ``SelectKBest(f_classif)``) or by mutual information
-  (``mutual_info_classif``), then a linear SVM, kNN or a small MLP, for several ``k``;
-- the side result: the input neurons of each fold's trained SET-MLP ranked by strength (sum of the
-  ``|w|`` of their connections) or by degree, top ``k``, then the same classifiers (QuickSelection-style).
+Protocol (nested cross-validation; nothing is ever chosen on an outer test fold unless the row
+says "upper bound"):
 
-Features are z-scored with the statistics of each training part. Scores and rankings are computed
-on the training part of the fold only. Accuracy is pooled over the folds of a repetition (correct
-test predictions / samples); the table gives the mean and standard deviation over the seeds. For
-the two-phase rows the table shows the best ``k`` in hindsight (chosen on the test folds, which
-favours the baselines); every ``k`` is in the JSON.
+- Outer loop: stratified K-fold (``--folds``, default 5), repeated once per seed
+  (``--seeds``, default 5); seed ``s`` shuffles the folds (``random_state=s``). Every model of an
+  outer fold gets a ``random_state`` derived from (seed, fold); the inner folds are
+  ``StratifiedKFold(--inner-folds, shuffle=True)`` with another seed derived from (seed, fold),
+  the same inner splits for every tuned method.
+- ``two_phase``, the comparator tuned as a user would: one scikit-learn
+  ``Pipeline([StandardScaler, SelectKBest, classifier])`` and ``GridSearchCV`` on the inner folds
+  of the outer training part over score function {f_classif, mutual_info_classif} x k {10, 50,
+  200} (capped at the number of features) x classifier {LinearSVC(C=1, max_iter=5000),
+  KNeighborsClassifier(5), MLPClassifier((100,), max_iter=300)}: 18 grid points. The refitted best
+  pipeline is scored on the outer test fold. The score functions are cached in-process by a hash
+  of (X, y), mutual information with a fixed ``random_state``, so that each (data, score function)
+  is computed once per training split, not once per grid point; the cache does not change any
+  result (the searches run in this process, ``n_jobs=None``).
+- ``set_mlp``: :class:`set_cy.SETClassifier` in ``Pipeline([StandardScaler, SETClassifier])``,
+  tuned with ``GridSearchCV`` on the same inner folds over ``--set-grid`` (default learning_rate
+  in {0.005, 0.01, 0.02}; never more grid points than the two-phase grid). Every other parameter is SETClassifier's own default, the library's
+  recommended recipe, except ``random_state``, ``n_jobs`` (``--threads``), ``hidden_layer_sizes``
+  (``--hidden``) and, only when given, ``epochs`` and ``batch_size`` (``--set-params`` adds fixed
+  parameters, for experiments only).
+- ``static_sparse``, an ablation: the SET-MLP pipeline with the grid point chosen for SET-MLP on
+  that fold, but ``zeta=0`` and ``prune_inputs=0`` (the topology never changes), fitted on the
+  outer training part.
+- Upper bound (best-in-hindsight): for every score function x k x classifier, the classifier fitted
+  on the outer training part's top-k features (same scaling and score functions) and scored on the
+  test fold; the table shows the combination with the best mean, chosen on the test folds. No
+  method can be selected like this: it bounds what the two-phase family reaches.
+- Embedded ranking (side result): the top-50 features (capped) of the fitted SET-MLP by
+  ``feature_importances_`` (input strength), then each classifier fitted on them; beside it
+  f_classif's top-50 with the same classifiers (these are the upper-bound fits at k = 50).
+- Stability (``--lr-sweep``): on the first outer training part of seed 0, SETClassifier with its
+  defaults (and the fixed settings above) for learning rates 0.001 to 0.05; a fit counts as
+  non-finite when ``loss_curve_`` holds a NaN or infinity.
+
+Every BLAS and OpenMP thread pool of the process is limited to ``--threads`` (default 1), which
+changes no result. Seconds per data set are recorded and printed (target: at most 10 minutes per
+small set on 2 cores with the default settings); mutual information on the sets with thousands of
+features takes most of them (``--mi-jobs`` runs it in several processes, same result).
+
+Statistics: the accuracy of every method on every (seed, fold) is stored. The table gives the
+accuracy pooled over the folds of each seed (correct test predictions / samples), mean ± std over
+the seeds. SET-MLP is compared with ``two_phase`` and with ``static_sparse`` by the corrected
+resampled t-test of Nadeau & Bengio (2003) on the J = seeds x folds paired differences of fold
+accuracy: t = mean / sqrt((1/J + n_test/n_train) * var), var with ddof 1, Student t with J - 1
+degrees of freedom, two-sided p. Verdict: "win" (mean difference > 0, p < 0.05), "loss" (< 0,
+p < 0.05), else "tie" with the signed mean difference.
+
+Output: one JSON file, rewritten after every data set: ``command``, ``commit``, ``machine``,
+``loadavg_start``/``loadavg_end``, ``seconds``, ``args``, ``grid_sizes``, ``set_fixed_params`` and
+``results``, one record per data set with its shape, ``ks``, ``grid_sizes``, ``seconds``,
+``lr_sweep`` (learning_rate, nonfinite, final_loss), ``score_cache`` (score functions computed and
+reused), ``tests`` (``set_mlp-two_phase``, ``set_mlp-static_sparse``: mean_diff, t, p, J, verdict)
+and ``folds``: per (seed, fold) ``n_train``, ``n_test``, the chosen ``params`` and ``inner_score`` of
+``two_phase`` and ``set_mlp``, ``seconds`` per method and ``accuracy`` of ``set_mlp``,
+``two_phase``, ``static_sparse``, ``upper/<score function>/k=<k>/<classifier>`` and
+``embedded/<set|f_classif>/<classifier>``.
 
 Examples
 --------
     SET_CY_DATA=../shared/data python bench/bench_accuracy.py --quick
-    SET_CY_DATA=../shared/data python bench/bench_accuracy.py --datasets allaml,glioma,colon,leukemia
-    python bench/bench_accuracy.py --table bench/results/accuracy_*.json
+    SET_CY_DATA=../shared/data python bench/bench_accuracy.py --datasets allaml,colon --out bench/results/acc_a.json
+    python bench/bench_accuracy.py --table bench/results/acc_*.json
 """
 import argparse
-import itertools
+import hashlib
 import json
+import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -42,39 +87,49 @@ from _common import git_commit, load_average, machine_info  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATASETS = ("allaml", "glioma", "colon", "leukemia", "lymphoma", "lung_small", "arcene", "madelon")
 SELECTORS = ("f_classif", "mutual_info")
-SET_RANKINGS = ("set_strength", "set_degree")
 CLASSIFIERS = ("svm", "knn", "mlp")
+KS = (10, 50, 200)
+EMBEDDED_K = 50
+LR_SWEEP = (0.001, 0.005, 0.01, 0.02, 0.05)
+MI_RANDOM_STATE = 0
+ALPHA = 0.05
+TARGET_SECONDS = 600  # per small data set, 2 cores, default settings
+DEFAULT_SET_GRID = "learning_rate=0.005,0.01,0.02"
 
 
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: colon and lung_small, 1 seed, 3 folds, 20 epochs, one grid point")
+                   help="smoke test: colon and lung_small, 1 seed, 3 folds, 2 inner folds, 20 epochs, "
+                        "a one-point SET grid (the library defaults)")
     p.add_argument("--datasets", default=None, help="comma list (default all: " + ",".join(DATASETS) + ")")
-    p.add_argument("--seeds", type=int, default=None, help="repetitions of the CV, seeds 0..n-1 (default 2)")
+    p.add_argument("--seeds", type=int, default=None, help="repetitions of the outer CV, seeds 0..n-1 (default 5)")
     p.add_argument("--folds", type=int, default=None, help="outer stratified folds (default 5)")
-    p.add_argument("--inner-folds", type=int, default=3, help="inner stratified folds for tuning SET-MLP")
-    p.add_argument("--tune-every-seed", action="store_true",
-                   help="tune on inner folds for every seed (default: on the outer folds of the first seed "
-                        "only; the other seeds reuse the grid point chosen for the same fold index)")
-    p.add_argument("--hidden", default="200,200", help="hidden layer sizes of the MLPs")
-    p.add_argument("--dense-hidden", default=None,
-                   help="hidden sizes of the dense ablation (default: --hidden, the same architecture)")
-    p.add_argument("--epsilon", type=float, default=20)
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 100; 20 with --quick)")
-    p.add_argument("--epochs-large", type=int, default=None,
-                   help="epochs on sets with over 1000 samples (Madelon) (default 20)")
-    p.add_argument("--batch-size", type=int, default=16, help="batch size (32 on sets with over 1000 samples)")
-    p.add_argument("--grid", default=None,
-                   help="SET-MLP grid for the inner folds, e.g. 'lr=0.01,0.05;epsilon=10,20' "
-                        "(default 'lr=0.005,0.02'; 'lr=0.02' with --quick)")
-    p.add_argument("--ks", default="10,50,200", help="numbers of selected features (capped at n_features)")
-    p.add_argument("--methods", default="set_mlp,static_sparse,dense_mlp,two_phase,set_ranking",
-                   help="comma list of set_mlp, static_sparse, dense_mlp, two_phase, set_ranking")
+    p.add_argument("--inner-folds", type=int, default=None, help="inner stratified folds for tuning (default 3)")
+    p.add_argument("--set-grid", default=None,
+                   help="SET-MLP grid, SETClassifier parameters: 'name=v1,v2;name=v1,...' (ints where they "
+                        f"look like ints, else floats; None and words as given) (default '{DEFAULT_SET_GRID}'; '' with --quick: "
+                        "one point, the library defaults)")
+    p.add_argument("--hidden", default="200,200", help="hidden_layer_sizes of SETClassifier")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="SETClassifier epochs (default: SETClassifier's default; 20 with --quick)")
+    p.add_argument("--batch-size", type=int, default=None, help="SETClassifier batch_size (default: its default)")
+    p.add_argument("--set-params", default="",
+                   help="extra fixed SETClassifier parameters, 'name=value;...', for experiments only: the "
+                        "benchmark's point is that the library defaults are the recipe")
     p.add_argument("--threads", type=int, default=1,
-                   help="set_cy threads (results do not depend on it; 1 is fastest for these tiny nets "
-                        "on a shared machine)")
+                   help="SETClassifier n_jobs and the size of every BLAS/OpenMP thread pool of the process "
+                        "(1 is fastest for these tiny problems: scikit-learn's OpenMP neighbour searches, used "
+                        "by mutual_info_classif, slow down many times on a loaded machine)")
+    p.add_argument("--mi-jobs", type=int, default=1,
+                   help="n_jobs of mutual_info_classif (results do not depend on it)")
+    p.add_argument("--lr-sweep", action=argparse.BooleanOptionalAction, default=True,
+                   help="stability line: SETClassifier defaults at learning rates " +
+                        ", ".join(map(str, LR_SWEEP)) + " on the first training part of seed 0")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/accuracy[_quick].json)")
     p.add_argument("--table", nargs="+", default=None, help="print the tables of these JSON files, merged")
     a = p.parse_args(argv)
@@ -84,27 +139,125 @@ def parse_args(argv=None):
     bad = [d for d in a.datasets if d not in DATASETS]
     if bad:
         p.error(f"unknown data sets {bad}")
-    a.seeds = a.seeds or (1 if a.quick else 2)
+    a.seeds = a.seeds or (1 if a.quick else 5)
     a.folds = a.folds or (3 if a.quick else 5)
-    a.epochs = a.epochs or (20 if a.quick else 100)
-    a.epochs_large = a.epochs_large or (10 if a.quick else 20)
-    a.grid = parse_grid(a.grid or ("lr=0.02" if a.quick else "lr=0.005,0.02"))
-    a.hidden = [int(h) for h in a.hidden.split(",")]
-    a.dense_hidden = [int(h) for h in a.dense_hidden.split(",")] if a.dense_hidden else a.hidden
-    a.ks = [int(k) for k in a.ks.split(",")]
-    a.methods = a.methods.split(",")
+    a.inner_folds = a.inner_folds or (2 if a.quick else 3)
+    if a.epochs is None and a.quick:
+        a.epochs = 20
+    if a.set_grid is None:
+        a.set_grid = "" if a.quick else DEFAULT_SET_GRID
+    a.set_grid = parse_grid(a.set_grid)
+    a.set_params = parse_params(a.set_params)
+    a.hidden = [int(h) for h in a.hidden.split(",") if h.strip()]
     a.out = a.out or os.path.join(HERE, "results", "accuracy_quick.json" if a.quick else "accuracy.json")
     return a
 
 
+def parse_value(text):
+    """``'20'`` -> 20, ``'0.02'`` -> 0.02, ``'None'`` -> None, anything else (``'init'``) as given."""
+    text = text.strip()
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return None if text == "None" else text
+
+
 def parse_grid(text):
-    """``'lr=0.01,0.05;epsilon=10,20'`` -> list of dicts (the product)."""
-    keys, values = [], []
-    for part in text.split(";"):
-        k, v = part.split("=")
-        keys.append(k.strip())
-        values.append([float(x) for x in v.split(",")])
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+    """``'learning_rate=0.005,0.02;min_inputs=20,200'`` -> ``{name: [values]}``; ``''`` -> ``{}`` (one point)."""
+    grid = {}
+    for part in filter(str.strip, text.split(";")):
+        name, values = part.split("=", 1)
+        grid[name.strip()] = [parse_value(v) for v in values.split(",")]
+    return grid
+
+
+def parse_params(text):
+    """``'clip_norm=None;n_estimators=3'`` -> ``{name: value}``."""
+    params = {}
+    for part in filter(str.strip, text.split(";")):
+        name, value = part.split("=", 1)
+        params[name.strip()] = parse_value(value)
+    return params
+
+
+def grid_size(grid):
+    return math.prod(len(v) for v in grid.values())
+
+
+def two_phase_grid_size(ks):
+    return len(SELECTORS) * len(ks) * len(CLASSIFIERS)
+
+
+def check_set_args(args):
+    """Names of --set-grid and --set-params must be SETClassifier parameters; the SET grid must not
+    be larger than the two-phase grid. Returns an error message or None."""
+    from set_cy import SETClassifier
+
+    known = set(SETClassifier().get_params())
+    unknown = sorted((set(args.set_grid) | set(args.set_params)) - known)
+    if unknown:
+        return f"not SETClassifier parameters: {unknown}"
+    if grid_size(args.set_grid) > two_phase_grid_size(KS):
+        return (f"the SET grid has {grid_size(args.set_grid)} points, more than the two-phase grid "
+                f"({two_phase_grid_size(KS)})")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# cached score functions
+# ------------------------------------------------------------------------------------------------
+_SCORE_CACHE = {}
+_CACHE_STATS = {"computed": 0, "reused": 0}
+
+
+class CachedScore:
+    """Univariate score function for ``SelectKBest``, cached in this process by a hash of (X, y).
+
+    A grid search calls the score function once per grid point on the same training split; the
+    cache computes each (data, score function) once. Mutual information uses a fixed
+    ``random_state``, so a cached result is exactly what a new call would return.
+
+    Parameters
+    ----------
+    name : {"f_classif", "mutual_info"}
+    n_jobs : int, default 1
+        ``n_jobs`` of ``mutual_info_classif`` (not part of the cache key: it does not change the result).
+    """
+
+    def __init__(self, name, n_jobs=1):
+        self.name = name
+        self.n_jobs = n_jobs
+
+    def __repr__(self):
+        return self.name
+
+    def __call__(self, X, y):
+        X, y = np.ascontiguousarray(X), np.ascontiguousarray(y)
+        h = hashlib.blake2b(X.tobytes(), digest_size=16)
+        h.update(y.tobytes())
+        key = (self.name, X.shape, X.dtype.str, y.shape, y.dtype.str, h.hexdigest())
+        if key in _SCORE_CACHE:
+            _CACHE_STATS["reused"] += 1
+        else:
+            _CACHE_STATS["computed"] += 1
+            _SCORE_CACHE[key] = self._compute(X, y)
+        value = _SCORE_CACHE[key]
+        return tuple(v.copy() for v in value) if isinstance(value, tuple) else value.copy()
+
+    def _compute(self, X, y):
+        from sklearn.feature_selection import f_classif, mutual_info_classif
+
+        if self.name == "f_classif":
+            with np.errstate(divide="ignore", invalid="ignore"):  # constant features: NaN, as SelectKBest expects
+                return f_classif(X, y)
+        return mutual_info_classif(X, y, random_state=MI_RANDOM_STATE, n_jobs=self.n_jobs)
+
+    @staticmethod
+    def scores(value):
+        """The scores of a score function's return value (f_classif returns ``(F, p)``)."""
+        return value[0] if isinstance(value, tuple) else value
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,288 +271,401 @@ def load_full(name):
     return np.concatenate([ds.X_train, ds.X_test]), np.concatenate([ds.y_train, ds.y_test])
 
 
-def zscore(Xtr, Xte):
-    """Standardize with the training part's mean and standard deviation (constant features: std 1)."""
-    mu = Xtr.mean(axis=0, dtype=np.float64)
-    sd = Xtr.std(axis=0, dtype=np.float64)
-    sd[sd == 0] = 1.0
-    f = lambda X: np.ascontiguousarray(((X - mu) / sd).astype(np.float32))  # noqa: E731
-    return f(Xtr), f(Xte)
+def derived_seed(seed, fold, stream):
+    """A 31-bit seed for (repetition, outer fold, stream); stream 0: models, 1: inner folds."""
+    return int(np.random.SeedSequence([seed, fold, stream]).generate_state(1)[0] >> 1)
 
 
-def recipe(args, n_train, config):
-    """Training settings of the MLPs for a training part of ``n_train`` samples and a grid point."""
-    large = n_train > 1000
-    return dict(epochs=args.epochs_large if large else args.epochs,
-                batch_size=32 if large else args.batch_size,
-                lr=config.get("lr", 0.05), epsilon=config.get("epsilon", args.epsilon),
-                dropout=config.get("dropout", 0.3), zeta=config.get("zeta", 0.3))
-
-
-def fit_setcy(Xtr, ytr, n_classes, args, rc, seed, zeta):
-    from set_cy import SparseMLP
-
-    m = SparseMLP([Xtr.shape[1], *args.hidden, n_classes], epsilon=rc["epsilon"], dropout=rc["dropout"],
-                  seed=seed, n_threads=args.threads)
-    m.fit(Xtr, ytr, epochs=rc["epochs"], batch_size=rc["batch_size"], learning_rate=rc["lr"], momentum=0.9,
-          weight_decay=2e-4, zeta=zeta, new_weights="zeros", verbose=0)
-    return m
-
-
-def fit_dense(Xtr, ytr, n_classes, args, rc, seed):
-    """The dense ablation: PyTorch (faster BLAS) when installed, else the NumPy dense MLP."""
-    from _baselines import DenseMLP, TorchMaskMLP
-
-    sizes = [Xtr.shape[1], *args.dense_hidden, n_classes]
-    try:
-        import torch
-    except ImportError:
-        m = DenseMLP(sizes, dropout=rc["dropout"], seed=seed)
-        for _ in range(rc["epochs"]):
-            m.fit_epoch(Xtr, ytr, rc["batch_size"], rc["lr"], 0.9, 2e-4)
-        return m, "numpy"
-    m = TorchMaskMLP(sizes, dropout=rc["dropout"], seed=seed, n_threads=args.threads, lr=rc["lr"], momentum=0.9,
-                     weight_decay=2e-4, dense=True)
-    Xt, yt = torch.from_numpy(Xtr), torch.from_numpy(ytr.astype(np.int64))
-    for _ in range(rc["epochs"]):
-        m.fit_epoch(Xt, yt, rc["batch_size"])
-    return m, "torch"
-
-
-def classifiers(seed):
+def classifiers(random_state):
+    """The two-phase classifiers, by short name."""
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
     from sklearn.svm import LinearSVC
 
-    return {"svm": LinearSVC(C=1.0, max_iter=5000, random_state=seed),
+    return {"svm": LinearSVC(C=1.0, max_iter=5000, random_state=random_state),
             "knn": KNeighborsClassifier(n_neighbors=5),
-            "mlp": MLPClassifier(hidden_layer_sizes=(100,), max_iter=300, random_state=seed)}
+            "mlp": MLPClassifier(hidden_layer_sizes=(100,), max_iter=300, random_state=random_state)}
 
 
-def two_phase(rankings, Xtr, ytr, Xte, yte, ks, seed, rec):
-    """For every ranking, k and classifier: fit on the top-k training columns, count correct test guesses."""
-    for sel, order in rankings.items():
+def classifier_name(clf):
+    return {"LinearSVC": "svm", "KNeighborsClassifier": "knn", "MLPClassifier": "mlp"}[type(clf).__name__]
+
+
+def set_fixed_params(args):
+    """SETClassifier parameters fixed by the command line (everything else: its defaults)."""
+    params = dict(hidden_layer_sizes=tuple(args.hidden), n_jobs=args.threads)
+    if args.epochs is not None:
+        params["epochs"] = args.epochs
+    if args.batch_size is not None:
+        params["batch_size"] = args.batch_size
+    params.update(args.set_params)
+    return params
+
+
+def two_phase_search(ks, random_state, inner_cv, mi_jobs):
+    """GridSearchCV of scaler -> SelectKBest -> classifier (2 score functions x ks x 3 classifiers)."""
+    from sklearn.feature_selection import SelectKBest
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clfs = list(classifiers(random_state).values())
+    pipe = Pipeline([("scale", StandardScaler()), ("select", SelectKBest()), ("clf", clfs[0])])
+    grid = {"select__score_func": [CachedScore(s, mi_jobs) for s in SELECTORS], "select__k": list(ks), "clf": clfs}
+    return GridSearchCV(pipe, grid, scoring="accuracy", cv=inner_cv, error_score="raise")
+
+
+def set_pipeline(fixed, random_state):
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from set_cy import SETClassifier
+
+    return Pipeline([("scale", StandardScaler()), ("set", SETClassifier(**fixed, random_state=random_state))])
+
+
+def set_search(fixed, set_grid, random_state, inner_cv):
+    """GridSearchCV of scaler -> SETClassifier over ``set_grid`` (``{}``: one point, the defaults)."""
+    from sklearn.model_selection import GridSearchCV
+
+    grid = {f"set__{name}": values for name, values in set_grid.items()}
+    return GridSearchCV(set_pipeline(fixed, random_state), grid, scoring="accuracy", cv=inner_cv, error_score="raise")
+
+
+def chosen(search):
+    """The best grid point of a fitted GridSearchCV, JSON-ready, and its mean inner accuracy."""
+    params = {}
+    for key, value in search.best_params_.items():
+        name = key.split("__")[-1]
+        if isinstance(value, CachedScore):
+            value = value.name
+        elif hasattr(value, "fit"):
+            value = classifier_name(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        params[name] = value
+    return dict(params=params, inner_score=float(search.best_score_))
+
+
+def test_accuracy(clf, Xtr, ytr, Xte, yte):
+    return float(clf.fit(Xtr, ytr).score(Xte, yte))
+
+
+def upper_bound(Xs_tr, ytr, Xs_te, yte, ks, random_state, mi_jobs):
+    """Test accuracy of every score function x k x classifier on the scaled outer split.
+
+    The top-k columns are chosen as ``SelectKBest`` chooses them, on the training part's (cached) scores.
+    """
+    from sklearn.feature_selection import SelectKBest
+
+    acc = {}
+    for sel in SELECTORS:
         for k in ks:
-            cols = np.sort(order[:k])
-            A, B = Xtr[:, cols], Xte[:, cols]
-            for cname, clf in classifiers(seed).items():
-                if cname == "knn":
-                    clf.set_params(n_neighbors=min(5, A.shape[0]))
-                clf.fit(A, ytr)
-                rec[f"{sel}/k={k}/{cname}"] = int(np.sum(clf.predict(B) == yte))
+            cols = SelectKBest(CachedScore(sel, mi_jobs), k=k).fit(Xs_tr, ytr).get_support(indices=True)
+            for cname, clf in classifiers(random_state).items():
+                acc[f"upper/{sel}/k={k}/{cname}"] = test_accuracy(clf, Xs_tr[:, cols], ytr, Xs_te[:, cols], yte)
+    return acc
 
 
-MLP_KINDS = ("set_mlp", "static_sparse", "dense_mlp")
+def embedded_ranking(set_model, Xs_tr, ytr, Xs_te, yte, k, random_state, upper):
+    """Classifiers on the top-k inputs of the fitted SET-MLP, beside f_classif's top-k (from ``upper``)."""
+    from sklearn.feature_selection import SelectFromModel
+
+    cols = SelectFromModel(set_model, threshold=-np.inf, max_features=k, prefit=True).get_support(indices=True)
+    acc = {}
+    for cname, clf in classifiers(random_state).items():
+        acc[f"embedded/set/{cname}"] = test_accuracy(clf, Xs_tr[:, cols], ytr, Xs_te[:, cols], yte)
+        acc[f"embedded/f_classif/{cname}"] = upper[f"upper/f_classif/k={k}/{cname}"]
+    return acc
 
 
-def fit_mlp(kind, Xtr, ytr, n_classes, args, rc, seed):
-    """Train one of the MLPs; returns ``(model, implementation)``."""
-    if kind == "dense_mlp":
-        return fit_dense(Xtr, ytr, n_classes, args, rc, seed)
-    return fit_setcy(Xtr, ytr, n_classes, args, rc, seed, zeta=rc["zeta"] if kind == "set_mlp" else 0.0), "set_cy"
+def lr_sweep(Xtr, ytr, fixed, random_state):
+    """Fit SETClassifier (scaled inputs) at every learning rate of LR_SWEEP; flag non-finite loss curves."""
+    out = []
+    for lr in LR_SWEEP:
+        model = set_pipeline({**fixed, "learning_rate": lr}, random_state).fit(Xtr, ytr)
+        curve = np.asarray(model.named_steps["set"].loss_curve_, dtype=float)
+        finite = bool(np.all(np.isfinite(curve)))
+        out.append(dict(learning_rate=lr, nonfinite=not finite,
+                        final_loss=float(curve[-1]) if np.isfinite(curve[-1]) else None))
+    return out
 
 
-def inner_tune(kind, X, y, n_classes, args, seed):
-    """Grid point with the best mean accuracy of ``kind`` on inner stratified folds of ``(X, y)``."""
+# ------------------------------------------------------------------------------------------------
+# one outer fold, one data set
+# ------------------------------------------------------------------------------------------------
+def run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold):
+    """Every method on one outer split; returns the fold's JSON record."""
+    from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
 
-    if len(args.grid) == 1:
-        return args.grid[0], [None]
-    skf = StratifiedKFold(n_splits=args.inner_folds, shuffle=True, random_state=10_000 + seed)
-    scores = []
-    for config in args.grid:
-        acc = []
-        for j, (tr, va) in enumerate(skf.split(X, y)):
-            Xa, Xb = zscore(X[tr], X[va])
-            rc = recipe(args, tr.size, config)
-            m, _ = fit_mlp(kind, Xa, y[tr], n_classes, args, rc, seed=7919 * seed + j)
-            acc.append(float(np.mean(m.predict(Xb) == y[va])))
-        scores.append(float(np.mean(acc)))
-    return args.grid[int(np.argmax(scores))], scores
+    rs = derived_seed(seed, fold, 0)
+    inner_cv = StratifiedKFold(n_splits=args.inner_folds, shuffle=True, random_state=derived_seed(seed, fold, 1))
+    acc, secs = {}, {}
+    t = time.perf_counter()
+
+    def lap(name):
+        nonlocal t
+        secs[name] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+
+    tp = two_phase_search(ks, rs, inner_cv, args.mi_jobs).fit(Xtr, ytr)
+    acc["two_phase"] = float(tp.score(Xte, yte))
+    lap("two_phase")
+    sm = set_search(set_fixed_params(args), args.set_grid, rs, inner_cv).fit(Xtr, ytr)
+    acc["set_mlp"] = float(sm.score(Xte, yte))
+    lap("set_mlp")
+    static = clone(sm.best_estimator_).set_params(set__zeta=0.0, set__prune_inputs=0.0)
+    acc["static_sparse"] = test_accuracy(static, Xtr, ytr, Xte, yte)
+    lap("static_sparse")
+    scaler = StandardScaler().fit(Xtr)  # the pipelines' scaling, so the cached scores are reused
+    Xs_tr, Xs_te = scaler.transform(Xtr), scaler.transform(Xte)
+    upper = upper_bound(Xs_tr, ytr, Xs_te, yte, ks, rs, args.mi_jobs)
+    lap("upper_bound")
+    k = min(EMBEDDED_K, Xtr.shape[1])
+    acc.update(embedded_ranking(sm.best_estimator_.named_steps["set"], Xs_tr, ytr, Xs_te, yte, k, rs, upper))
+    acc.update(upper)
+    lap("embedded")
+    return dict(seed=seed, fold=fold, n_train=int(ytr.size), n_test=int(yte.size), accuracy=acc,
+                two_phase=chosen(tp), set_mlp=chosen(sm), seconds=secs)
 
 
-# ------------------------------------------------------------------------------------------------
-# one data set
-# ------------------------------------------------------------------------------------------------
 def run_dataset(name, args, log):
-    from sklearn.feature_selection import f_classif, mutual_info_classif
+    """Outer CV of one data set; returns its JSON record."""
     from sklearn.model_selection import StratifiedKFold
 
     X, y = load_full(name)
-    n_classes = int(y.max()) + 1
-    ks = sorted({min(k, X.shape[1]) for k in args.ks})
-    out = dict(dataset=name, n_samples=int(X.shape[0]), n_features=int(X.shape[1]), n_classes=n_classes,
-               class_counts=np.bincount(y).tolist(), ks=ks, folds=args.folds, seeds=[], tuning=[])
-    t_all = time.perf_counter()
-    chosen = {}  # (kind, fold index) -> grid point (tuned on the first seed's folds unless --tune-every-seed)
-    kinds = [k for k in MLP_KINDS if k in args.methods or (k == "set_mlp" and "set_ranking" in args.methods)]
+    _SCORE_CACHE.clear()
+    _CACHE_STATS.update(computed=0, reused=0)
+    ks = sorted({min(k, X.shape[1]) for k in KS})
+    out = dict(dataset=name, n_samples=int(X.shape[0]), n_features=int(X.shape[1]), n_classes=int(y.max()) + 1,
+               class_counts=np.bincount(y).tolist(), ks=ks, n_folds=args.folds, inner_folds=args.inner_folds,
+               seeds=list(range(args.seeds)),
+               grid_sizes=dict(two_phase=two_phase_grid_size(ks), set_mlp=grid_size(args.set_grid)),
+               lr_sweep=None, folds=[])
+    t0 = time.perf_counter()
     for seed in range(args.seeds):
-        skf = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=seed)
-        counts, n_test = {}, 0
-        for f, (tr, te) in enumerate(skf.split(X, y)):
-            t0 = time.perf_counter()
-            Xtr, Xte = zscore(X[tr], X[te])
-            ytr, yte = y[tr], y[te]
-            rec, models, lrs, secs = {}, {}, {}, {}
-            for kind in kinds:
+        outer = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=seed)
+        for fold, (tr, te) in enumerate(outer.split(X, y)):
+            if args.lr_sweep and seed == 0 and fold == 0:
                 t1 = time.perf_counter()
-                if seed == 0 or args.tune_every_seed:
-                    config, scores = inner_tune(kind, X[tr], y[tr], n_classes, args, seed)
-                    chosen[kind, f] = config
-                    out["tuning"].append(dict(method=kind, seed=seed, fold=f, chosen=config, inner_scores=scores))
-                config = chosen[kind, f]
-                lrs[kind] = config.get("lr")
-                m, impl = fit_mlp(kind, Xtr, ytr, n_classes, args, recipe(args, tr.size, config),
-                                  seed=1000 * seed + f)
-                models[kind] = m
-                out[f"{kind}_impl"] = impl
-                rec[kind] = int(np.sum(m.predict(Xte) == yte))
-                secs[kind] = round(time.perf_counter() - t1, 1)
-            model = models.get("set_mlp")
-            t1 = time.perf_counter()
-            rankings = {}
-            if "two_phase" in args.methods:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    F = np.nan_to_num(f_classif(Xtr, ytr)[0], nan=0.0)
-                rankings["f_classif"] = np.argsort(-F, kind="stable")
-                mi = mutual_info_classif(Xtr, ytr, random_state=seed)
-                rankings["mutual_info"] = np.argsort(-mi, kind="stable")
-            if "set_ranking" in args.methods and model is not None:
-                rankings["set_strength"] = np.argsort(-model.input_strength(), kind="stable")
-                rankings["set_degree"] = np.argsort(-model.input_degree(), kind="stable")
-            two_phase(rankings, Xtr, ytr, Xte, yte, ks, seed, rec)
-            secs["two_phase"] = round(time.perf_counter() - t1, 1)
-            for k, v in rec.items():
-                counts[k] = counts.get(k, 0) + v
-            n_test += te.size
-            log(f"{name} seed {seed} fold {f}: lr {lrs} set_mlp "
-                f"{rec.get('set_mlp', 0) / te.size:.3f} static {rec.get('static_sparse', 0) / te.size:.3f} "
-                f"dense {rec.get('dense_mlp', 0) / te.size:.3f} ({time.perf_counter() - t0:.1f} s: {secs})")
-        out["seeds"].append(dict(seed=seed, n_test=n_test, accuracy={k: v / n_test for k, v in counts.items()}))
-    out["seconds"] = time.perf_counter() - t_all
+                out["lr_sweep"] = lr_sweep(X[tr], y[tr], set_fixed_params(args), derived_seed(0, 0, 0))
+                out["lr_sweep_seconds"] = round(time.perf_counter() - t1, 2)
+                log(f"{name} lr sweep: {sum(r['nonfinite'] for r in out['lr_sweep'])} of {len(LR_SWEEP)} "
+                    f"non-finite ({out['lr_sweep_seconds']:.1f} s)")
+            rec = run_fold(X[tr], y[tr], X[te], y[te], ks, args, seed, fold)
+            out["folds"].append(rec)
+            a = rec["accuracy"]
+            log(f"{name} seed {seed} fold {fold}: SET-MLP {a['set_mlp']:.3f} {rec['set_mlp']['params']}, "
+                f"two-phase {a['two_phase']:.3f} {rec['two_phase']['params']}, static {a['static_sparse']:.3f} "
+                f"({sum(rec['seconds'].values()):.1f} s: {rec['seconds']})")
+    out["seconds"] = time.perf_counter() - t0
+    out["score_cache"] = dict(_CACHE_STATS)
+    out["tests"] = {f"set_mlp-{other}": corrected_ttest(out, "set_mlp", other)
+                    for other in ("two_phase", "static_sparse")}
+    log(f"{name}: {out['seconds']:.0f} s (target <= {TARGET_SECONDS} s per small set on 2 cores with the "
+        f"default settings); score functions computed {_CACHE_STATS['computed']}, reused {_CACHE_STATS['reused']}")
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------------
+def pooled_by_seed(ds, key):
+    """Accuracy of ``key`` pooled over the folds of each seed (correct test predictions / samples)."""
+    correct, tested = {}, {}
+    for f in ds["folds"]:
+        correct[f["seed"]] = correct.get(f["seed"], 0.0) + f["accuracy"][key] * f["n_test"]
+        tested[f["seed"]] = tested.get(f["seed"], 0) + f["n_test"]
+    return np.array([correct[s] / tested[s] for s in sorted(correct)])
+
+
+def mean_std(ds, key):
+    v = pooled_by_seed(ds, key)
+    return float(v.mean()), float(v.std())
+
+
+def corrected_ttest(ds, a, b):
+    """Nadeau & Bengio's corrected resampled t-test of fold accuracy, ``a`` minus ``b``.
+
+    Parameters
+    ----------
+    ds : dict
+        A data set record (its ``folds``: one entry per (seed, fold)).
+    a, b : str
+        Keys of ``accuracy``.
+
+    Returns
+    -------
+    dict
+        ``mean_diff`` (mean over the J pairs), ``t``, ``p`` (two-sided, Student t with J - 1
+        degrees of freedom; the variance is multiplied by 1/J + n_test/n_train), ``J`` and ``verdict``.
+    """
+    from scipy import stats
+
+    d = np.array([f["accuracy"][a] - f["accuracy"][b] for f in ds["folds"]])
+    J = d.size
+    mean = float(d.mean())
+    ratio = np.mean([f["n_test"] for f in ds["folds"]]) / np.mean([f["n_train"] for f in ds["folds"]])
+    var = float(d.var(ddof=1)) if J > 1 else math.nan
+    if J < 2:
+        t, p = math.nan, math.nan
+    elif var == 0:
+        t, p = (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
+    else:
+        t = mean / math.sqrt((1.0 / J + ratio) * var)
+        p = float(2 * stats.t.sf(abs(t), J - 1))
+    return dict(mean_diff=mean, t=float(t), p=p, J=J, verdict=verdict(mean, p))
+
+
+def verdict(mean_diff, p):
+    """"win", "loss" (p < ALPHA) or "tie (+0.012)"."""
+    if p < ALPHA and mean_diff > 0:
+        return "win"
+    if p < ALPHA and mean_diff < 0:
+        return "loss"
+    return f"tie ({mean_diff:+.3f})"
 
 
 # ------------------------------------------------------------------------------------------------
 # tables
 # ------------------------------------------------------------------------------------------------
-def summarize(ds):
-    """method -> (mean, std over seeds)."""
-    keys = ds["seeds"][0]["accuracy"].keys()
-    return {k: (float(np.mean([s["accuracy"][k] for s in ds["seeds"]])),
-                float(np.std([s["accuracy"][k] for s in ds["seeds"]]))) for k in keys}
-
-
-def best_k(summary, sel, clf):
-    """(k, mean, std) of the best k in hindsight for a selector and classifier."""
-    cands = [(k, v) for k, v in summary.items() if k.startswith(sel + "/") and k.endswith("/" + clf)]
-    if not cands:
-        return None
-    k, (m, s) = max(cands, key=lambda kv: kv[1][0])
-    return int(k.split("/")[1][2:]), m, s
-
-
 def cell(ms):
-    return "-" if ms is None else f"{ms[0]:.3f} ± {ms[1]:.3f}"
+    return f"{ms[0]:.3f} ± {ms[1]:.3f}"
+
+
+def test_cell(test):
+    v = test["verdict"]
+    head = v if v.startswith("tie") else f"{v} ({test['mean_diff']:+.3f})"
+    return f"{head}, p = {test['p']:.3f}"
+
+
+def best_upper(ds):
+    """(name, mean, std) of the upper-bound combination with the best mean (chosen on the test folds)."""
+    keys = [k for k in ds["folds"][0]["accuracy"] if k.startswith("upper/")]
+    stats_ = {k: mean_std(ds, k) for k in keys}
+    key = max(keys, key=lambda k: stats_[k][0])
+    _, sel, k, clf = key.split("/")
+    return f"{sel}+{clf} {k}", *stats_[key]
+
+
+def main_table(results):
+    head = ["data set (n x d, classes)", "SET-MLP", "tuned two-phase", "static sparse",
+            "best-in-hindsight, upper bound", "SET-MLP vs tuned two-phase", "SET-MLP vs static", "seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ds in results:
+        name, m, s = best_upper(ds)
+        row = [f"{ds['dataset']} ({ds['n_samples']} x {ds['n_features']}, {ds['n_classes']})",
+               cell(mean_std(ds, "set_mlp")), cell(mean_std(ds, "two_phase")), cell(mean_std(ds, "static_sparse")),
+               f"{m:.3f} ± {s:.3f} ({name})", test_cell(ds["tests"]["set_mlp-two_phase"]),
+               test_cell(ds["tests"]["set_mlp-static_sparse"]), f"{ds['seconds']:.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def embedded_table(results):
+    head = ["data set"]
+    for r in ("SET", "f_classif"):
+        head += [f"{r} top-{EMBEDDED_K} + {c}" for c in CLASSIFIERS] + [f"{r} top-{EMBEDDED_K}, mean of the 3"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ds in results:
+        row = [ds["dataset"]]
+        for r in ("set", "f_classif"):
+            means = [mean_std(ds, f"embedded/{r}/{c}")[0] for c in CLASSIFIERS]
+            row += [cell(mean_std(ds, f"embedded/{r}/{c}")) for c in CLASSIFIERS] + [f"{np.mean(means):.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def stability_table(results):
+    lines = ["| data set | lr sweep: non-finite fits | non-finite at learning rates |", "|---|---|---|"]
+    for ds in results:
+        sweep = ds.get("lr_sweep")
+        if not sweep:
+            lines.append(f"| {ds['dataset']} | not run | - |")
+            continue
+        bad = [r["learning_rate"] for r in sweep if r["nonfinite"]]
+        lines.append(f"| {ds['dataset']} | {len(bad)} of {len(sweep)} | {', '.join(map(str, bad)) or '-'} |")
+    return lines
+
+
+def summary(results):
+    n = len(results)
+    lines = []
+    for other, label in (("two_phase", "tuned two-phase"), ("static_sparse", "static sparse")):
+        verdicts = [ds["tests"][f"set_mlp-{other}"]["verdict"] for ds in results]
+        lines.append(f"SET-MLP vs {label}: {verdicts.count('win')} wins, "
+                     f"{sum(v.startswith('tie') for v in verdicts)} ties, {verdicts.count('loss')} losses of {n} "
+                     f"(corrected resampled t-test, p < {ALPHA})")
+    ge = sum(mean_std(ds, "set_mlp")[0] >= mean_std(ds, "two_phase")[0] for ds in results)
+    lines.append(f"SET-MLP mean >= tuned two-phase mean on {ge} of {n} sets")
+    means = {k: np.mean([mean_std(ds, k)[0] for ds in results]) for k in ("set_mlp", "two_phase", "static_sparse")}
+    lines.append(f"mean accuracy over the {n} sets: SET-MLP {means['set_mlp']:.3f}, tuned two-phase "
+                 f"{means['two_phase']:.3f}, static sparse {means['static_sparse']:.3f}")
+    return lines
 
 
 def tables(results):
-    """Markdown: the main comparison, then the feature-ranking side result, then the verdicts."""
-    lines = []
-    head = ["data set (n x d, classes)", "SET-MLP", "static sparse", "dense MLP"] + \
-        [f"{s} + {c} (best k)" for s in SELECTORS for c in CLASSIFIERS] + ["SET-MLP vs best two-phase"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    verdicts = []
-    for ds in results:
-        sm = summarize(ds)
-        row = [f"{ds['dataset']} ({ds['n_samples']} x {ds['n_features']}, {ds['n_classes']})",
-               cell(sm.get("set_mlp")), cell(sm.get("static_sparse")), cell(sm.get("dense_mlp"))]
-        best = None
-        for s in SELECTORS:
-            for c in CLASSIFIERS:
-                b = best_k(sm, s, c)
-                row.append("-" if b is None else f"{b[1]:.3f} ± {b[2]:.3f} (k={b[0]})")
-                if b and (best is None or b[1] > best[1]):
-                    best = (f"{s}+{c} k={b[0]}", b[1], b[2])
-        if "set_mlp" in sm and best:
-            d = sm["set_mlp"][0] - best[1]
-            word = "win" if d > 0 else ("tie" if d == 0 else "loss")
-            rows2 = [v[0] for k, v in sm.items() if k.split("/")[0] in SELECTORS]
-            beaten = sum(sm["set_mlp"][0] > v for v in rows2)
-            row.append(f"{word} ({d:+.3f} vs {best[0]}); beats {beaten} of {len(rows2)} two-phase rows")
-            verdicts.append((ds["dataset"], word, d, best[0]))
-        else:
-            row.append("-")
-        lines.append("| " + " | ".join(row) + " |")
-    lines.append("")
-    head = ["data set"] + [f"{r} + {c}" for r in SET_RANKINGS + SELECTORS for c in CLASSIFIERS]
-    ks = sorted({k for ds in results for k in ds["ks"]})
-    for k in ks:
-        sub = ["| " + " | ".join([f"k = {k}: " + head[0]] + head[1:]) + " |", "|" + "---|" * len(head)]
-        any_row = False
-        for ds in results:
-            if k not in ds["ks"]:
-                continue
-            sm = summarize(ds)
-            vals = [sm.get(f"{r}/k={k}/{c}") for r in SET_RANKINGS + SELECTORS for c in CLASSIFIERS]
-            if all(v is None for v in vals):
-                continue
-            any_row = True
-            sub.append("| " + " | ".join([ds["dataset"]] + [cell(v) for v in vals]) + " |")
-        if any_row:
-            lines += sub + [""]
-    return "\n".join(lines), verdicts
+    """Markdown: main comparison, embedded ranking, stability; then the summary lines."""
+    return "\n".join(main_table(results) + [""] + embedded_table(results) + [""] + stability_table(results)
+                     + [""] + summary(results))
+
+
+# ------------------------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------------------------
+def print_tables(paths):
+    results, meta = [], []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            d = json.load(fh)
+        results += d["results"]
+        meta.append(f"{os.path.basename(path)}: {d['command']} (commit {d['commit']}, grid sizes {d['grid_sizes']}, "
+                    f"load {d['loadavg_start']} -> {d['loadavg_end']}, {d['seconds']:.0f} s)")
+    print("\n".join(meta) + "\n\n" + tables(results))
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.table:
-        results, meta = [], []
-        for path in args.table:
-            with open(path, encoding="utf-8") as fh:
-                d = json.load(fh)
-            results += d["results"]
-            meta.append(f"{os.path.basename(path)}: {d['command']} (commit {d['commit']}, "
-                        f"load {d['loadavg_start']} -> {d['loadavg_end']}, {d['seconds']:.0f} s)")
-        text, verdicts = tables(results)
-        print("\n".join(meta) + "\n\n" + text)
-        print_verdicts(verdicts)
+        print_tables(args.table)
         return 0
-    warnings.filterwarnings("ignore", category=UserWarning)  # few-member classes in StratifiedKFold
     try:
         from sklearn.exceptions import ConvergenceWarning
-        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        from threadpoolctl import threadpool_limits
     except ImportError:
         print("scikit-learn is needed (pip install -e .[bench])", file=sys.stderr)
         return 2
+    error = check_set_args(args)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    warnings.filterwarnings("ignore", category=UserWarning)  # few-member classes in StratifiedKFold, constant features
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    sizes = dict(two_phase=two_phase_grid_size(KS), set_mlp=grid_size(args.set_grid))
     info = machine_info()
     load_start = load_average()
     t0 = time.perf_counter()
-    print(f"# {info['cpu']}, {info['cores']} cores; load {load_start}; commit {git_commit()}; "
-          f"seeds {args.seeds}, folds {args.folds}, grid {args.grid}", flush=True)
+    print(f"# {info['cpu']}, {info['cores']} cores; load {load_start}; commit {git_commit()}; seeds {args.seeds}, "
+          f"folds {args.folds}, inner folds {args.inner_folds}, threads {args.threads} (SETClassifier and every "
+          f"BLAS/OpenMP pool)\n# grid sizes: two-phase {sizes['two_phase']}, "
+          f"SET-MLP {sizes['set_mlp']} ({args.set_grid or 'library defaults'}); SETClassifier fixed "
+          f"{set_fixed_params(args)}, everything else its defaults", flush=True)
     results = []
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     for name in args.datasets:
-        results.append(run_dataset(name, args, lambda s: print(s, flush=True)))
+        with threadpool_limits(limits=args.threads):
+            results.append(run_dataset(name, args, lambda s: print(s, flush=True)))
         # written after every data set, so that an interrupted run keeps the finished ones
         out = dict(command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), commit=git_commit(),
                    machine=info, loadavg_start=load_start, loadavg_end=load_average(),
-                   seconds=time.perf_counter() - t0, args=dict(vars(args)), results=results)
+                   seconds=time.perf_counter() - t0, args=dict(vars(args)), grid_sizes=sizes,
+                   set_fixed_params=set_fixed_params(args), results=results)
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=1)
-    text, verdicts = tables(results)
-    print("\n" + text)
-    print_verdicts(verdicts)
+    print("\n" + tables(results))
     print(f"saved {args.out} ({out['seconds']:.0f} s; load at the end {out['loadavg_end']})")
     return 0
-
-
-def print_verdicts(verdicts):
-    for name, word, d, best in verdicts:
-        print(f"{name}: SET-MLP {word} against the best two-phase row ({best}, best k in hindsight): {d:+.3f}")
-    if verdicts:
-        print(f"SET-MLP wins {sum(v[1] == 'win' for v in verdicts)}, ties {sum(v[1] == 'tie' for v in verdicts)}, "
-              f"loses {sum(v[1] == 'loss' for v in verdicts)} of {len(verdicts)}")
 
 
 if __name__ == "__main__":
