@@ -21,8 +21,9 @@ says "upper bound"):
   is computed once per training split, not once per grid point; the cache does not change any
   result (the searches run in this process, ``n_jobs=None``).
 - ``set_mlp``: :class:`set_cy.SETClassifier` in ``Pipeline([StandardScaler, SETClassifier])``,
-  tuned with ``GridSearchCV`` on the same inner folds over ``--set-grid`` (default learning_rate
-  in {0.005, 0.01, 0.02}; never more grid points than the two-phase grid). Every other parameter is SETClassifier's own default, the library's
+  tuned with ``GridSearchCV`` on the same inner folds over ``--set-grid`` (default ``min_inputs``
+  in {10, 200}, the floor of the input pruning, tuned as ``k`` is for the two-phase pipeline; never
+  more grid points than the two-phase grid). Every other parameter is SETClassifier's own default, the library's
   recommended recipe, except ``random_state``, ``n_jobs`` (``--threads``), ``hidden_layer_sizes``
   (``--hidden``) and, only when given, ``epochs`` and ``batch_size`` (``--set-params`` adds fixed
   parameters, for experiments only).
@@ -94,7 +95,7 @@ LR_SWEEP = (0.001, 0.005, 0.01, 0.02, 0.05)
 MI_RANDOM_STATE = 0
 ALPHA = 0.05
 TARGET_SECONDS = 600  # per small data set, 2 cores, default settings
-DEFAULT_SET_GRID = "learning_rate=0.005,0.01,0.02"
+DEFAULT_SET_GRID = "min_inputs=10,200"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -223,9 +223,10 @@ class SparseLayer:
         ----------
         inputs : ndarray of int, optional
             Sorted input neurons the layer should connect to (the active inputs of a network whose
-            inputs were pruned): the connections of every other input are removed as well, and the
-            new connections go to these inputs while they have free positions (see
-            :func:`set_cy.evolution.draw_free_positions_in`).
+            inputs were pruned). Only their connections take part in the SET step; connections of
+            other inputs ("parked") are moved onto free positions of these inputs as long as there
+            are any (chosen at random), and otherwise stay where they are, so that the number of
+            connections never changes.
 
         Returns
         -------
@@ -233,11 +234,18 @@ class SparseLayer:
             Number of connections replaced.
         """
         keep = np.ones(self.nnz, dtype=np.uint8)
-        keep[select_to_remove(self.data, zeta, criterion)] = 0
-        if inputs is not None:
+        if inputs is None:
+            keep[select_to_remove(self.data, zeta, criterion)] = 0
+        else:
             outside = np.ones(self.n_in, dtype=bool)
             outside[inputs] = False
-            keep[outside[self.indices]] = 0
+            parked = outside[self.indices]
+            on = np.flatnonzero(~parked)
+            keep[on[select_to_remove(self.data[on], zeta, criterion)]] = 0
+            parked = np.flatnonzero(parked)
+            room = self.n_out * int(np.asarray(inputs).shape[0]) - on.shape[0]  # never-used cells of the inputs
+            if parked.shape[0] and room > 0:
+                keep[rng.choice(parked, min(room, parked.shape[0]), replace=False)] = 0
         k = self.nnz - int(np.count_nonzero(keep))
         if k == 0:
             return 0
