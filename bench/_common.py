@@ -206,3 +206,36 @@ def start_rss_watchdog(limit_bytes, interval=0.05):
 
     threading.Thread(target=watch, daemon=True).start()
     return state
+
+
+def save_report(path, started, machine, loadavg_start, **fields):
+    """Write a benchmark's JSON report (command, commit, machine, load, seconds, then ``fields``).
+
+    Parameters
+    ----------
+    path : str
+        Output file; its folder is created.
+    started : float
+        ``time.perf_counter()`` at the start of the run.
+    machine : dict
+        :func:`machine_info` of the run.
+    loadavg_start : list
+        :func:`load_average` at the start.
+    **fields
+        The benchmark's own entries (arguments, results).
+
+    Returns
+    -------
+    dict
+        The report as written.
+    """
+    import json
+    import sys
+
+    out = dict(command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), commit=git_commit(),
+               machine=machine, loadavg_start=loadavg_start, loadavg_end=load_average(),
+               seconds=time.perf_counter() - started, **fields)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(out, fh, indent=1)
+    return out

@@ -83,7 +83,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import git_commit, load_average, machine_info  # noqa: E402
+from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATASETS = ("allaml", "glioma", "colon", "leukemia", "lymphoma", "lung_small", "arcene", "madelon")
@@ -658,12 +658,8 @@ def main(argv=None):
         with threadpool_limits(limits=args.threads):
             results.append(run_dataset(name, args, lambda s: print(s, flush=True)))
         # written after every data set, so that an interrupted run keeps the finished ones
-        out = dict(command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), commit=git_commit(),
-                   machine=info, loadavg_start=load_start, loadavg_end=load_average(),
-                   seconds=time.perf_counter() - t0, args=dict(vars(args)), grid_sizes=sizes,
-                   set_fixed_params=set_fixed_params(args), results=results)
-        with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump(out, fh, indent=1)
+        out = save_report(args.out, t0, info, load_start, args=dict(vars(args)), grid_sizes=sizes,
+                          set_fixed_params=set_fixed_params(args), results=results)
     print("\n" + tables(results))
     print(f"saved {args.out} ({out['seconds']:.0f} s; load at the end {out['loadavg_end']})")
     return 0

@@ -19,7 +19,6 @@ Examples
     SET_CY_DATA=../shared/data python bench/bench_stability.py --datasets colon,glioma --epochs 30
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import git_commit, load_average, machine_info  # noqa: E402
+from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
 from bench_accuracy import DATASETS, LR_SWEEP, load_full, set_pipeline  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -104,12 +103,7 @@ def main(argv=None):
     with threadpool_limits(1):
         for name in args.datasets:
             results.append(run_dataset(name, args))
-    out = dict(command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]), commit=git_commit(), machine=info,
-               loadavg_start=load_start, loadavg_end=load_average(), seconds=time.perf_counter() - t0,
-               variants=VARIANTS, results=results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(out, fh, indent=1)
+    out = save_report(args.out, t0, info, load_start, variants=VARIANTS, results=results)
     print("\n" + table(results))
     print(f"saved {args.out} ({out['seconds']:.0f} s)")
     return 0

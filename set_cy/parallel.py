@@ -36,7 +36,6 @@ it ends.
 import logging
 import os
 import tempfile
-import uuid
 
 import numpy as np
 

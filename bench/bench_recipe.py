@@ -1,0 +1,115 @@
+"""Screening of SETClassifier's recipe: each lever switched on or off against the defaults.
+
+Plain (not nested) stratified 5-fold cross-validation with split seeds ``100 .. 100 + --seeds - 1``
+(the nested comparison of ``bench_accuracy.py`` uses seeds 0-4): the pipeline of
+``bench_accuracy.py`` (StandardScaler, then SETClassifier with hidden layers ``--hidden``) in
+several variants, each the defaults with a few parameters changed. Nothing is tuned: every figure
+is the accuracy of one fixed setting on the test folds, so the best row of a data set is an upper
+bound of what choosing among these variants would give. It tells which levers carry the recipe and
+which do not, not how the recipe compares with other methods (that is ``bench_accuracy.py``).
+
+Examples
+--------
+    SET_CY_DATA=../shared/data python bench/bench_recipe.py --seeds 1
+    SET_CY_DATA=../shared/data python bench/bench_recipe.py --datasets colon --variants recipe,no_pruning
+"""
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
+from bench_accuracy import DATASETS, load_full, set_pipeline  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# each variant: the SETClassifier parameters that differ from its defaults
+VARIANTS = {
+    "recipe": {},
+    "min_inputs=10": {"min_inputs": 10},
+    "no_pruning": {"prune_inputs": 0.0},
+    "prune_inputs=0.5": {"prune_inputs": 0.5},
+    "static": {"zeta": 0.0, "prune_inputs": 0.0},
+    "n_estimators=3": {"n_estimators": 3},
+    "class_weight=balanced": {"class_weight": "balanced"},
+    "before": {"clip_norm": None, "new_weights": "init", "prune_inputs": 0.0},
+}
+SPLIT_SEED0 = 100
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma list")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of " + ", ".join(VARIANTS))
+    p.add_argument("--seeds", type=int, default=1, help="repetitions of the 5-fold CV (split seeds 100, 101, ...)")
+    p.add_argument("--hidden", default="200,200", help="hidden_layer_sizes of SETClassifier")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "recipe.json"))
+    a = p.parse_args(argv)
+    a.datasets, a.variants = a.datasets.split(","), a.variants.split(",")
+    bad = [d for d in a.datasets if d not in DATASETS] + [v for v in a.variants if v not in VARIANTS]
+    if bad:
+        p.error(f"unknown data sets or variants {bad}")
+    a.hidden = tuple(int(h) for h in a.hidden.split(","))
+    return a
+
+
+def cv_accuracy(X, y, params, seeds):
+    """Pooled test accuracy of every 5-fold repetition (one per split seed) and the fits' finiteness."""
+    from sklearn.model_selection import StratifiedKFold
+
+    accs, nonfinite = [], 0
+    for seed in seeds:
+        correct = 0
+        for fold, (tr, te) in enumerate(StratifiedKFold(n_splits=5, shuffle=True, random_state=seed).split(X, y)):
+            model = set_pipeline(params, 1000 * seed + fold).fit(X[tr], y[tr])
+            nonfinite += int(not np.all(np.isfinite(model.named_steps["set"].loss_curve_)))
+            correct += int(np.sum(model.predict(X[te]) == y[te]))
+        accs.append(correct / y.size)
+    return accs, nonfinite
+
+
+def table(results, variants):
+    head = ["data set"] + variants
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec in results:
+        lines.append("| " + " | ".join([rec["dataset"]] + [f"{np.mean(rec['variants'][v]['accuracy']):.3f}"
+                                                          for v in variants]) + " |")
+    means = [np.mean([np.mean(rec["variants"][v]["accuracy"]) for rec in results]) for v in variants]
+    lines.append("| mean | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    from threadpoolctl import threadpool_limits
+
+    info, load_start, t0 = machine_info(), load_average(), time.perf_counter()
+    seeds = list(range(SPLIT_SEED0, SPLIT_SEED0 + args.seeds))
+    print(f"# {info['cpu']}, {info['cores']} cores; load {load_start}; commit {git_commit()}; split seeds {seeds}",
+          flush=True)
+    results = []
+    with threadpool_limits(1):
+        for name in args.datasets:
+            X, y = load_full(name)
+            rec = {"dataset": name, "variants": {}}
+            for v in args.variants:
+                t1 = time.perf_counter()
+                accs, bad = cv_accuracy(X, y, {"hidden_layer_sizes": args.hidden, "n_jobs": 1, **VARIANTS[v]}, seeds)
+                rec["variants"][v] = dict(accuracy=accs, nonfinite=bad, seconds=time.perf_counter() - t1)
+                print(f"{name} {v}: {np.mean(accs):.3f} (non-finite fits {bad}, {time.perf_counter() - t1:.0f} s)",
+                      flush=True)
+            results.append(rec)
+    out = save_report(args.out, t0, info, load_start, variants={v: VARIANTS[v] for v in args.variants},
+                      split_seeds=seeds, results=results)
+    print("\n" + table(results, args.variants))
+    print(f"saved {args.out} ({out['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The statistics and the score cache of bench/bench_accuracy.py, against direct computations."""
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+pytest.importorskip("sklearn")
+import bench_accuracy as ba  # noqa: E402
+
+
+def _record(diffs, n_test=10, n_train=40):
+    return {"folds": [{"seed": i // 5, "fold": i % 5, "n_test": n_test, "n_train": n_train,
+                       "accuracy": {"a": 0.5 + d, "b": 0.5}} for i, d in enumerate(diffs)]}
+
+
+def test_corrected_resampled_ttest_by_hand():
+    from scipy import stats
+
+    d = np.array([0.1, 0.0, 0.2, 0.1, -0.1, 0.3, 0.1, 0.0, 0.2, 0.1])
+    res = ba.corrected_ttest(_record(d), "a", "b")
+    t = d.mean() / math.sqrt((1 / d.size + 10 / 40) * d.var(ddof=1))
+    assert res["J"] == 10 and res["mean_diff"] == pytest.approx(d.mean())
+    assert res["t"] == pytest.approx(t) and res["p"] == pytest.approx(2 * stats.t.sf(abs(t), 9))
+    # the correction makes the test more cautious than the plain paired t-test
+    assert res["p"] > stats.ttest_1samp(d, 0.0).pvalue
+    assert ba.verdict(0.05, 0.01) == "win" and ba.verdict(-0.05, 0.01) == "loss"
+    assert ba.verdict(0.05, 0.2) == "tie (+0.050)"
+
+
+def test_pooled_accuracy_per_seed():
+    rec = _record([0.1] * 5 + [0.3] * 5)
+    np.testing.assert_allclose(ba.pooled_by_seed(rec, "a"), [0.6, 0.8])
+
+
+def test_cached_scores_equal_the_direct_ones():
+    from sklearn.feature_selection import f_classif, mutual_info_classif
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 12)), rng.integers(0, 2, 40)
+    ba._SCORE_CACHE.clear()
+    ba._CACHE_STATS.update(computed=0, reused=0)
+    for _ in range(2):
+        F, p = ba.CachedScore("f_classif")(X, y)
+        np.testing.assert_array_equal(F, f_classif(X, y)[0])
+        mi = ba.CachedScore("mutual_info")(X, y)
+        np.testing.assert_array_equal(mi, mutual_info_classif(X, y, random_state=ba.MI_RANDOM_STATE))
+    assert ba._CACHE_STATS == {"computed": 2, "reused": 2}
+    mi[:] = -1  # a caller changing its copy does not change the cache
+    assert np.all(ba.CachedScore("mutual_info")(X, y) >= 0)
