@@ -363,9 +363,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         """Train one epoch on ``(X, y)``; evolve the topology first if the network was trained before.
 
         The first call (on an unfitted estimator) builds the network; ``classes`` must list every
-        class then. Every later call (after ``fit`` or ``partial_fit``) first runs one SET step (the
-        fraction ``zeta`` of each layer's weakest connections replaced by new random ones), then
-        one epoch of SGD over ``(X, y)``, shuffled. So ``k`` calls on the same data give the network
+        class then. Every later call (after ``fit`` or ``partial_fit``) first does what ``fit`` does
+        between two epochs: an input-pruning step when the epochs trained so far are a multiple of
+        ``prune_every``, and one SET step (the fraction ``zeta`` of each layer's weakest connections
+        replaced by new random ones); then one epoch of SGD over ``(X, y)``, shuffled. So ``k`` calls on the same data give the network
         that ``fit`` with ``epochs=k`` gives, and the returned network has always just been trained.
         The architecture parameters (``hidden_layer_sizes``, ``epsilon``, ``activation``,
         ``dropout``, ``random_state``) take effect at the first call; the training parameters and
@@ -401,8 +402,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             self.batch_size_ = self._auto_batch(p["batch_size"], X.shape[0])
         else:
             nets = self.networks_
-            for net in nets:
+            for net in nets:  # what fit does between two epochs: prune (on its schedule), then evolve
                 net.set_n_threads(p["n_threads"])
+                if p["prune_inputs"] > 0 and net.epochs_trained_ % p["prune_every"] == 0:
+                    net.prune_inputs(p["prune_inputs"], min_inputs=p["min_inputs"], new_weights=self.new_weights)
                 if p["zeta"] > 0:
                     net.evolve(p["zeta"], new_weights=self.new_weights)
         done = nets[0].epochs_trained_

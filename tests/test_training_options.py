@@ -236,3 +236,20 @@ def test_estimator_class_weight_by_label_and_auto_batch():
     balanced = SETClassifier(hidden_layer_sizes=(16,), epsilon=3, epochs=40, random_state=0, n_jobs=1,
                              class_weight="balanced").fit(X[:100], y[:100])
     assert balanced.score(X[100:], y[100:]) > 0.6
+
+
+def test_partial_fit_prunes_on_the_schedule_of_fit():
+    pytest.importorskip("sklearn")
+    from set_cy import SETClassifier
+
+    X, y = _blobs(d=60)
+    kw = dict(hidden_layer_sizes=(16,), epsilon=3, random_state=0, n_jobs=1, prune_inputs=0.5, prune_every=2,
+              min_inputs=10)
+    inc = SETClassifier(**kw)
+    for i in range(7):
+        inc.partial_fit(X, y, classes=["a", "b", "c"] if i == 0 else None)
+    full = SETClassifier(epochs=7, **kw).fit(X, y)
+    assert full.network_.active_inputs().size == 10  # 60 -> 30 -> 15 -> 10 after epochs 2, 4, 6
+    np.testing.assert_array_equal(inc.network_.input_mask_, full.network_.input_mask_)
+    assert inc.loss_curve_ == full.loss_curve_
+    np.testing.assert_array_equal(inc.predict_proba(X), full.predict_proba(X))
