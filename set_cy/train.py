@@ -237,7 +237,8 @@ def main(argv=None):
         saved = checkpoint.meta_.get("cli_args")
         if not saved:
             parser.error(f"--resume: {args.resume} was not written by python -m set_cy.train")
-        given_epochs = args.epochs if argv is not None and any(a.startswith("--epochs") for a in argv) else None
+        typed = sys.argv[1:] if argv is None else argv  # what the user typed, from a shell or a caller
+        given_epochs = args.epochs if any(a == "--epochs" or a.startswith("--epochs=") for a in typed) else None
         for k in RUN_OPTIONS:
             setattr(args, k, saved[k])
         if given_epochs is not None:

@@ -115,6 +115,20 @@ def test_interrupt_saves_checkpoint_and_resume_matches(tmp_path, monkeypatch):
     assert [e["val_accuracy"] for e in a] == [e["val_accuracy"] for e in b]
 
 
+def test_resume_from_a_shell_extends_the_run(tmp_path):
+    """``python -m set_cy.train --resume ck.npz --epochs N`` typed in a shell (no argv handed to main)."""
+    ckpt = tmp_path / "ck.npz"
+    assert train.main(SMALL + ["--save", str(ckpt)]) == 0  # 2 epochs
+    report = tmp_path / "r.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(train.__file__))] + sys.path)}
+    res = subprocess.run([sys.executable, "-m", "set_cy.train", "--resume", str(ckpt), "--epochs", "4", "--quiet",
+                          "--report", str(report)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    epochs = json.loads(report.read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # the history of the run, extended by 2 epochs
+    assert SparseNetwork.load(ckpt).epochs_trained_ == 4
+
+
 def test_module_runs_as_script():
     res = subprocess.run([sys.executable, "-m", "set_cy.train", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--neurons" in res.stdout
