@@ -88,7 +88,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         averages their probabilities and ``feature_importances_`` their input strengths.
     class_weight : None, "balanced" or dict, default None
         Weights of the classes in the loss, as in scikit-learn: ``"balanced"`` weighs class ``c``
-        by ``n_samples / (n_classes * count_c)``; a dict maps class labels to weights.
+        by ``n_samples / (n_classes * count_c)`` (the counts of the ``y`` of each ``fit`` or
+        ``partial_fit`` call); a dict maps class labels to weights (missing ones: 1).
     clip_norm : float > 0 or None, default 1.0
         Global L2 norm to which each batch's gradient is scaled down when larger (None: no
         clipping). Keeps training finite over the usual learning rates.
@@ -105,7 +106,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     prune_every : int, default 5
     min_inputs : int, default 200
         The fewest inputs pruning keeps (all of them when there are fewer). Tune it like ``k`` of
-        ``SelectKBest``: data whose signal lives in a handful of features (Madelon) want ~20.
+        ``SelectKBest``: data whose signal lives in a handful of features want a low floor (Madelon, 20
+        relevant features of 500: 10), microarrays the default (bench/README.md).
 
     Attributes
     ----------
@@ -255,7 +257,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         if self.lr_scaling not in LR_SCALINGS:
             raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}")
         cw = self.class_weight
-        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
         prune = _real(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0)
         if prune >= 1.0:
@@ -366,11 +368,12 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         class then. Every later call (after ``fit`` or ``partial_fit``) first does what ``fit`` does
         between two epochs: an input-pruning step when the epochs trained so far are a multiple of
         ``prune_every``, and one SET step (the fraction ``zeta`` of each layer's weakest connections
-        replaced by new random ones); then one epoch of SGD over ``(X, y)``, shuffled. So ``k`` calls on the same data give the network
-        that ``fit`` with ``epochs=k`` gives, and the returned network has always just been trained.
-        The architecture parameters (``hidden_layer_sizes``, ``epsilon``, ``activation``,
-        ``dropout``, ``random_state``) take effect at the first call; the training parameters and
-        ``n_jobs`` are read at every call.
+        replaced by new random ones); then one epoch of SGD over ``(X, y)``, shuffled. So ``k`` calls
+        on the same data give the network that ``fit`` with ``epochs=k`` gives, and the returned
+        network has always just been trained. The architecture parameters (``hidden_layer_sizes``,
+        ``epsilon``, ``activation``, ``dropout``, ``random_state``, ``n_estimators``,
+        ``lr_scaling``) take effect at the first call; the training parameters and ``n_jobs`` are
+        read at every call.
 
         Parameters
         ----------
