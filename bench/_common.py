@@ -37,6 +37,7 @@ def machine_info():
         torch when importable), set_cy's OpenMP and ISA-dispatch flags, ``OMP_NUM_THREADS``.
     """
     import scipy
+
     import set_cy
 
     try:

@@ -113,7 +113,8 @@ def parse_args(argv=None):
     p.add_argument("--inner-folds", type=int, default=None, help="inner stratified folds for tuning (default 3)")
     p.add_argument("--set-grid", default=None,
                    help="SET-MLP grid, SETClassifier parameters: 'name=v1,v2;name=v1,...' (ints where they "
-                        f"look like ints, else floats; None and words as given) (default '{DEFAULT_SET_GRID}'; '' with --quick: "
+                        f"look like ints, else floats; None and words as given) "
+                        f"(default '{DEFAULT_SET_GRID}'; '' with --quick: "
                         "one point, the library defaults)")
     p.add_argument("--hidden", default="200,200", help="hidden_layer_sizes of SETClassifier")
     p.add_argument("--epochs", type=int, default=None,
@@ -319,6 +320,7 @@ def two_phase_search(ks, random_state, inner_cv, mi_jobs):
 def set_pipeline(fixed, random_state):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
+
     from set_cy import SETClassifier
 
     return Pipeline([("scale", StandardScaler()), ("set", SETClassifier(**fixed, random_state=random_state))])

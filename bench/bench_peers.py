@@ -248,7 +248,8 @@ def run_child(method, spec, seed, hard_limit):
         rec["connections_end"] = model.n_connections
     n_batches = -(-X.shape[0] // B)
     t_epoch = epoch_s[-1] if spec.get("timed") == "last" else float(np.median(epoch_s))
-    rec.update(epoch_s=epoch_s, epoch_median_s=t_epoch, batch_s=t_epoch / n_batches, epochs=E, n_batches=n_batches, n_train=int(X.shape[0]),
+    rec.update(epoch_s=epoch_s, epoch_median_s=t_epoch, batch_s=t_epoch / n_batches, epochs=E, n_batches=n_batches,
+               n_train=int(X.shape[0]),
                evolution_s=float(np.mean(evo_s)) if evo_s else None, train_accuracy=train_acc)
     if Xt is not None:
         rec["test_accuracy"] = float(np.mean(predict(Xt) == yt))
@@ -328,8 +329,9 @@ def print_table(recs, workload):
         t = r.get("epoch_median_s")
         ratio = f"{t / base:.1f}x" if (t and base) else "-"
         acc = r.get("test_accuracy")
-        print(f"| {r['method']} | {r.get('threads', '-')} | {r.get('connections', '-'):,} | {r.get('epochs')} | {fmt_s(t)} | {ratio} | "
-              f"{fmt_s(r.get('evolution_s'))} | {fmt_gb(r.get('train_peak_rss'))} | {fmt_gb(r.get('rss_after_data'))} | "
+        print(f"| {r['method']} | {r.get('threads', '-')} | {r.get('connections', '-'):,} | {r.get('epochs')} | "
+              f"{fmt_s(t)} | {ratio} | {fmt_s(r.get('evolution_s'))} | {fmt_gb(r.get('train_peak_rss'))} | "
+              f"{fmt_gb(r.get('rss_after_data'))} | "
               f"{fmt_gb(r.get('peak_rss'))} | "
               f"{'-' if acc is None else f'{acc:.3f}'} | {r['status']} |"
               if isinstance(r.get("connections"), int) else

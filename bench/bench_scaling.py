@@ -9,8 +9,9 @@ Modes (``SparseMLP.fit(backend=...)``):
 For every workload, mode and core count ``c = 1 .. os.cpu_count()`` (or ``--cores``) a fresh network
 with the same seed trains ``--epochs`` epochs with evolution between them; the time of an epoch is
 the median of the epochs after the first (the first includes starting worker processes and
-allocating buffers), and the fastest of ``--repeats`` interleaved runs counts. Speed-up = epoch time at 1 core / epoch time at ``c`` cores, within a mode; the
-table also gives each mode's time relative to ``openmp`` at the same core count.
+allocating buffers), and the fastest of ``--repeats`` interleaved runs counts. Speed-up = epoch
+time at 1 core / epoch time at ``c`` cores, within a mode; the table also gives each mode's time
+relative to ``openmp`` at the same core count.
 
 Usage::
 
@@ -123,8 +124,8 @@ def plot(recs, cores, path, info):
             pts = sorted((r["cores"], r["speedup"]) for r in recs if r["workload"] == w and r["mode"] == mode)
             if pts:
                 ax.plot(*zip(*pts), "o-", label=mode)
-        ax.set_title(f"{w}: {recs[0]['sizes'] if len(workloads) == 1 else next(r['sizes'] for r in recs if r['workload'] == w)}",
-                     fontsize=8)
+        sizes = recs[0]["sizes"] if len(workloads) == 1 else next(r["sizes"] for r in recs if r["workload"] == w)
+        ax.set_title(f"{w}: {sizes}", fontsize=8)
         ax.set_xlabel("cores")
         ax.set_ylabel("speed-up of an epoch over 1 core")
         ax.legend()

@@ -1,12 +1,13 @@
 """set_cy: truly sparse neural networks trained with Sparse Evolutionary Training on CPUs."""
 import logging
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from . import ops
+from ._kernels import isa_dispatch_enabled, max_threads, openmp_enabled
 from .linear import SparseLinear
 from .model import SparseNetwork
 from .trainer import Callback, History, SparseMLP
-from ._kernels import isa_dispatch_enabled, max_threads, openmp_enabled
 
 try:
     __version__ = _version("set_cy")
@@ -15,7 +16,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 logging.getLogger("set_cy").addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "ops", "SparseLinear", "SparseMLP", "SparseNetwork", "Callback", "History", "openmp_enabled", "isa_dispatch_enabled", "max_threads"]
+__all__ = ["__version__", "ops", "SparseLinear", "SparseMLP", "SparseNetwork", "Callback", "History", "openmp_enabled",
+           "isa_dispatch_enabled", "max_threads"]
 
 # SETClassifier needs scikit-learn (an optional dependency): set_cy.estimator is imported on first use.
 from importlib.util import find_spec as _find_spec  # noqa: E402

@@ -771,7 +771,8 @@ def _load_path(
         _log_ignored_test_size(path.name, test_size)
         return _load_idx_folder(path, path.name, dtype, standardize)
     suffix = path.suffix.lower()
-    common = dict(name=path.stem, source=str(path), dtype=dtype, test_size=test_size, seed=seed, standardize=standardize)
+    common = dict(name=path.stem, source=str(path), dtype=dtype, test_size=test_size, seed=seed,
+                  standardize=standardize)
     if suffix == ".mat":
         X, y = _load_mat(path)
         return _finish_split(X, y, **common)

@@ -14,11 +14,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels
+from ._validation import check_scalar
 from .activations import ACTIVATIONS
 from .evolution import NEW_WEIGHTS
 from .model import LR_SCALINGS
 from .trainer import SparseMLP
-from ._validation import check_scalar
 
 __all__ = ["SETClassifier"]
 

@@ -12,10 +12,10 @@ import tempfile
 import numpy as np
 
 from . import _kernels
+from ._validation import check_float_dtype, check_int, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args
 from .layers import INITS, SCATTER_PARTS, SparseLayer, index_dtype_for, uses_scatter
-from ._validation import check_float_dtype, check_int, check_scalar, resolve_n_threads
 
 __all__ = ["SparseNetwork", "LOSSES", "ALLOCATIONS", "allocate_connections", "estimate_memory"]
 

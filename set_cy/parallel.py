@@ -40,9 +40,9 @@ import tempfile
 import numpy as np
 
 from . import _kernels
+from ._validation import resolve_n_threads
 from .layers import SparseLayer
 from .model import SparseNetwork
-from ._validation import resolve_n_threads
 
 __all__ = ["BACKENDS", "make_engine", "ParallelFitError", "SHM_PREFIX"]
 

@@ -24,13 +24,13 @@ import time
 import numpy as np
 
 from . import __version__, openmp_enabled
+from ._validation import resolve_n_threads
 from .activations import ACTIVATIONS
 from .evolution import CRITERIA, SCHEDULES
 from .model import LR_SCALINGS, estimate_memory
 from .monitor import MemoryMonitor, format_bytes, system_memory
 from .parallel import BACKENDS, ParallelFitError
 from .trainer import Callback, SparseMLP
-from ._validation import resolve_n_threads
 
 __all__ = ["main", "build_parser", "hidden_layer_sizes"]
 

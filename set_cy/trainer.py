@@ -15,10 +15,10 @@ import warnings
 
 import numpy as np
 
+from ._validation import check_int, check_scalar
 from .evolution import SCHEDULES, check_evolution_args, zeta_at
 from .model import SparseNetwork
 from .parallel import make_engine
-from ._validation import check_int, check_scalar
 
 __all__ = ["SparseMLP", "Callback", "History"]
 

@@ -1,9 +1,9 @@
 """Private kernels used by the layers (fused update, SET pattern helpers) against NumPy references."""
 import numpy as np
 import pytest
+from conftest import DTYPES, INDEX_DTYPES, THREADS, random_csr, tol
 
 from set_cy import _kernels, ops
-from conftest import DTYPES, INDEX_DTYPES, THREADS, random_csr, tol
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

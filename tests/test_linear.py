@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from conftest import DTYPES, random_csr, tol
+
 import set_cy
 from set_cy.linear import SparseLinear
 

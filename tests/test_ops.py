@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings, strategies as st
+from conftest import DTYPES, INDEX_DTYPES, THREADS, random_csr, tol
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from set_cy import ops
-from conftest import DTYPES, INDEX_DTYPES, THREADS, random_csr, tol
 
 # (n_in, n_out, batch, density, empty rows, empty cols)
 SHAPES = [

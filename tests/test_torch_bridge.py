@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch", reason="set_cy.torch is optional: install t
                                             "the CPU wheel) to run these tests")
 
 from conftest import random_csr, tol  # noqa: E402
+
 from set_cy.torch import SparseLinear, SparsePattern, sparse_linear  # noqa: E402
 
 DATA = Path(os.environ.get("SET_CY_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -54,10 +55,13 @@ def test_gradcheck_float64(index_dtype, bias):
     pattern = m.pattern
     if bias:
         inputs = (X, m.values, m.bias)
-        fn = lambda X, v, b: sparse_linear(X, v, b, pattern)
+        def fn(X, v, b):
+            return sparse_linear(X, v, b, pattern)
     else:
         inputs = (X, m.values)
-        fn = lambda X, v: sparse_linear(X, v, None, pattern)
+
+        def fn(X, v):
+            return sparse_linear(X, v, None, pattern)
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
