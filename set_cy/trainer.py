@@ -159,7 +159,7 @@ class SparseMLP(SparseNetwork):
             nesterov=False, zeta=0.3, zeta_schedule="constant", criterion="signed", new_weights="zeros",
             evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
             initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None,
-            clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=10, min_inputs=50):
+            clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=5, min_inputs=200):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
         Parameters
@@ -218,8 +218,8 @@ class SparseMLP(SparseNetwork):
             evolution step, never after the last epoch) the fraction ``prune_inputs`` of the inputs
             still in use, the weakest by strength, are switched off and their first-layer
             connections moved to the others (:meth:`prune_inputs`), down to ``min_inputs`` inputs.
-        prune_every : int, default 10
-        min_inputs : int, default 50
+        prune_every : int, default 5
+        min_inputs : int, default 200
 
         The options ``clip_norm``, ``class_weight`` and input pruning (and a network whose inputs were
         pruned) need ``backend="openmp"``.
