@@ -16,6 +16,8 @@ __all__ = [
     "check_csr",
     "check_scalar",
     "check_int",
+    "check_layer_arrays",
+    "LAYER_ARRAYS",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -126,3 +128,72 @@ def check_int(x, name, *, min_val=None, max_val=None):
     if max_val is not None and x > max_val:
         raise ValueError(f"{name} must be <= {max_val}, got {x}")
     return x
+
+
+LAYER_ARRAYS = ("indptr", "indices", "data", "velocity", "bias", "bias_velocity")
+
+
+def check_layer_arrays(n_in, n_out, arrays, dtype, name="layer"):
+    """Validate the arrays of a sparse layer that come from outside (a file, a state dict).
+
+    The pattern is the canonical CSR of ``W^T`` (``n_out`` rows, ``n_in`` columns): ``indptr``
+    starts at 0, never decreases and ends at ``len(indices)``; the indices are in ``[0, n_in)``,
+    strictly increasing within each row; ``indptr`` and ``indices`` share an int32/int64 dtype wide
+    enough for every index; ``data`` and ``velocity`` hold one finite value of ``dtype`` per
+    connection, ``bias`` and ``bias_velocity`` one per output neuron. The kernels read all of them
+    unchecked, so nothing may reach them without passing here.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+    arrays : mapping of str to array-like
+        The six arrays of :data:`LAYER_ARRAYS`.
+    dtype : numpy dtype
+        The network's value dtype.
+    name : str
+        Prefix of the arrays' names in error messages (e.g. ``"layer0"``).
+
+    Returns
+    -------
+    dict
+        The six arrays, C-contiguous.
+
+    Raises
+    ------
+    ValueError
+        Naming the array and what is wrong with it.
+    """
+    missing = [k for k in LAYER_ARRAYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{name}: missing arrays {missing}")
+    out = {k: np.ascontiguousarray(arrays[k]) for k in LAYER_ARRAYS}
+    for k, a in out.items():
+        if a.ndim != 1:
+            raise ValueError(f"{name}_{k} must be 1-D, got shape {a.shape}")
+    indptr, indices = out["indptr"], out["indices"]
+    if indptr.dtype not in INDEX_DTYPES or indices.dtype != indptr.dtype:
+        raise ValueError(f"{name}_indptr and {name}_indices must share dtype int32 or int64, got "
+                         f"{indptr.dtype} and {indices.dtype}")
+    nnz = indices.shape[0]
+    if max(n_in, n_out, nnz) >= np.iinfo(indices.dtype).max:
+        raise ValueError(f"{name}: {indices.dtype} cannot index a {n_in} x {n_out} layer with {nnz} connections")
+    if indptr.shape[0] != n_out + 1:
+        raise ValueError(f"{name}_indptr has length {indptr.shape[0]}, expected {n_out + 1}")
+    if indptr[0] != 0 or indptr[-1] != nnz or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{name}_indptr must start at 0, never decrease and end at len({name}_indices) = {nnz}")
+    if nnz and (indices.min() < 0 or indices.max() >= n_in):
+        raise ValueError(f"{name}_indices must lie in [0, {n_in})")
+    steps = np.diff(indices.astype(np.int64))
+    row_start = np.zeros(nnz, dtype=bool)
+    row_start[indptr[1:-1][indptr[1:-1] < nnz]] = True
+    if nnz > 1 and np.any((steps <= 0) & ~row_start[1:]):
+        raise ValueError(f"{name}_indices must increase strictly within each row (sorted, no duplicates)")
+    for k, size in (("data", nnz), ("velocity", nnz), ("bias", n_out), ("bias_velocity", n_out)):
+        a = out[k]
+        if a.dtype != dtype:
+            raise ValueError(f"{name}_{k} has dtype {a.dtype}, expected {np.dtype(dtype)}")
+        if a.shape[0] != size:
+            raise ValueError(f"{name}_{k} has length {a.shape[0]}, expected {size}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}_{k} holds NaN or infinity")
+    return out

@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 
 from . import _kernels
-from ._validation import check_float_dtype, check_int, check_scalar, resolve_n_threads
+from ._validation import LAYER_ARRAYS, check_float_dtype, check_int, check_layer_arrays, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args
 from .layers import INITS, SCATTER_PARTS, SparseLayer, index_dtype_for, uses_scatter
@@ -667,7 +667,7 @@ class SparseNetwork:
             "extra_state": np.array(json.dumps(self._extra_state())),
         }
         for i, layer in enumerate(self.layers):
-            for name in ("indptr", "indices", "data", "velocity", "bias", "bias_velocity"):
+            for name in LAYER_ARRAYS:
                 arrays[f"layer{i}_{name}"] = getattr(layer, name)
         if self.input_mask_ is not None:
             arrays["input_mask"] = self.input_mask_
@@ -690,30 +690,53 @@ class SparseNetwork:
 
     @classmethod
     def load(cls, path, *, n_threads=None):
-        """Load a network written by :meth:`save` (no pickle involved)."""
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            if "config" not in f or "format_version" not in f:
-                raise ValueError(f"{path} is not a set_cy model file")
-            if int(f["format_version"]) != FORMAT_VERSION:
-                raise ValueError(f"{path} has format version {int(f['format_version'])}, "
-                                 f"this set_cy reads {FORMAT_VERSION}")
-            cfg = json.loads(str(f["config"]))
-            sizes = cfg["layer_sizes"]
-            nt = resolve_n_threads(n_threads)
-            layers = []
-            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-                g = {name: f[f"layer{i}_{name}"] for name in
-                     ("indptr", "indices", "data", "velocity", "bias", "bias_velocity")}
-                layers.append(SparseLayer(a, b, g["indptr"], g["indices"], g["data"], bias=g["bias"],
-                                          velocity=g["velocity"], bias_velocity=g["bias_velocity"],
-                                          init=cfg["init"], n_threads=nt))
-            model = cls(sizes, epsilon=cfg["epsilon"], activation=cfg["activation"], dropout=cfg["dropout"],
-                        init=cfg["init"], dtype=cfg["dtype"], seed=cfg["seed"], n_threads=nt, loss=cfg["loss"],
-                        allocation=cfg["allocation"], activation_alpha=cfg["activation_alpha"],
-                        lr_scaling=cfg["lr_scaling"], _layers=layers)
-            if "input_mask" in f:
-                model._set_input_mask(f["input_mask"])
-            model.rng.bit_generator.state = json.loads(str(f["rng_state"]))
-            model._set_extra_state(json.loads(str(f["extra_state"])))
-            model._set_extra_arrays({k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")})
+        """Load a network written by :meth:`save` (no pickle involved).
+
+        Every array of the file is checked before a kernel can see it (see
+        :func:`set_cy._validation.check_layer_arrays`): a corrupt or foreign file raises
+        ``ValueError`` naming what is wrong, it never reads or writes outside memory.
+        """
+        import zipfile
+
+        try:
+            with np.load(os.fspath(path), allow_pickle=False) as f:
+                return cls._from_npz(f, path, n_threads)
+        except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a valid set_cy model file: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _from_npz(cls, f, path, n_threads):
+        if "config" not in f or "format_version" not in f:
+            raise ValueError(f"{path} is not a set_cy model file")
+        if int(f["format_version"]) != FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {int(f['format_version'])}, "
+                             f"this set_cy reads {FORMAT_VERSION}")
+        cfg = json.loads(str(f["config"]))
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{path}: config is not a JSON object")
+        sizes = cfg.get("layer_sizes")
+        if (not isinstance(sizes, list) or len(sizes) < 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes)):
+            raise ValueError(f"{path}: layer_sizes must be a list of >= 2 positive ints, got {sizes!r}")
+        dtype = check_float_dtype(cfg.get("dtype"))
+        nt = resolve_n_threads(n_threads)
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            keys = {name: f"layer{i}_{name}" for name in LAYER_ARRAYS}
+            missing = [k for k in keys.values() if k not in f]
+            if missing:
+                raise ValueError(f"{path}: missing arrays {missing}")
+            g = check_layer_arrays(a, b, {name: f[key] for name, key in keys.items()}, dtype, f"layer{i}")
+            layers.append(SparseLayer(a, b, g["indptr"], g["indices"], g["data"], bias=g["bias"],
+                                      velocity=g["velocity"], bias_velocity=g["bias_velocity"],
+                                      init=cfg.get("init"), n_threads=nt))
+        model = cls(sizes, epsilon=cfg["epsilon"], activation=cfg["activation"], dropout=cfg["dropout"],
+                    init=cfg["init"], dtype=cfg["dtype"], seed=cfg["seed"], n_threads=nt, loss=cfg["loss"],
+                    allocation=cfg["allocation"], activation_alpha=cfg["activation_alpha"],
+                    lr_scaling=cfg["lr_scaling"], _layers=layers)
+        if "input_mask" in f:
+            model._set_input_mask(f["input_mask"])
+        model.rng.bit_generator.state = json.loads(str(f["rng_state"]))
+        model._set_extra_state(json.loads(str(f["extra_state"])))
+        model._set_extra_arrays({k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")})
         return model

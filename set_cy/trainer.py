@@ -152,7 +152,13 @@ class SparseMLP(SparseNetwork):
 
     def _set_extra_arrays(self, arrays):
         if self.train_state_ is not None and "order" in arrays:
-            self.train_state_["order"] = np.asarray(arrays["order"])
+            # the sample order of an interrupted epoch indexes the data unchecked on resume: a permutation
+            order = np.asarray(arrays["order"])
+            n = self.train_state_.get("n_samples")
+            if (order.ndim != 1 or order.dtype.kind not in "iu" or not isinstance(n, int) or order.shape[0] != n
+                    or not np.array_equal(np.sort(order), np.arange(n))):
+                raise ValueError(f"extra_order must be a permutation of the {n} samples of the interrupted fit")
+            self.train_state_["order"] = order.astype(np.int64)
 
     # ------------------------------------------------------------------------------------------
     def fit(self, X, y, *, epochs, batch_size=128, learning_rate=0.01, momentum=0.9, weight_decay=2e-4,
