@@ -407,10 +407,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             nets = self.networks_
             for net in nets:  # what fit does between two epochs: prune (on its schedule), then evolve
                 net.set_n_threads(p["n_threads"])
-                if p["prune_inputs"] > 0 and net.epochs_trained_ % p["prune_every"] == 0:
-                    net.prune_inputs(p["prune_inputs"], min_inputs=p["min_inputs"], new_weights=self.new_weights)
-                if p["zeta"] > 0:
-                    net.evolve(p["zeta"], new_weights=self.new_weights)
+                net._rewire(net.epochs_trained_, p["zeta"], (p["prune_inputs"], p["prune_every"], p["min_inputs"]),
+                            new_weights=self.new_weights)
         done = nets[0].epochs_trained_
         p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
         self._train(nets, X, y_enc, p, epochs=done + 1, initial_epoch=done)

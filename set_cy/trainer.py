@@ -328,6 +328,23 @@ class SparseMLP(SparseNetwork):
                 raise ValueError(f"class_weight must hold {k} finite non-negative weights, got {class_weight!r}")
         return w.astype(self.dtype)
 
+    def _rewire(self, epochs_done, zeta, pruning, *, criterion="signed", new_weights="zeros", evolve_output=True):
+        """What happens between two epochs: input pruning on its schedule, then one SET step.
+
+        ``pruning = (fraction, every, min_inputs)`` prunes when ``epochs_done`` is a multiple of
+        ``every``; ``zeta > 0`` evolves. Used by :meth:`fit` and by ``SETClassifier.partial_fit``, so
+        that ``k`` one-epoch calls train the network of one ``k``-epoch fit. Returns whether the
+        topology changed.
+        """
+        fraction, every, min_inputs = pruning
+        changed = False
+        if fraction > 0 and epochs_done % every == 0:
+            changed = self.prune_inputs(fraction, min_inputs=min_inputs, new_weights=new_weights) > 0
+        if zeta > 0:
+            self.evolve(zeta, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)
+            changed = True
+        return changed
+
     def _fit_loop(self, engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume, cbs,
                   shuffle, validation_data, hp, zeta, zeta_schedule, criterion, new_weights, evolve_output,
                   pruning):
@@ -380,19 +397,14 @@ class SparseMLP(SparseNetwork):
             if validation_data is not None:
                 rec["val_accuracy"] = self.score(*validation_data, batch_size=batch_size)
             evo_time, z = 0.0, 0.0
-            prune_fraction, prune_every, min_inputs = pruning
             with _sigint_deferred() as caught:
-                if epoch < epochs - 1 and prune_fraction > 0 and (epoch + 1) % prune_every == 0:
+                if epoch < epochs - 1:
+                    z = zeta_at(zeta, epoch, epochs, zeta_schedule) if zeta > 0 else 0.0
                     t1 = time.perf_counter()
-                    self.prune_inputs(prune_fraction, min_inputs=min_inputs, new_weights=new_weights)
-                    engine.topology_changed()
-                    evo_time += time.perf_counter() - t1
-                if epoch < epochs - 1 and zeta > 0:
-                    z = zeta_at(zeta, epoch, epochs, zeta_schedule)
-                    t1 = time.perf_counter()
-                    self.evolve(z, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)
-                    engine.topology_changed()
-                    evo_time += time.perf_counter() - t1
+                    if self._rewire(epoch + 1, z, pruning, criterion=criterion, new_weights=new_weights,
+                                    evolve_output=evolve_output):
+                        engine.topology_changed()
+                    evo_time = time.perf_counter() - t1
                 rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0,
                            n_inputs=int(self.active_inputs().size))
                 self.epochs_trained_ = epoch + 1
