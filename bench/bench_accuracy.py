@@ -381,15 +381,20 @@ def embedded_ranking(set_model, Xs_tr, ytr, Xs_te, yte, k, random_state, upper):
     return acc
 
 
-def lr_sweep(Xtr, ytr, fixed, random_state):
-    """Fit SETClassifier (scaled inputs) at every learning rate of LR_SWEEP; flag non-finite loss curves."""
+def lr_sweep(Xtr, ytr, fixed, random_state, Xte=None, yte=None):
+    """Fit SETClassifier (scaled inputs) at every learning rate of LR_SWEEP; flag non-finite loss curves.
+
+    With ``Xte, yte`` each record also holds the test ``accuracy``.
+    """
     out = []
     for lr in LR_SWEEP:
         model = set_pipeline({**fixed, "learning_rate": lr}, random_state).fit(Xtr, ytr)
         curve = np.asarray(model.named_steps["set"].loss_curve_, dtype=float)
-        finite = bool(np.all(np.isfinite(curve)))
-        out.append(dict(learning_rate=lr, nonfinite=not finite,
-                        final_loss=float(curve[-1]) if np.isfinite(curve[-1]) else None))
+        rec = dict(learning_rate=lr, nonfinite=not bool(np.all(np.isfinite(curve))),
+                   final_loss=float(curve[-1]) if np.isfinite(curve[-1]) else None)
+        if Xte is not None:
+            rec["accuracy"] = float(model.score(Xte, yte))
+        out.append(rec)
     return out
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
-from bench_accuracy import DATASETS, LR_SWEEP, load_full, set_pipeline  # noqa: E402
+from bench_accuracy import DATASETS, LR_SWEEP, load_full, lr_sweep  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {"recipe": {}, "no clipping": {"clip_norm": None}, "regrow at init": {"new_weights": "init"},
@@ -62,12 +62,7 @@ def run_dataset(name, args):
         fixed["epochs"] = args.epochs
     rec = {"dataset": name, "variants": {}}
     for variant, params in VARIANTS.items():
-        rows = []
-        for lr in LR_SWEEP:
-            model = set_pipeline({**fixed, **params, "learning_rate": lr}, 0).fit(X[tr], y[tr])
-            curve = np.asarray(model.named_steps["set"].loss_curve_, dtype=float)
-            rows.append(dict(learning_rate=lr, nonfinite=bool(not np.all(np.isfinite(curve))),
-                             accuracy=float(model.score(X[te], y[te]))))
+        rows = lr_sweep(X[tr], y[tr], {**fixed, **params}, 0, X[te], y[te])
         rec["variants"][variant] = rows
         print(f"{name} {variant}: {sum(r['nonfinite'] for r in rows)} of {len(rows)} non-finite, "
               f"accuracy {np.mean([r['accuracy'] for r in rows]):.3f}", flush=True)
