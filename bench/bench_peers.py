@@ -133,7 +133,7 @@ def predict_bytes(method, spec):
     """Predicted peak RSS of a child: model and training state + data + interpreter (+ torch)."""
     from _baselines import dense_bytes, scipy_set_bytes, torch_mask_bytes
 
-    from set_cy.model import estimate_memory
+    from set_cy.sizing import estimate_memory
 
     layers, eps, B = spec["layers"], spec["epsilon"], spec["batch"]
     if method.startswith("set_cy"):

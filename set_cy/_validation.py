@@ -1,4 +1,9 @@
-"""Argument checks shared by the public layers (``ops``, layers, model). Kernels validate nothing."""
+"""Argument checks shared by the public layers (``ops``, layers, model, persistence). Kernels validate nothing.
+
+The structure of a CSR pattern is checked in one place, :func:`check_pattern` (and its transpose in
+:func:`check_transpose`); :func:`check_csr` (scipy matrices handed to :mod:`set_cy.ops`) and
+:func:`check_layer_arrays` (the arrays a :class:`set_cy.layers.SparseLayer` is built from) use it.
+"""
 import numbers
 import operator
 
@@ -6,13 +11,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels
+from .patterns import transpose_pattern
 
 __all__ = [
     "FLOAT_DTYPES",
     "INDEX_DTYPES",
+    "InvalidParameterError",
     "resolve_n_threads",
     "check_float_dtype",
     "check_dense",
+    "check_pattern",
+    "check_transpose",
     "check_csr",
     "check_scalar",
     "check_int",
@@ -24,14 +33,30 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter of the wrong type or out of range.
+
+    Both a ``ValueError`` and a ``TypeError`` (as scikit-learn's error of the same name), so callers
+    may catch either: a scikit-learn estimator reports every bad parameter as a ``ValueError``.
+    """
+
+
 def resolve_n_threads(n_threads, name="n_threads"):
-    """Number of OpenMP threads (or workers) to use: ``None`` means all (``omp_get_max_threads()``)."""
+    """Number of OpenMP threads (or workers) to use, with joblib's meaning of ``n_jobs``.
+
+    ``None`` or ``-1``: all cores (``omp_get_max_threads()``, which honours ``OMP_NUM_THREADS``);
+    a positive int: that many; ``-k``: all cores but ``k - 1``, at least one; 0 is an error.
+    """
     if n_threads is None:
         return max(1, int(_kernels.max_threads()))
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int or None, got {n_threads!r}")
-    if n_threads < 1:
-        raise ValueError(f"{name} must be >= 1 (or None for all cores), got {n_threads}")
+        raise InvalidParameterError(f"{name} must be a positive int, a negative int (joblib's meaning) or None, "
+                                    f"got {n_threads!r}")
+    if n_threads == 0:
+        raise InvalidParameterError(f"{name} must be >= 1, or negative as in joblib (-1: all cores, -2: all but "
+                                    f"one), or None (all cores); got 0")
+    if n_threads < 0:
+        return max(1, int(_kernels.max_threads()) + 1 + int(n_threads))
     return int(n_threads)
 
 
@@ -64,6 +89,52 @@ def check_dense(a, name, ndim, dtype=None):
     return a
 
 
+def check_pattern(indptr, indices, n_rows, n_cols, name="pattern", *, hint=""):
+    """Check a canonical CSR pattern of ``n_rows x n_cols``; raise ValueError naming what is wrong.
+
+    ``indptr`` (``n_rows + 1`` offsets) starts at 0, never decreases and ends at ``len(indices)``;
+    ``indices`` lie in ``[0, n_cols)`` and increase strictly within each row (sorted, no duplicates);
+    both are 1-D, of one int32/int64 dtype wide enough for every index and offset. The kernels read
+    patterns unchecked, so every pattern from outside passes here. O(nnz), one temporary of
+    ``nnz`` indices.
+    """
+    indptr, indices = np.asarray(indptr), np.asarray(indices)
+    if indptr.ndim != 1 or indices.ndim != 1:
+        raise ValueError(f"{name}: indptr and indices must be 1-D, got shapes {indptr.shape} and {indices.shape}")
+    if indptr.dtype not in INDEX_DTYPES or indices.dtype != indptr.dtype:
+        raise ValueError(f"{name}: indptr and indices must share dtype int32 or int64, got "
+                         f"{indptr.dtype} and {indices.dtype}")
+    nnz = indices.shape[0]
+    if max(n_rows, n_cols, nnz) >= np.iinfo(indices.dtype).max:
+        raise ValueError(f"{name}: {indices.dtype} cannot index a {n_rows} x {n_cols} pattern with {nnz} entries")
+    if indptr.shape[0] != n_rows + 1:
+        raise ValueError(f"{name}: indptr has length {indptr.shape[0]}, expected {n_rows + 1}")
+    if indptr[0] != 0 or indptr[-1] != nnz or np.any(indptr[1:] < indptr[:-1]):
+        raise ValueError(f"{name} is not a valid CSR structure: indptr must start at 0, never decrease and "
+                         f"end at len(indices) = {nnz}")
+    if nnz and (indices.min() < 0 or indices.max() >= n_cols):
+        raise ValueError(f"{name} has column indices outside [0, {n_cols})")
+    if nnz > 1:
+        steps = np.diff(indices)  # in (-n_cols, n_cols): no overflow
+        starts = indptr[1:-1]
+        steps[starts[(starts > 0) & (starts < nnz)] - 1] = 1  # a new row may start anywhere
+        if np.any(steps <= 0):
+            raise ValueError(f"{name} is not in canonical CSR form: indices must increase strictly within each "
+                             f"row (sorted, no duplicates)" + (f"; {hint}" if hint else ""))
+
+
+def check_transpose(indptr, indices, n_cols, t_indptr, t_indices, perm, name="pattern"):
+    """Check that ``(t_indptr, t_indices, perm)`` is the transposed index of a (checked) canonical pattern.
+
+    The transpose of a canonical pattern is unique, so it is rebuilt and compared: O(nnz).
+    """
+    want = transpose_pattern(np.asarray(indptr), np.asarray(indices), n_cols)
+    for label, got, ref in zip(("t_indptr", "t_indices", "perm"), (t_indptr, t_indices, perm), want):
+        got = np.asarray(got)
+        if got.dtype != ref.dtype or got.shape != ref.shape or not np.array_equal(got, ref):
+            raise ValueError(f"{name}: {label} is not the transposed index of the pattern")
+
+
 def check_csr(W, name="W", dtype=None):
     """Validate a scipy.sparse CSR array/matrix for the kernels; return (indptr, indices, data).
 
@@ -85,27 +156,23 @@ def check_csr(W, name="W", dtype=None):
     if indices.dtype not in INDEX_DTYPES or indptr.dtype not in INDEX_DTYPES:
         raise TypeError(f"{name} must have int32 or int64 indices, got {indices.dtype}/{indptr.dtype}")
     idx_dtype = np.promote_types(indices.dtype, indptr.dtype)
-    if indptr.shape != (n_rows + 1,):
+    if indptr.ndim != 1 or indptr.shape[0] != n_rows + 1:
         raise ValueError(f"{name}.indptr has length {indptr.shape[0]}, expected {n_rows + 1}")
     nnz = int(indptr[-1])
-    if indptr[0] != 0 or nnz > indices.shape[0] or nnz > data.shape[0] or np.any(np.diff(indptr) < 0):
-        raise ValueError(f"{name} is not a valid CSR structure (indptr must start at 0, be non-decreasing "
-                         f"and end at nnz <= len(indices))")
-    indices = indices[:nnz]
-    data = data[:nnz]
-    if nnz and (indices.min() < 0 or indices.max() >= n_cols):
-        raise ValueError(f"{name} has column indices outside [0, {n_cols})")
-    if not W.has_canonical_format:
-        raise ValueError(f"{name} is not in canonical CSR form (sorted indices without duplicates); "
-                         f"call {name}.sum_duplicates() first")
-    return (np.ascontiguousarray(indptr, dtype=idx_dtype), np.ascontiguousarray(indices, dtype=idx_dtype),
-            np.ascontiguousarray(data))
+    if nnz < 0 or nnz > indices.shape[0] or nnz > data.shape[0]:
+        raise ValueError(f"{name} is not a valid CSR structure (indptr must end at nnz <= len(indices), "
+                         f"len(data))")
+    indptr = np.ascontiguousarray(indptr, dtype=idx_dtype)
+    indices = np.ascontiguousarray(indices[:nnz], dtype=idx_dtype)
+    check_pattern(indptr, indices, n_rows, n_cols, name,
+                  hint=f"call {name}.sum_duplicates() first for a canonical form")
+    return indptr, indices, np.ascontiguousarray(data[:nnz])
 
 
 def check_scalar(x, name, *, min_val=None, max_val=None, include_min=True):
     """Validate a finite real scalar (bool rejected) within optional bounds; return it as float."""
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {x!r}")
+        raise InvalidParameterError(f"{name} must be a real number, got {x!r}")
     x = float(x)
     if not np.isfinite(x):
         raise ValueError(f"{name} must be finite, got {x}")
@@ -119,14 +186,18 @@ def check_scalar(x, name, *, min_val=None, max_val=None, include_min=True):
 
 
 def check_int(x, name, *, min_val=None, max_val=None):
-    """Validate an integer (bool rejected; numpy integers accepted) within optional bounds; return it as int."""
+    """Validate an integer (bool rejected; numpy integers accepted) within optional bounds; return it as int.
+
+    Raises :class:`InvalidParameterError` (a ValueError and a TypeError) naming ``name``.
+    """
+    what = {0: "a non-negative int", 1: "a positive int"}.get(min_val, "an int")
     if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise ValueError(f"{name} must be an int, got {x!r}")
+        raise InvalidParameterError(f"{name} must be {what}, got {x!r}")
     x = int(x)
     if min_val is not None and x < min_val:
-        raise ValueError(f"{name} must be >= {min_val}, got {x}")
+        raise InvalidParameterError(f"{name} must be {what if min_val in (0, 1) else f'>= {min_val}'}, got {x}")
     if max_val is not None and x > max_val:
-        raise ValueError(f"{name} must be <= {max_val}, got {x}")
+        raise InvalidParameterError(f"{name} must be <= {max_val}, got {x}")
     return x
 
 
@@ -134,12 +205,10 @@ LAYER_ARRAYS = ("indptr", "indices", "data", "velocity", "bias", "bias_velocity"
 
 
 def check_layer_arrays(n_in, n_out, arrays, dtype, name="layer"):
-    """Validate the arrays of a sparse layer that come from outside (a file, a state dict).
+    """Validate the arrays a sparse layer is built from (see :class:`set_cy.layers.SparseLayer`).
 
-    The pattern is the canonical CSR of ``W^T`` (``n_out`` rows, ``n_in`` columns): ``indptr``
-    starts at 0, never decreases and ends at ``len(indices)``; the indices are in ``[0, n_in)``,
-    strictly increasing within each row; ``indptr`` and ``indices`` share an int32/int64 dtype wide
-    enough for every index; ``data`` and ``velocity`` hold one finite value of ``dtype`` per
+    The pattern is the canonical CSR of ``W^T`` (``n_out`` rows, ``n_in`` columns, see
+    :func:`check_pattern`); ``data`` and ``velocity`` hold one finite value of ``dtype`` per
     connection, ``bias`` and ``bias_velocity`` one per output neuron. The kernels read all of them
     unchecked, so nothing may reach them without passing here.
 
@@ -170,24 +239,8 @@ def check_layer_arrays(n_in, n_out, arrays, dtype, name="layer"):
     for k, a in out.items():
         if a.ndim != 1:
             raise ValueError(f"{name}_{k} must be 1-D, got shape {a.shape}")
-    indptr, indices = out["indptr"], out["indices"]
-    if indptr.dtype not in INDEX_DTYPES or indices.dtype != indptr.dtype:
-        raise ValueError(f"{name}_indptr and {name}_indices must share dtype int32 or int64, got "
-                         f"{indptr.dtype} and {indices.dtype}")
-    nnz = indices.shape[0]
-    if max(n_in, n_out, nnz) >= np.iinfo(indices.dtype).max:
-        raise ValueError(f"{name}: {indices.dtype} cannot index a {n_in} x {n_out} layer with {nnz} connections")
-    if indptr.shape[0] != n_out + 1:
-        raise ValueError(f"{name}_indptr has length {indptr.shape[0]}, expected {n_out + 1}")
-    if indptr[0] != 0 or indptr[-1] != nnz or np.any(np.diff(indptr) < 0):
-        raise ValueError(f"{name}_indptr must start at 0, never decrease and end at len({name}_indices) = {nnz}")
-    if nnz and (indices.min() < 0 or indices.max() >= n_in):
-        raise ValueError(f"{name}_indices must lie in [0, {n_in})")
-    steps = np.diff(indices.astype(np.int64))
-    row_start = np.zeros(nnz, dtype=bool)
-    row_start[indptr[1:-1][indptr[1:-1] < nnz]] = True
-    if nnz > 1 and np.any((steps <= 0) & ~row_start[1:]):
-        raise ValueError(f"{name}_indices must increase strictly within each row (sorted, no duplicates)")
+    check_pattern(out["indptr"], out["indices"], n_out, n_in, name)
+    nnz = out["indices"].shape[0]
     for k, size in (("data", nnz), ("velocity", nnz), ("bias", n_out), ("bias_velocity", n_out)):
         a = out[k]
         if a.dtype != dtype:

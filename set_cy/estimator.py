@@ -13,8 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _kernels
-from ._validation import check_scalar
+from ._validation import check_int, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS
 from .evolution import NEW_WEIGHTS
 from .model import LR_SCALINGS
@@ -27,20 +26,6 @@ logger = logging.getLogger("set_cy")
 # Rows densified at a time by predict_proba (a multiple of the inference batch is used): bounds the
 # dense copy of scipy.sparse input.
 _PREDICT_CHUNK_ROWS = 4096
-
-
-def _real(value, name, **bounds):
-    """check_scalar, with a wrong type reported as a ValueError too (all bad parameters raise ValueError)."""
-    try:
-        return check_scalar(value, name, **bounds)
-    except TypeError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 class SETClassifier(ClassifierMixin, BaseEstimator):
@@ -192,20 +177,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         except TypeError:
             raise ValueError(f"hidden_layer_sizes must be an int or a sequence of positive ints, got {h!r}") \
                 from None
-        for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
-                raise ValueError(f"hidden_layer_sizes must hold positive ints, got {h!r}")
-        return [int(s) for s in sizes]
+        return [check_int(s, "hidden_layer_sizes entries", min_val=1) for s in sizes]
 
     def _n_threads(self):
-        n = self.n_jobs
-        if n is None:
-            return None
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n == 0:
-            raise ValueError(f"n_jobs must be a non-zero int or None, got {n!r}")
-        if n < 0:
-            return max(1, int(_kernels.max_threads()) + 1 + int(n))
-        return int(n)
+        return None if self.n_jobs is None else resolve_n_threads(self.n_jobs, "n_jobs")
 
     def _seeds(self, n):
         """Seeds of ``n`` networks: the first is :meth:`_seed`, the others derived from it (None stays None)."""
@@ -234,7 +209,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     def _check_batch_size(self):
         if isinstance(self.batch_size, str) and self.batch_size == "auto":
             return "auto"
-        return _positive_int(self.batch_size, "batch_size")
+        return check_int(self.batch_size, "batch_size", min_val=1)
 
     @staticmethod
     def _auto_batch(batch_size, n_samples):
@@ -247,11 +222,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         """Validate every parameter (sklearn convention: here, not in __init__); return the resolved ones."""
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        zeta = _real(self.zeta, "zeta", min_val=0.0, max_val=1.0)
+        zeta = check_scalar(self.zeta, "zeta", min_val=0.0, max_val=1.0)
         if zeta >= 1.0:
             raise ValueError(f"zeta must be < 1, got {zeta}")
-        if isinstance(self.verbose, bool) or not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
-            raise ValueError(f"verbose must be a non-negative int, got {self.verbose!r}")
+        check_int(self.verbose, "verbose", min_val=0)
         if self.new_weights not in NEW_WEIGHTS:
             raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {self.new_weights!r}")
         if self.lr_scaling not in LR_SCALINGS:
@@ -259,27 +233,27 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         cw = self.class_weight
         if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
-        prune = _real(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0)
+        prune = check_scalar(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0)
         if prune >= 1.0:
             raise ValueError(f"prune_inputs must be < 1, got {prune}")
         return dict(
             hidden=self._hidden_sizes(),
-            epsilon=_real(self.epsilon, "epsilon", min_val=0.0, include_min=False),
+            epsilon=check_scalar(self.epsilon, "epsilon", min_val=0.0, include_min=False),
             zeta=zeta,
-            dropout=_real(self.dropout, "dropout", min_val=0.0, max_val=0.99),
+            dropout=check_scalar(self.dropout, "dropout", min_val=0.0, max_val=0.99),
             batch_size=self._check_batch_size(),
-            learning_rate=_real(self.learning_rate, "learning_rate", min_val=0.0, include_min=False),
-            momentum=_real(self.momentum, "momentum", min_val=0.0, max_val=1.0),
-            weight_decay=_real(self.weight_decay, "weight_decay", min_val=0.0),
-            epochs=_positive_int(self.epochs, "epochs"),
+            learning_rate=check_scalar(self.learning_rate, "learning_rate", min_val=0.0, include_min=False),
+            momentum=check_scalar(self.momentum, "momentum", min_val=0.0, max_val=1.0),
+            weight_decay=check_scalar(self.weight_decay, "weight_decay", min_val=0.0),
+            epochs=check_int(self.epochs, "epochs", min_val=1),
             n_threads=self._n_threads(),
             verbose=int(self.verbose),
-            n_estimators=_positive_int(self.n_estimators, "n_estimators"),
-            clip_norm=None if self.clip_norm is None else _real(self.clip_norm, "clip_norm", min_val=0.0,
+            n_estimators=check_int(self.n_estimators, "n_estimators", min_val=1),
+            clip_norm=None if self.clip_norm is None else check_scalar(self.clip_norm, "clip_norm", min_val=0.0,
                                                                 include_min=False),
             prune_inputs=prune,
-            prune_every=_positive_int(self.prune_every, "prune_every"),
-            min_inputs=_positive_int(self.min_inputs, "min_inputs"),
+            prune_every=check_int(self.prune_every, "prune_every", min_val=1),
+            min_inputs=check_int(self.min_inputs, "min_inputs", min_val=1),
         )
 
     # ------------------------------------------------------------------------------------------

@@ -2,20 +2,17 @@
 
 - :func:`select_to_remove`: which stored connections to prune (per sign, as the SET reference does,
   or by magnitude), by partial sorts: O(nnz).
-- :func:`draw_free_positions`: distinct random positions that are not in a CSR pattern, bucketed
-  by row and checked against the pattern by binary search in its rows (no ``n_rows x n_cols``
-  temporary).
+- where new connections grow: :func:`set_cy.patterns.draw_free_positions` (the CSR pattern helpers
+  live in :mod:`set_cy.patterns`).
 - :func:`zeta_at`: the pruning fraction of an epoch under a schedule.
 """
 import math
 
 import numpy as np
 
-from . import _kernels
 from ._validation import check_scalar
 
-__all__ = ["CRITERIA", "NEW_WEIGHTS", "SCHEDULES", "check_evolution_args", "select_to_remove", "draw_free_positions",
-           "draw_free_positions_in", "zeta_at"]
+__all__ = ["CRITERIA", "NEW_WEIGHTS", "SCHEDULES", "check_evolution_args", "select_to_remove", "zeta_at"]
 
 CRITERIA = ("signed", "magnitude")
 NEW_WEIGHTS = ("init", "zeros")
@@ -72,145 +69,6 @@ def select_to_remove(values, zeta, criterion="signed"):
     if not parts:
         return np.empty(0, np.int64)
     return np.sort(np.concatenate(parts)).astype(np.int64)
-
-
-def _row_ids(indptr):
-    return np.repeat(np.arange(indptr.shape[0] - 1, dtype=indptr.dtype), np.diff(indptr))
-
-
-def _drop(indptr, indices, keep, n_threads):
-    """The entries of a CSR pattern with ``keep`` set."""
-    n = int(np.count_nonzero(keep))
-    out_indptr = np.empty_like(indptr)
-    out_indices = np.empty(n, indices.dtype)
-    _kernels.csr_pattern_compact(indptr, indices, keep.view(np.uint8), out_indptr, out_indices, n_threads)
-    return out_indptr, out_indices
-
-
-def _merge(a, b, n_threads):
-    """Union of two disjoint sorted CSR patterns ``a`` and ``b`` (tuples ``(indptr, indices)``)."""
-    out_indptr = np.empty_like(a[0])
-    out_indices = np.empty(a[1].shape[0] + b[1].shape[0], a[1].dtype)
-    _kernels.csr_pattern_merge(a[0], a[1], b[0], b[1], out_indptr, out_indices, n_threads)
-    return out_indptr, out_indices
-
-
-def _contains(pattern, rows, cols, n_threads):
-    out = np.empty(rows.shape[0], dtype=np.uint8)
-    if rows.shape[0] and pattern[1].shape[0]:
-        _kernels.csr_contains(pattern[0], pattern[1], rows, cols, out, n_threads)
-    else:
-        out[:] = 0
-    return out.view(bool)
-
-
-def draw_free_positions(rng, n_rows, n_cols, count, indptr=None, indices=None, *, index_dtype=None,
-                        n_threads=1):
-    """Draw ``count`` distinct positions uniformly among those not stored in a CSR pattern.
-
-    Rows and columns are drawn independently and uniformly (a uniform cell), bucketed by row with a
-    counting sort, sorted inside each row in parallel, and the repeats and positions already stored or
-    already drawn are rejected; the missing ones are drawn again. That is sampling without
-    replacement, so the result is a uniform subset of the free cells. O(count) work per round plus
-    short sorts, and no ``n_rows x n_cols`` temporary. When few cells are free (at most
-    ``4 * count``) they are enumerated instead.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-    n_rows, n_cols : int
-        Shape of the matrix.
-    count : int
-        Number of positions to draw.
-    indptr, indices : ndarray or None
-        The canonical CSR pattern to avoid (None: an empty matrix).
-    index_dtype : dtype, optional
-        Index dtype of the result (default: that of ``indices``, else int64).
-    n_threads : int
-
-    Returns
-    -------
-    new_indptr, new_indices : ndarray
-        Canonical CSR pattern (``n_rows + 1`` offsets) of the drawn positions.
-    """
-    idx_dtype = np.dtype(index_dtype or (np.int64 if indices is None else indices.dtype))
-    if indptr is None:
-        indptr = np.zeros(n_rows + 1, idx_dtype)
-        indices = np.empty(0, idx_dtype)
-    total = int(n_rows) * int(n_cols)
-    present = int(indices.shape[0])
-    free = total - present
-    if count > free:
-        raise ValueError(f"cannot place {count} new connections: only {free} free positions")
-    if count and free <= 4 * count:
-        # dense regime: enumerate the free cells (at most present + 4 * count of them) and pick
-        taken = np.zeros(total, dtype=bool)
-        taken[_row_ids(indptr).astype(np.int64) * n_cols + indices] = True
-        free_keys = np.flatnonzero(~taken)
-        keys = np.sort(free_keys[rng.choice(free_keys.size, count, replace=False)])
-        new_indptr = np.zeros(n_rows + 1, idx_dtype)
-        np.cumsum(np.bincount(keys // n_cols, minlength=n_rows), out=new_indptr[1:])
-        return new_indptr, (keys % n_cols).astype(idx_dtype)
-    existing = (indptr, indices)
-    drawn = (np.zeros(n_rows + 1, idx_dtype), np.empty(0, idx_dtype))
-    while drawn[1].shape[0] < count:
-        need = count - drawn[1].shape[0]
-        rows = rng.integers(0, n_rows, size=need, dtype=idx_dtype)
-        cols = rng.integers(0, n_cols, size=need, dtype=idx_dtype)
-        c_indptr = np.empty(n_rows + 1, idx_dtype)
-        c_indices = np.empty(need, idx_dtype)
-        _kernels.coo_to_csr(rows, cols, c_indptr, c_indices)
-        del rows, cols
-        keep = np.empty(need, np.uint8)
-        _kernels.csr_sort_rows(c_indptr, c_indices, keep, n_threads)
-        keep = keep.view(bool)
-        c_rows = _row_ids(c_indptr)
-        keep &= ~_contains(existing, c_rows, c_indices, n_threads)
-        keep &= ~_contains(drawn, c_rows, c_indices, n_threads)
-        del c_rows
-        drawn = _merge(drawn, _drop(c_indptr, c_indices, keep, n_threads), n_threads)
-    return drawn
-
-
-def draw_free_positions_in(rng, n_rows, n_cols, count, indptr, indices, cols, *, n_threads=1):
-    """Like :func:`draw_free_positions`, with the columns of the new positions taken from ``cols`` first.
-
-    As many of the ``count`` positions as there are free cells in the columns ``cols`` are drawn
-    uniformly among those cells; the rest (only when those columns are full) uniformly among the
-    other free cells. Used to regrow a first layer's connections onto the inputs that are still
-    active (see :meth:`set_cy.model.SparseNetwork.prune_inputs`).
-
-    Parameters
-    ----------
-    rng, n_rows, n_cols, count, indptr, indices, n_threads
-        As for :func:`draw_free_positions` (``indptr``, ``indices``: the canonical pattern to avoid).
-    cols : ndarray of int, sorted, distinct, in ``[0, n_cols)``
-        The preferred columns.
-
-    Returns
-    -------
-    new_indptr, new_indices : ndarray
-        Canonical CSR pattern of the drawn positions.
-    """
-    cols = np.asarray(cols, dtype=indices.dtype)
-    m = int(cols.shape[0])
-    # the pattern restricted to ``cols``, with columns renumbered 0..m-1 (the order is kept: cols is sorted)
-    lookup = np.full(n_cols, -1, dtype=np.int64)
-    lookup[cols] = np.arange(m)
-    sub = lookup[indices]
-    keep = sub >= 0
-    c_indptr, _ = _drop(indptr, indices, keep, n_threads)
-    c_indices = sub[keep].astype(indices.dtype)
-    free_in = n_rows * m - int(c_indices.shape[0])
-    first = min(int(count), free_in)
-    a_indptr, a_indices = draw_free_positions(rng, n_rows, m, first, c_indptr, c_indices, n_threads=n_threads)
-    drawn = (a_indptr, cols[a_indices])
-    rest = int(count) - first
-    if rest:
-        union = _merge((indptr, indices), drawn, n_threads)
-        more = draw_free_positions(rng, n_rows, n_cols, rest, *union, n_threads=n_threads)
-        drawn = _merge(drawn, more, n_threads)
-    return drawn
 
 
 def zeta_at(zeta, epoch, n_epochs, schedule="constant"):

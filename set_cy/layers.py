@@ -10,31 +10,22 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels
-from .evolution import draw_free_positions, draw_free_positions_in, select_to_remove
-from .ops import transpose_pattern
+from ._validation import (
+    LAYER_ARRAYS,
+    check_csr,
+    check_float_dtype,
+    check_int,
+    check_layer_arrays,
+    check_transpose,
+    resolve_n_threads,
+)
+from .evolution import select_to_remove
+from .patterns import draw_free_positions, draw_free_positions_in, transpose_pattern
+from .sizing import index_dtype_for, uses_scatter
 
-__all__ = ["SparseLayer", "INITS", "index_dtype_for", "SCATTER_PARTS", "uses_scatter"]
-
-# Backward product for small batches: scattering the rows of W^T (values read in storage order) beats
-# gathering values through the permutation once the values no longer fit in cache. Measured with
-# 600k x 600k and 315k x 315k layers, eps = 20, 2 threads: B = 2 took 34 vs 93 ms and 15 vs 44 ms,
-# B = 4 63 vs 109 ms and 31 vs 50 ms, B = 8 lost (190 vs 142 ms); on a 1000 x 1000 layer it always lost.
-SCATTER_MAX_BATCH = 4
-SCATTER_MIN_VALUE_BYTES = 8 << 20
-# Fixed number of partial sums of the scatter, so that results do not depend on the number of threads.
-SCATTER_PARTS = 4  # 2 threads, 600k x 600k layer, batch 2: 19-20 ms with 2 or 4 parts, 25 with 8, 30 with 16
-
-
-def uses_scatter(nnz, itemsize, batch):
-    """Whether the backward product of a layer runs as a scatter (see :func:`_kernels.spmm_scatter`)."""
-    return batch <= SCATTER_MAX_BATCH and nnz * itemsize >= SCATTER_MIN_VALUE_BYTES
+__all__ = ["SparseLayer", "INITS"]
 
 INITS = ("he_uniform", "xavier", "normal", "zeros")
-
-
-def index_dtype_for(n_in, n_out, nnz):
-    """int32 when every index and offset fits, else int64."""
-    return np.int32 if max(n_in, n_out, nnz) < np.iinfo(np.int32).max else np.int64
 
 
 def init_values(rng, init, size, n_in, n_out, nnz, dtype):
@@ -62,6 +53,12 @@ def init_values(rng, init, size, n_in, n_out, nnz, dtype):
 class SparseLayer:
     """Sparse connections from ``n_in`` to ``n_out`` neurons, with bias and momentum buffers.
 
+    The constructor is the one way to make a layer from arrays (a file, a state dict, shared memory):
+    it checks them all (:func:`set_cy._validation.check_layer_arrays`) before a kernel can see them
+    and raises ``ValueError`` naming the array and what is wrong. The arrays are used as given (C-
+    contiguous ones are not copied). Code that built the arrays itself (a random layer, a replica over
+    a checked layer's arrays) skips the checks with ``trusted=True``, and only that way.
+
     Parameters
     ----------
     n_in, n_out : int
@@ -71,18 +68,46 @@ class SparseLayer:
         Values in that order.
     bias, velocity, bias_velocity : ndarray, optional
         Zero when omitted.
+    t_indptr, t_indices, perm : ndarray, optional
+        The transposed index of this pattern (see :func:`set_cy.patterns.transpose_pattern`), when the
+        caller already has it (e.g. in shared memory); built from the pattern when omitted. Checked
+        against the pattern unless ``trusted``.
     init : str
         Distribution of the values of connections grown by :meth:`evolve`.
-    n_threads : int
-    transpose : tuple of ndarray (t_indptr, t_indices, perm), optional
-        The transposed index of this pattern, when the caller already has it (e.g. in shared memory);
-        built from the pattern otherwise.
+    n_threads : int or None
+    trusted : bool, default False
+        The arrays were built or checked by set_cy itself: skip the checks.
+    name : str, default "layer"
+        Prefix of the arrays' names in error messages (``"layer0"`` names ``layer0_indices``).
     """
 
     TRANSPOSE = ("t_indptr", "t_indices", "perm")
 
     def __init__(self, n_in, n_out, indptr, indices, data, *, bias=None, velocity=None, bias_velocity=None,
-                 init="he_uniform", n_threads=1, transpose=None):
+                 t_indptr=None, t_indices=None, perm=None, init="he_uniform", n_threads=1, trusted=False,
+                 name="layer"):
+        transpose = (t_indptr, t_indices, perm)
+        given = [a is not None for a in transpose]
+        if any(given) and not all(given):
+            raise ValueError("t_indptr, t_indices and perm go together: give all three or none")
+        if not trusted:
+            n_in = check_int(n_in, "n_in", min_val=1)
+            n_out = check_int(n_out, "n_out", min_val=1)
+            if init not in INITS:
+                raise ValueError(f"init must be one of {INITS}, got {init!r}")
+            n_threads = resolve_n_threads(n_threads)
+            data = np.asarray(data)
+            dtype = check_float_dtype(data.dtype, f"{name}_data")
+            arrays = {"indptr": indptr, "indices": indices, "data": data,
+                      "velocity": np.zeros_like(data) if velocity is None else velocity,
+                      "bias": np.zeros(n_out, dtype) if bias is None else bias,
+                      "bias_velocity": np.zeros(n_out, dtype) if bias_velocity is None else bias_velocity}
+            arrays = check_layer_arrays(n_in, n_out, arrays, dtype, name)
+            indptr, indices, data = arrays["indptr"], arrays["indices"], arrays["data"]
+            velocity, bias, bias_velocity = arrays["velocity"], arrays["bias"], arrays["bias_velocity"]
+            if all(given):
+                transpose = tuple(np.ascontiguousarray(a) for a in transpose)
+                check_transpose(indptr, indices, n_in, *transpose, name=name)
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.indptr, self.indices, self.data = indptr, indices, data
         dtype = data.dtype
@@ -92,10 +117,10 @@ class SparseLayer:
         self.init = init
         self.n_threads = n_threads
         self.lr_scale = 1.0  # multiplies the learning rate of this layer (see SparseNetwork's lr_scaling)
-        if transpose is None:
-            self._build_transpose()
-        else:
+        if all(given):
             self.t_indptr, self.t_indices, self.perm = transpose
+        else:
+            self._build_transpose()
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -104,18 +129,21 @@ class SparseLayer:
         idx = index_dtype_for(n_in, n_out, nnz)
         indptr, indices = draw_free_positions(rng, n_out, n_in, nnz, index_dtype=idx, n_threads=n_threads)
         data = init_values(rng, init, nnz, n_in, n_out, nnz, dtype)
-        return cls(n_in, n_out, indptr, indices, data, init=init, n_threads=n_threads)
+        return cls(n_in, n_out, indptr, indices, data, init=init, n_threads=n_threads, trusted=True)
 
     @classmethod
     def from_scipy(cls, W, *, bias=None, init="he_uniform", n_threads=1):
-        """Layer with the connections of a canonical CSR ``W`` (``n_in x n_out``)."""
-        from ._validation import check_csr
-
+        """Layer with the connections of a canonical CSR ``W`` (``n_in x n_out``), checked."""
         indptr, indices, data = check_csr(W, "W")
         t_indptr, t_indices, perm = transpose_pattern(indptr, indices, W.shape[1])
         return cls(W.shape[0], W.shape[1], t_indptr, t_indices, np.ascontiguousarray(data[perm]),
                    bias=None if bias is None else np.asarray(bias, data.dtype).copy(), init=init,
                    n_threads=n_threads)
+
+    def arrays(self):
+        """The layer's arrays by name (:data:`~set_cy._validation.LAYER_ARRAYS` and :attr:`TRANSPOSE`),
+        not copied: ``SparseLayer(n_in, n_out, **layer.arrays())`` is a layer over the same memory."""
+        return {name: getattr(self, name) for name in LAYER_ARRAYS + self.TRANSPOSE}
 
     def _build_transpose(self):
         self.t_indptr, self.t_indices, self.perm = transpose_pattern(self.indptr, self.indices, self.n_in)

@@ -16,26 +16,17 @@ returned by :meth:`SparseLinear.backward` and the velocity all follow that order
 maps it to scipy's CSR order of ``W`` (``to_scipy().data == values[csr_order]``).
 """
 import logging
-import numbers
 
 import numpy as np
 
-from ._validation import check_csr, check_dense, check_float_dtype, check_scalar, resolve_n_threads
+from ._validation import check_csr, check_dense, check_float_dtype, check_int, check_scalar, resolve_n_threads
 from .evolution import check_evolution_args
 from .layers import INITS, SparseLayer
-from .model import allocate_connections
+from .sizing import allocate_connections
 
 __all__ = ["SparseLinear"]
 
 logger = logging.getLogger("set_cy")
-
-
-def _check_int(x, name, min_val):
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {x!r}")
-    if x < min_val:
-        raise ValueError(f"{name} must be >= {min_val}, got {x}")
-    return int(x)
 
 
 def _make_rng(seed, rng):
@@ -69,7 +60,8 @@ class SparseLinear:
     rng : numpy.random.Generator, optional
         Generator to use instead of ``seed`` (kept and used by :meth:`evolve`).
     n_threads : int or None, default None
-        OpenMP threads of the kernels; None uses all cores. Results do not depend on it.
+        OpenMP threads of the kernels; None or -1 uses all cores, ``-k`` all but ``k - 1`` (joblib's
+        meaning). Results do not depend on it.
 
     Attributes
     ----------
@@ -98,8 +90,8 @@ class SparseLinear:
 
     def __init__(self, n_in, n_out, *, epsilon=None, nnz=None, init="he_uniform", dtype="float32", seed=None,
                  rng=None, n_threads=None):
-        n_in = _check_int(n_in, "n_in", 1)
-        n_out = _check_int(n_out, "n_out", 1)
+        n_in = check_int(n_in, "n_in", min_val=1)
+        n_out = check_int(n_out, "n_out", min_val=1)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         dtype = check_float_dtype(dtype)
@@ -109,7 +101,7 @@ class SparseLinear:
         if nnz is None:
             epsilon = check_scalar(20.0 if epsilon is None else epsilon, "epsilon", min_val=0.0, include_min=False)
             nnz = allocate_connections([n_in, n_out], epsilon)[0]
-        nnz = _check_int(nnz, "nnz", 0)
+        nnz = check_int(nnz, "nnz", min_val=0)
         if nnz > n_in * n_out:
             raise ValueError(f"nnz must be <= n_in * n_out = {n_in * n_out}, got {nnz}")
         rng = _make_rng(seed, rng)

@@ -4,20 +4,20 @@ Everything in the hot loop runs on feature-major ``(units, batch)`` buffers that
 between batches (allocated once per batch size). The training loop (epochs, shuffling, schedules,
 callbacks) lives in :mod:`set_cy.trainer`.
 """
-import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 
 from . import _kernels
-from ._validation import LAYER_ARRAYS, check_float_dtype, check_int, check_layer_arrays, check_scalar, resolve_n_threads
+from ._validation import LAYER_ARRAYS, check_float_dtype, check_int, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args
-from .layers import INITS, SCATTER_PARTS, SparseLayer, index_dtype_for, uses_scatter
+from .layers import INITS, SparseLayer
+from .persistence import read_network_file, write_network_file
+from .sizing import ALLOCATIONS, SCATTER_PARTS, allocate_connections, uses_scatter
 
-__all__ = ["SparseNetwork", "LOSSES", "ALLOCATIONS", "allocate_connections", "estimate_memory"]
+__all__ = ["SparseNetwork", "LOSSES", "LR_SCALINGS"]
 
 logger = logging.getLogger("set_cy")
 
@@ -26,76 +26,6 @@ LR_SCALINGS = ("none", "fan_in")
 # Inputs per neuron up to which "fan_in" lr scaling leaves a layer alone: a dense layer of about a thousand
 # inputs is where plain SGD at lr ~0.01 is known to behave (the 784-1000-1000-1000-10 Fashion-MNIST MLP).
 FAN_IN_REF = 1024.0
-ALLOCATIONS = ("er", "erk", "uniform")
-FORMAT_VERSION = 1
-
-
-def allocate_connections(layer_sizes, epsilon, allocation="er"):
-    """Number of connections of each layer.
-
-    ``"er"`` (Erdős–Rényi, the SET paper): ``min(epsilon * (n_in + n_out), n_in * n_out)`` per layer.
-    ``"erk"`` and ``"uniform"`` (RigL's names) share the same total budget: ``"erk"`` gives each layer a
-    density proportional to ``(n_in + n_out) / (n_in * n_out)`` and hands what capped (dense) layers
-    cannot take to the others; ``"uniform"`` gives every layer the same density.
-    """
-    sizes = list(layer_sizes)
-    cells = np.array([a * b for a, b in zip(sizes[:-1], sizes[1:])], dtype=np.float64)
-    er = np.array([min(epsilon * (a + b), a * b) for a, b in zip(sizes[:-1], sizes[1:])], dtype=np.int64)
-    if allocation == "er":
-        return [int(x) for x in er]
-    budget = float(er.sum())
-    if allocation == "uniform":
-        weight = np.ones_like(cells)
-    elif allocation == "erk":
-        weight = np.array([(a + b) / (a * b) for a, b in zip(sizes[:-1], sizes[1:])])
-    else:
-        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
-    dense = np.zeros(cells.size, bool)
-    while True:
-        free_budget = budget - cells[dense].sum()
-        scale = free_budget / (weight[~dense] * cells[~dense]).sum()
-        density = np.where(dense, 1.0, weight * scale)
-        newly = (density > 1.0) & ~dense
-        if not newly.any():
-            break
-        dense |= newly
-    nnz = np.minimum(np.floor(density * cells + 0.5), cells).astype(np.int64)
-    return [int(x) for x in nnz]
-
-
-def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", allocation="er", zeta=0.3):
-    """Bytes a network needs while training, without building it.
-
-    Counts, per connection, the value, velocity, column index, transposed index and permutation;
-    per neuron the biases and offsets; the feature-major activations, deltas and dropout bytes of one
-    batch; and the transient arrays of the largest layer's construction or evolution step (the
-    larger of the two). Data and the interpreter are not included.
-
-    Returns
-    -------
-    dict
-        ``weights``, ``activations``, ``transient`` and ``total`` in bytes.
-    """
-    sizes = [int(s) for s in layer_sizes]
-    val = np.dtype(dtype).itemsize
-    nnz = allocate_connections(sizes, epsilon, allocation)
-    weights = 0
-    transient = 0
-    for k, a, b in zip(nnz, sizes[:-1], sizes[1:]):
-        idx = np.dtype(index_dtype_for(a, b, k)).itemsize
-        weights += k * (2 * val + 3 * idx) + (a + b + 2) * idx + 2 * b * val
-        build = k * (4 * idx + 1)
-        evolve = k * (1 + 3 * idx + 2 * val) + int(zeta * k) * (5 * idx + 1)
-        transient = max(transient, build, evolve)
-    B = int(batch_size)
-    hidden = sizes[1:-1]
-    widest = max(hidden + [sizes[0]])
-    activations = B * val * (sizes[0] + sum(sizes[1:]) + 2 * widest) + B * (max(hidden) if hidden else 0)
-    scatter = [a for k, a in zip(nnz[1:], sizes[1:-1]) if uses_scatter(k, val, B)]
-    activations += SCATTER_PARTS * B * val * max(scatter, default=0)
-    total = weights + activations + transient
-    return {"weights": int(weights), "activations": int(activations), "transient": int(transient),
-            "total": int(total), "connections": int(sum(nnz))}
 
 
 class SparseNetwork:
@@ -118,7 +48,7 @@ class SparseNetwork:
     seed : int or None
         Seed of the network's random generator (topology, values, dropout, shuffling, evolution).
     n_threads : int or None
-        OpenMP threads of the kernels; None uses all cores.
+        OpenMP threads of the kernels; None or -1 uses all cores, ``-k`` all but ``k - 1`` (joblib's meaning).
     loss : {"cross_entropy", "mse"}, default "cross_entropy"
         Softmax + cross-entropy, or mean squared error on linear outputs against one-hot targets.
     allocation : {"er", "erk", "uniform"}, default "er"
@@ -169,8 +99,10 @@ class SparseNetwork:
         self.meta_ = {}  # JSON-serialisable user data saved with the model
         self.input_mask_ = None  # bool (n_features,) after prune_inputs: the inputs still in use
         self._inactive = None
-        if _layers is not None:
+        if _layers is not None:  # from_layers, which checked them
             self.layers = _layers
+            for layer in self.layers:
+                layer.n_threads = self.n_threads
         else:
             nnz = allocate_connections(sizes, self.epsilon, allocation)
             self.layers = [SparseLayer.random(a, b, k, self.rng, init=init, dtype=self.dtype,
@@ -181,6 +113,44 @@ class SparseNetwork:
         # the dense 315k-input output layer of the 1M-neuron network blow up: loss 72 after an epoch).
         for layer in self.layers:
             layer.lr_scale = min(1.0, FAN_IN_REF / layer.fan_in) if lr_scaling == "fan_in" else 1.0
+
+    @classmethod
+    def from_layers(cls, layers, *, n_threads=None, **config):
+        """The one way to make a network over existing layers (loading, the parallel engines' replicas).
+
+        The layers are used as they are (no copies): their arrays were checked when each
+        :class:`~set_cy.layers.SparseLayer` was built. Here the layers are checked against each other
+        and against the configuration.
+
+        Parameters
+        ----------
+        layers : sequence of SparseLayer
+            Consecutive layers: each one's ``n_out`` is the next one's ``n_in``.
+        n_threads : int or None
+            Threads of the network and of every layer.
+        **config
+            The other parameters of the constructor; ``layer_sizes`` may be given and must then match
+            the layers.
+
+        Returns
+        -------
+        SparseNetwork (or the subclass it is called on)
+        """
+        layers = list(layers)
+        if not layers or not all(isinstance(layer, SparseLayer) for layer in layers):
+            raise TypeError("layers must be a non-empty sequence of SparseLayer")
+        sizes = [layers[0].n_in] + [layer.n_out for layer in layers]
+        for i, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
+            if a.n_out != b.n_in:
+                raise ValueError(f"layer {i} has {a.n_out} outputs but layer {i + 1} has {b.n_in} inputs")
+        given = config.pop("layer_sizes", None)
+        if given is not None and [int(s) for s in given] != sizes:
+            raise ValueError(f"layer_sizes {list(given)} do not match the layers' sizes {sizes}")
+        dtype = check_float_dtype(config.get("dtype", "float32"))
+        bad = [i for i, layer in enumerate(layers) if layer.dtype != dtype]
+        if bad:
+            raise ValueError(f"layers {bad} are not {dtype} (the network's dtype)")
+        return cls(sizes, n_threads=n_threads, _layers=layers, **config)
 
     # ------------------------------------------------------------------------------------------
     # inspection
@@ -657,86 +627,40 @@ class SparseNetwork:
         """Write the network, its optimiser state and its random state to one ``.npz`` file, atomically.
 
         The file is written next to ``path`` under a temporary name and renamed over it, so an
-        interrupted save never leaves a truncated file. It loads with ``allow_pickle=False``.
+        interrupted save never leaves a truncated file (see :mod:`set_cy.persistence`). It loads
+        with ``allow_pickle=False``.
         """
-        path = os.fspath(path)
-        arrays = {
-            "format_version": np.array(FORMAT_VERSION),
-            "config": np.array(json.dumps(self._config())),
-            "rng_state": np.array(json.dumps(self.rng.bit_generator.state)),
-            "extra_state": np.array(json.dumps(self._extra_state())),
-        }
-        for i, layer in enumerate(self.layers):
-            for name in LAYER_ARRAYS:
-                arrays[f"layer{i}_{name}"] = getattr(layer, name)
-        if self.input_mask_ is not None:
-            arrays["input_mask"] = self.input_mask_
-        for k, v in self._extra_arrays().items():
-            arrays[f"extra_{k}"] = v
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".set_cy-", suffix=".npz.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_network_file(path, self._config(), self.rng.bit_generator.state, self._extra_state(),
+                           [{name: getattr(layer, name) for name in LAYER_ARRAYS} for layer in self.layers],
+                           self.input_mask_, self._extra_arrays())
         logger.info("saved %s (%d connections) to %s", type(self).__name__, self.n_connections, path)
-        return path
+        return os.fspath(path)
 
     @classmethod
     def load(cls, path, *, n_threads=None):
         """Load a network written by :meth:`save` (no pickle involved).
 
-        Every array of the file is checked before a kernel can see it (see
-        :func:`set_cy._validation.check_layer_arrays`): a corrupt or foreign file raises
-        ``ValueError`` naming what is wrong, it never reads or writes outside memory.
+        Every array of the file is checked before a kernel can see it (the layers are built by
+        :class:`set_cy.layers.SparseLayer`, the network by :meth:`from_layers`): a corrupt or foreign
+        file raises ``ValueError`` naming what is wrong, it never reads or writes outside memory.
         """
-        import zipfile
-
+        state = read_network_file(path)
+        cfg = state["config"]
         try:
-            with np.load(os.fspath(path), allow_pickle=False) as f:
-                return cls._from_npz(f, path, n_threads)
-        except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not a valid set_cy model file: {type(exc).__name__}: {exc}") from exc
-
-    @classmethod
-    def _from_npz(cls, f, path, n_threads):
-        if "config" not in f or "format_version" not in f:
-            raise ValueError(f"{path} is not a set_cy model file")
-        if int(f["format_version"]) != FORMAT_VERSION:
-            raise ValueError(f"{path} has format version {int(f['format_version'])}, "
-                             f"this set_cy reads {FORMAT_VERSION}")
-        cfg = json.loads(str(f["config"]))
-        if not isinstance(cfg, dict):
-            raise ValueError(f"{path}: config is not a JSON object")
-        sizes = cfg.get("layer_sizes")
-        if (not isinstance(sizes, list) or len(sizes) < 2
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes)):
-            raise ValueError(f"{path}: layer_sizes must be a list of >= 2 positive ints, got {sizes!r}")
-        dtype = check_float_dtype(cfg.get("dtype"))
-        nt = resolve_n_threads(n_threads)
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            keys = {name: f"layer{i}_{name}" for name in LAYER_ARRAYS}
-            missing = [k for k in keys.values() if k not in f]
-            if missing:
-                raise ValueError(f"{path}: missing arrays {missing}")
-            g = check_layer_arrays(a, b, {name: f[key] for name, key in keys.items()}, dtype, f"layer{i}")
-            layers.append(SparseLayer(a, b, g["indptr"], g["indices"], g["data"], bias=g["bias"],
-                                      velocity=g["velocity"], bias_velocity=g["bias_velocity"],
-                                      init=cfg.get("init"), n_threads=nt))
-        model = cls(sizes, epsilon=cfg["epsilon"], activation=cfg["activation"], dropout=cfg["dropout"],
-                    init=cfg["init"], dtype=cfg["dtype"], seed=cfg["seed"], n_threads=nt, loss=cfg["loss"],
-                    allocation=cfg["allocation"], activation_alpha=cfg["activation_alpha"],
-                    lr_scaling=cfg["lr_scaling"], _layers=layers)
-        if "input_mask" in f:
-            model._set_input_mask(f["input_mask"])
-        model.rng.bit_generator.state = json.loads(str(f["rng_state"]))
-        model._set_extra_state(json.loads(str(f["extra_state"])))
-        model._set_extra_arrays({k[len("extra_"):]: f[k] for k in f.files if k.startswith("extra_")})
+            nt = resolve_n_threads(n_threads)
+            dtype = check_float_dtype(cfg.get("dtype"))
+            layers = []
+            for i, (a, b, arrays) in enumerate(zip(cfg["layer_sizes"][:-1], cfg["layer_sizes"][1:],
+                                                   state["layers"])):
+                if arrays["data"].dtype != dtype:
+                    raise ValueError(f"layer{i}_data has dtype {arrays['data'].dtype}, expected {dtype}")
+                layers.append(SparseLayer(a, b, **arrays, init=cfg.get("init"), n_threads=nt, name=f"layer{i}"))
+            model = cls.from_layers(layers, n_threads=nt, **cfg)
+            if state["input_mask"] is not None:
+                model._set_input_mask(state["input_mask"])
+            model.rng.bit_generator.state = state["rng_state"]
+            model._set_extra_state(state["extra_state"])
+            model._set_extra_arrays(state["extra_arrays"])
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise ValueError(f"{path} is not a valid set_cy model file: {exc}") from exc
         return model

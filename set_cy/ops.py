@@ -13,32 +13,9 @@ import numpy as np
 
 from . import _kernels
 from ._validation import check_csr, check_dense, check_scalar, resolve_n_threads
+from .patterns import transpose_pattern
 
 __all__ = ["sparse_matmul", "sparse_matmul_t", "sddmm", "momentum_update", "transpose_pattern"]
-
-
-def transpose_pattern(indptr, indices, n_cols):
-    """Pattern of the transpose of a canonical CSR pattern, and the map between the two orders.
-
-    Parameters
-    ----------
-    indptr, indices : ndarray of int32 or int64 (same dtype)
-        A canonical CSR pattern with ``len(indptr) - 1`` rows and ``n_cols`` columns.
-    n_cols : int
-        Number of columns.
-
-    Returns
-    -------
-    t_indptr, t_indices, perm : ndarray
-        CSR pattern of the transpose (sorted) and ``perm`` with entry ``q`` of the transpose being
-        entry ``perm[q]`` of the input.
-    """
-    idx_dtype = indices.dtype
-    t_indptr = np.empty(n_cols + 1, dtype=idx_dtype)
-    t_indices = np.empty(indices.shape[0], dtype=idx_dtype)
-    perm = np.empty(indices.shape[0], dtype=idx_dtype)
-    _kernels.csr_transpose_index(indptr, indices, n_cols, t_indptr, t_indices, perm)
-    return t_indptr, t_indices, perm
 
 
 def _feature_major(A):
@@ -54,7 +31,7 @@ def sparse_matmul(X, W, *, n_threads=None):
     X : ndarray of shape (batch, n_in), float32 or float64
     W : scipy.sparse CSR array or matrix of shape (n_in, n_out), same dtype as ``X``, canonical
     n_threads : int or None, default None
-        OpenMP threads; None uses all cores.
+        OpenMP threads; None or -1 uses all cores, ``-k`` all but ``k - 1`` (joblib's meaning).
 
     Returns
     -------

@@ -40,7 +40,7 @@ import tempfile
 import numpy as np
 
 from . import _kernels
-from ._validation import resolve_n_threads
+from ._validation import LAYER_ARRAYS, check_int, resolve_n_threads
 from .layers import SparseLayer
 from .model import SparseNetwork
 
@@ -51,7 +51,7 @@ logger = logging.getLogger("set_cy")
 BACKENDS = ("openmp", "threads", "processes", "dask")
 SHM_PREFIX = "set_cy-"  # name prefix of the shared-memory files of the "processes" backend
 # Per layer: the arrays a worker of the "processes" backend maps (pattern, values, optimiser state).
-_LAYER_ARRAYS = ("indptr", "indices", "data", "velocity", "bias", "bias_velocity") + SparseLayer.TRANSPOSE
+_LAYER_ARRAYS = LAYER_ARRAYS + SparseLayer.TRANSPOSE
 _ALIGN = 64
 
 
@@ -70,21 +70,18 @@ def _fail(backend, exc):
                             "weights of the last completed step.")
 
 
-def _network_like(model, layers, n_threads):
-    """A network with the configuration of ``model`` over the given layers (no copies of their arrays)."""
-    cfg = model._config()
-    sizes = cfg.pop("layer_sizes")
-    cfg.pop("epsilon")
-    cfg.pop("allocation")
-    return SparseNetwork(sizes, n_threads=n_threads, _layers=layers, **cfg)
+def _replica(config, layers, n_threads):
+    """A network with ``config`` (a model's ``_config()``) over the given layers (no copies of their arrays)."""
+    return SparseNetwork.from_layers(layers, n_threads=n_threads, **config)
 
 
-def _layer_over(layer, arrays, n_threads):
-    """A :class:`SparseLayer` over ``arrays`` (name -> ndarray), shaped like ``layer``; nothing copied."""
-    return SparseLayer(layer.n_in, layer.n_out, arrays["indptr"], arrays["indices"], arrays["data"],
-                       bias=arrays["bias"], velocity=arrays["velocity"], bias_velocity=arrays["bias_velocity"],
-                       init=layer.init, n_threads=n_threads,
-                       transpose=tuple(arrays[name] for name in SparseLayer.TRANSPOSE))
+def _layer_over(n_in, n_out, init, arrays, n_threads):
+    """A :class:`SparseLayer` over ``arrays`` (name -> ndarray, all of ``_LAYER_ARRAYS``), nothing copied.
+
+    The arrays are a checked layer's own (or views of them in shared memory), hence ``trusted``.
+    """
+    return SparseLayer(n_in, n_out, **{name: arrays[name] for name in _LAYER_ARRAYS}, init=init,
+                       n_threads=n_threads, trusted=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,9 +144,9 @@ class _ShardedEngine(_Engine):
 
     def _make_replicas(self, n):
         # own buffers and generator over the model's arrays (shared, zero copies)
-        self.replicas = [_network_like(self.model, [_layer_over(layer, {a: getattr(layer, a) for a in _LAYER_ARRAYS},
-                                                                self.worker_threads)
-                                                    for layer in self.model.layers], self.worker_threads)
+        self.replicas = [_replica(self.model._config(),
+                                  [_layer_over(layer.n_in, layer.n_out, layer.init, layer.arrays(), self.worker_threads)
+                                   for layer in self.model.layers], self.worker_threads)
                          for _ in range(n)]
 
     def _local(self, s, rows, seed, denom):
@@ -267,14 +264,9 @@ def _attach(spec):
         mm = np.memmap(path, dtype=np.uint8, mode="r+")
         views = {name: np.ndarray(shape, np.dtype(dt), buffer=mm, offset=off)
                  for name, (off, shape, dt) in spec["arrays"].items()}
-        layers = [SparseLayer(n_in, n_out, views[f"{i}.indptr"], views[f"{i}.indices"], views[f"{i}.data"],
-                              bias=views[f"{i}.bias"], velocity=views[f"{i}.velocity"],
-                              bias_velocity=views[f"{i}.bias_velocity"], init=init, n_threads=spec["threads"],
-                              transpose=tuple(views[f"{i}.{n}"] for n in SparseLayer.TRANSPOSE))
+        layers = [_layer_over(n_in, n_out, init, {n: views[f"{i}.{n}"] for n in _LAYER_ARRAYS}, spec["threads"])
                   for i, (n_in, n_out, init) in enumerate(spec["layers"])]
-        cfg = dict(spec["config"])
-        sizes = cfg.pop("layer_sizes")
-        net = SparseNetwork(sizes, n_threads=spec["threads"], _layers=layers, **cfg)
+        net = _replica(spec["config"], layers, spec["threads"])
         hit = _ATTACHED[path] = (mm, net, views)
     return hit
 
@@ -346,7 +338,7 @@ class _ProcessEngine(_ShardedEngine):
         self.views["y"][...] = y
         self._bind()  # the model's arrays move into the shared file
         self.spec = {"path": self.path, "arrays": arrays, "threads": self.worker_threads,
-                     "config": {k: v for k, v in model._config().items() if k not in ("epsilon", "allocation")},
+                     "config": model._config(),
                      "layers": [(layer.n_in, layer.n_out, layer.init) for layer in model.layers]}
         logger.info("processes backend: %d workers share %.1f MB in %s", self.n_jobs, off / 1e6, self.path)
 
@@ -408,22 +400,18 @@ def _state_of(model):
     """A snapshot (fresh copies) of everything a remote worker needs to train the model."""
     return {"config": model._config(),
             "layers": [{"shape": (layer.n_in, layer.n_out), "init": layer.init, "lr_scale": layer.lr_scale,
-                        **{n: getattr(layer, n).copy() for n in
-                           ("indptr", "indices", "data", "velocity", "bias", "bias_velocity")}}
+                        **{n: getattr(layer, n).copy() for n in LAYER_ARRAYS}}
                        for layer in model.layers]}
 
 
 def _local_round(X, y, state, batches, seed, hp, n_threads):
     """Train a copy of the network on ``batches`` (row arrays) of ``X``; return its values and stats."""
-    layers = []
-    for d in state["layers"]:
-        layer = SparseLayer(*d["shape"], d["indptr"], d["indices"], d["data"].copy(), bias=d["bias"].copy(),
-                            velocity=d["velocity"].copy(), bias_velocity=d["bias_velocity"].copy(),
-                            init=d["init"], n_threads=n_threads)
-        layers.append(layer)
-    cfg = dict(state["config"])
-    sizes = cfg.pop("layer_sizes")
-    net = SparseNetwork(sizes, n_threads=n_threads, _layers=layers, **cfg)
+    # the parent's checked arrays (from _state_of); what training writes is copied, as the state may be shared
+    writable = ("data", "velocity", "bias", "bias_velocity")
+    layers = [SparseLayer(*d["shape"], **{n: d[n].copy() if n in writable else d[n] for n in LAYER_ARRAYS},
+                          init=d["init"], n_threads=n_threads, trusted=True)
+              for d in state["layers"]]
+    net = _replica(state["config"], layers, n_threads)
     for layer, d in zip(net.layers, state["layers"]):
         layer.lr_scale = d["lr_scale"]
     net.rng = np.random.default_rng(seed)
@@ -532,15 +520,12 @@ def make_engine(model, X, y, batch_size, *, backend="openmp", n_jobs=None, clien
     """The engine that runs the steps of one fit (validated arguments in, see :meth:`SparseMLP.fit`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if n_jobs is not None and not isinstance(n_jobs, bool) and n_jobs == -1:
-        n_jobs = None  # joblib's "all cores"
     if n_jobs is not None:
         n_jobs = resolve_n_threads(n_jobs, "n_jobs")
     if backend != "dask" and (client is not None or local_steps is not None):
         raise ValueError("client and local_steps apply to backend='dask' only")
-    if local_steps is not None and (isinstance(local_steps, bool) or not isinstance(local_steps, (int, np.integer))
-                                    or local_steps < 1):
-        raise ValueError(f"local_steps must be a positive int, got {local_steps!r}")
+    if local_steps is not None:
+        local_steps = check_int(local_steps, "local_steps", min_val=1)
     if backend == "openmp":
         return _OpenMPEngine(model, X, y, batch_size, n_jobs)
     if backend == "dask":

@@ -20,6 +20,7 @@ activations, which keep strides) reads its input without a copy. Call ``.contigu
 row-major tensor is needed (e.g. before ``.view``).
 """
 import logging
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from . import _kernels
-from ._validation import check_float_dtype, resolve_n_threads
+from ._validation import check_float_dtype, check_int, check_pattern, check_transpose, resolve_n_threads
 from .evolution import check_evolution_args
 from .layers import SparseLayer
 from .linear import SparseLinear as _NumpySparseLinear
@@ -85,9 +86,26 @@ def _check_tensor(t, name, dtype=None, ndim=None):
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
 
 
+_PATTERN_FIELDS = ("indptr", "indices", "t_indptr", "t_indices", "perm")
+# Patterns whose content was checked: id(indptr) -> (weak references to the five tensors, (n_in, n_out, their
+# version counters)). A pattern is checked again when any tensor is another object or was changed in place.
+_CHECKED = {}
+_CHECKED_MAX = 1024
+
+
 def _check_pattern(pattern):
+    """Check a pattern's shapes (every call) and its content (once per version of its tensors).
+
+    The content (canonical CSR, indices in range, the transposed index matching, see
+    :func:`set_cy._validation.check_pattern`) costs O(nnz), so it is remembered per tensor object and
+    torch's version counter: a module's buffers are checked at the first forward and after every
+    in-place change (``load_state_dict``, :meth:`SparseLinear.evolve`, ``copy_``). Writes through a
+    NumPy view of a buffer (``tensor.numpy()``) bypass torch's counter and are not seen.
+    """
     if not isinstance(pattern, SparsePattern):
         raise TypeError(f"pattern must be a SparsePattern, got {type(pattern).__name__}")
+    for name in ("n_in", "n_out"):
+        check_int(getattr(pattern, name), f"pattern.{name}", min_val=1)
     idx_dtype = pattern.indices.dtype
     if idx_dtype not in _INDEX_DTYPES:
         raise TypeError(f"pattern indices must be int32 or int64, got {idx_dtype}")
@@ -103,18 +121,54 @@ def _check_pattern(pattern):
                          f"{pattern.n_out + 1}), t_indptr {pattern.t_indptr.shape[0]} (expected n_in + 1 = "
                          f"{pattern.n_in + 1}), indices/t_indices/perm {nnz}/{pattern.t_indices.shape[0]}/"
                          f"{pattern.perm.shape[0]}")
+    tensors = tuple(getattr(pattern, name) for name in _PATTERN_FIELDS)
+    stamp = (int(pattern.n_in), int(pattern.n_out), tuple(t._version for t in tensors))
+    hit = _CHECKED.get(id(pattern.indptr))
+    if hit is not None and hit[1] == stamp and all(ref() is t for ref, t in zip(hit[0], tensors)):
+        return
+    arrays = [_np(t) for t in tensors]
+    check_pattern(arrays[0], arrays[1], pattern.n_out, pattern.n_in, "pattern")
+    check_transpose(*arrays[:2], pattern.n_in, *arrays[2:], name="pattern")
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED[id(pattern.indptr)] = (tuple(weakref.ref(t) for t in tensors), stamp)
+
+
+def _check_arguments(X, values, bias, pattern):
+    """Check the arguments of :class:`SparseLinearFunction`; return ``bias`` made contiguous."""
+    _check_pattern(pattern)
+    _check_tensor(values, "values", ndim=1)
+    if values.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"values must be float32 or float64, got {values.dtype}")
+    if values.shape[0] != pattern.indices.shape[0]:
+        raise ValueError(f"values has {values.shape[0]} entries but the pattern has {pattern.indices.shape[0]}")
+    if not values.is_contiguous():
+        raise ValueError("values must be contiguous")
+    _check_tensor(X, "X", dtype=values.dtype, ndim=2)
+    if X.shape[1] != pattern.n_in:
+        raise ValueError(f"X must have shape (batch, {pattern.n_in}), got {tuple(X.shape)}")
+    if bias is not None:
+        _check_tensor(bias, "bias", dtype=values.dtype, ndim=1)
+        if bias.shape[0] != pattern.n_out:
+            raise ValueError(f"bias must have shape ({pattern.n_out},), got {tuple(bias.shape)}")
+        bias = bias if bias.is_contiguous() else bias.contiguous()
+    return bias
 
 
 class SparseLinearFunction(torch.autograd.Function):
     """``Y = X @ W + bias`` over the kernels, ``W`` given by its values and a :class:`SparsePattern`.
 
     ``apply(X, values, bias, pattern, n_threads)``: ``X`` of shape (batch, n_in), ``values`` (nnz,),
-    ``bias`` (n_out,) or None, all of one float dtype on the CPU. Arguments are not checked here: use
-    :func:`sparse_linear`. Not twice differentiable (the backward is marked ``once_differentiable``).
+    ``bias`` (n_out,) or None, all of one float dtype on the CPU, checked before a kernel sees them
+    (the pattern's content once per version of its tensors, see :func:`_check_pattern`); ``n_threads``
+    a positive int (:func:`sparse_linear` resolves None). Not twice differentiable (the backward is
+    marked ``once_differentiable``).
     """
 
     @staticmethod
     def forward(ctx, X, values, bias, pattern, n_threads):
+        bias = _check_arguments(X, values, bias, pattern)
+        n_threads = check_int(n_threads, "n_threads", min_val=1)
         Xf = _feature_major(X)
         v = _np(values)
         out = np.empty((pattern.n_out, Xf.shape[1]), dtype=v.dtype)
@@ -159,29 +213,13 @@ def sparse_linear(X, values, bias, pattern, *, n_threads=None):
     bias : Tensor of shape (n_out,), same dtype, or None
     pattern : SparsePattern
     n_threads : int or None, default None
-        OpenMP threads; None uses all cores.
+        OpenMP threads; None or -1 uses all cores, ``-k`` all but ``k - 1`` (joblib's meaning).
 
     Returns
     -------
     Tensor of shape (batch, n_out)
         A transposed view of a feature-major buffer (see the module docstring).
     """
-    _check_pattern(pattern)
-    _check_tensor(values, "values", ndim=1)
-    if values.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"values must be float32 or float64, got {values.dtype}")
-    if values.shape[0] != pattern.indices.shape[0]:
-        raise ValueError(f"values has {values.shape[0]} entries but the pattern has {pattern.indices.shape[0]}")
-    if not values.is_contiguous():
-        raise ValueError("values must be contiguous")
-    _check_tensor(X, "X", dtype=values.dtype, ndim=2)
-    if X.shape[1] != pattern.n_in:
-        raise ValueError(f"X must have shape (batch, {pattern.n_in}), got {tuple(X.shape)}")
-    if bias is not None:
-        _check_tensor(bias, "bias", dtype=values.dtype, ndim=1)
-        if bias.shape[0] != pattern.n_out:
-            raise ValueError(f"bias must have shape ({pattern.n_out},), got {tuple(bias.shape)}")
-        bias = bias if bias.is_contiguous() else bias.contiguous()
     return SparseLinearFunction.apply(X, values, bias, pattern, resolve_n_threads(n_threads))
 
 
@@ -257,6 +295,32 @@ class SparseLinear(nn.Module):
         nn.Module.__init__(self)
         self._load(lin, not no_bias)
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """``load_state_dict`` for this module: the incoming pattern is checked before it replaces the buffers.
+
+        A pattern that is not a valid one of an ``n_in x n_out`` layer (out-of-range or unsorted
+        indices, an ``indptr`` that decreases, a transposed index that does not match, mixed dtypes,
+        ...) is reported the way torch reports state-dict errors (``RuntimeError`` from
+        ``load_state_dict``) and nothing is loaded into this module.
+        """
+        incoming = {name: state_dict.get(prefix + name, getattr(self, name)) for name in _PATTERN_FIELDS}
+        try:
+            bad = [name for name, t in incoming.items() if not isinstance(t, torch.Tensor)]
+            if bad:
+                raise TypeError(f"{bad} must be tensors")
+            _check_pattern(SparsePattern(self.n_in, self.n_out, *(incoming[name] for name in _PATTERN_FIELDS)))
+            values = state_dict.get(prefix + "values", self.values)
+            if not isinstance(values, torch.Tensor) or values.shape != incoming["indices"].shape:
+                raise ValueError(f"values must be a tensor of shape {tuple(incoming['indices'].shape)} (one per "
+                                 f"connection of the pattern)")
+        except (TypeError, ValueError) as exc:
+            error_msgs.append(f"{type(self).__name__} at {prefix or '(root)'!r}: invalid pattern or values in "
+                              f"the state dict: {exc}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     @property
     def pattern(self):

@@ -27,9 +27,10 @@ from . import __version__, openmp_enabled
 from ._validation import resolve_n_threads
 from .activations import ACTIVATIONS
 from .evolution import CRITERIA, SCHEDULES
-from .model import LR_SCALINGS, estimate_memory
+from .model import LR_SCALINGS
 from .monitor import MemoryMonitor, format_bytes, system_memory
 from .parallel import BACKENDS, ParallelFitError
+from .sizing import estimate_memory
 from .trainer import Callback, SparseMLP
 
 __all__ = ["main", "build_parser", "hidden_layer_sizes"]

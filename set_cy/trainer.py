@@ -197,9 +197,10 @@ class SparseMLP(SparseNetwork):
             Continue an interrupted fit from :attr:`train_state_` (epoch, batch and sample order),
             e.g. after :meth:`load` of a checkpoint written on interruption.
         n_jobs : int or None, default None
-            Cores (or workers) for this fit; None: the network's ``n_threads`` for ``"openmp"``, all
-            cores for ``"threads"``/``"processes"``, every worker of the cluster for ``"dask"``; -1:
-            all cores.
+            Cores (or workers) for this fit, with joblib's meaning (as everywhere in set_cy): a positive
+            int; -1 all cores, ``-k`` all but ``k - 1`` (at least one). None: the network's
+            ``n_threads`` for ``"openmp"``, all cores for ``"threads"``/``"processes"``, every worker
+            of the cluster for ``"dask"``.
         backend : {"openmp", "threads", "processes", "dask"}, default "openmp"
             How the cores share a step (see :mod:`set_cy.parallel`): ``"openmp"`` splits every kernel
             over threads (fastest on one machine, see README); ``"threads"`` and ``"processes"`` split

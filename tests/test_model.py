@@ -8,8 +8,9 @@ import scipy.sparse as sp
 
 from set_cy import Callback, SparseMLP, SparseNetwork
 from set_cy.activations import ACTIVATIONS
-from set_cy.evolution import draw_free_positions, select_to_remove, zeta_at
-from set_cy.model import allocate_connections
+from set_cy.evolution import select_to_remove, zeta_at
+from set_cy.patterns import draw_free_positions
+from set_cy.sizing import allocate_connections
 
 DATA = Path(os.environ.get("SET_CY_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 if not DATA.is_absolute():
@@ -327,13 +328,13 @@ def test_learns_real_data(name, sizes, epochs, threshold):
 
 
 def test_small_batch_scatter_backward_gives_the_same_gradients(monkeypatch):
-    import set_cy.layers as layers
+    import set_cy.sizing as sizing
 
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((3, 30)), rng.integers(0, 4, 3)
     ref = SparseNetwork([30, 50, 40, 4], epsilon=5, seed=4, dtype="float64", dropout=0.0)
     _, g_ref = ref.compute_gradients(X, y)
-    monkeypatch.setattr(layers, "SCATTER_MIN_VALUE_BYTES", 0)
+    monkeypatch.setattr(sizing, "SCATTER_MIN_VALUE_BYTES", 0)
     m = SparseNetwork([30, 50, 40, 4], epsilon=5, seed=4, dtype="float64", dropout=0.0)
     _, g = m.compute_gradients(X, y)
     assert m._buffers["scratch"] is not None

@@ -6,7 +6,9 @@ from conftest import DTYPES, INDEX_DTYPES, THREADS, random_csr, tol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import set_cy
 from set_cy import ops
+from set_cy._validation import resolve_n_threads
 
 # (n_in, n_out, batch, density, empty rows, empty cols)
 SHAPES = [
@@ -175,9 +177,12 @@ def test_errors_on_shapes_and_threads(good):
         ops.sddmm(X, D[:, :3], W)
     with pytest.raises(TypeError, match="D has dtype float64"):
         ops.sddmm(X, D.astype(np.float64), W)
-    for bad in (0, -1):
-        with pytest.raises(ValueError, match="n_threads must be >= 1"):
-            ops.sparse_matmul(X, W, n_threads=bad)
+    with pytest.raises(ValueError, match="n_threads must be >= 1"):
+        ops.sparse_matmul(X, W, n_threads=0)
+    # negative values mean what they mean in joblib: -1 all cores, -k all but k - 1, at least one
+    assert resolve_n_threads(-1) == resolve_n_threads(None) == set_cy.max_threads()
+    assert resolve_n_threads(-1000) == 1
+    np.testing.assert_array_equal(ops.sparse_matmul(X, W, n_threads=-1), ops.sparse_matmul(X, W, n_threads=1))
     for bad in (1.5, True, "2"):
         with pytest.raises(TypeError, match="n_threads must be a positive int"):
             ops.sparse_matmul(X, W, n_threads=bad)

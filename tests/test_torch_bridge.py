@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="set_cy.torch is optional: install t
 
 from conftest import random_csr, tol  # noqa: E402
 
-from set_cy.torch import SparseLinear, SparsePattern, sparse_linear  # noqa: E402
+from set_cy.torch import SparseLinear, sparse_linear  # noqa: E402
 
 DATA = Path(os.environ.get("SET_CY_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 if not DATA.is_absolute():
@@ -70,8 +70,6 @@ def test_gradcheck_catches_a_wrong_gradient():
     m = _module(torch.float64, n_in=6, n_out=5, nnz=12)
     X = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     p = m.pattern
-    shuffled = SparsePattern(p.n_in, p.n_out, p.indptr, p.indices.flip(0).contiguous(), p.t_indptr, p.t_indices,
-                             p.perm)
 
     class Wrong(torch.autograd.Function):
         @staticmethod
@@ -84,8 +82,8 @@ def test_gradcheck_catches_a_wrong_gradient():
             X, v = ctx.saved_tensors
             with torch.enable_grad():
                 Xr, vr = X.detach().requires_grad_(), v.detach().requires_grad_()
-                gX, gv = torch.autograd.grad(sparse_linear(Xr, vr, None, shuffled), (Xr, vr), dY)
-            return gX, gv
+                gX, gv = torch.autograd.grad(sparse_linear(Xr, vr, None, p), (Xr, vr), dY)
+            return gX, gv.flip(0)  # the values' gradient in the wrong order (a shuffled pattern is refused)
 
     assert not torch.autograd.gradcheck(Wrong.apply, (X, m.values), raise_exception=False)
 
@@ -255,3 +253,57 @@ def test_errors_are_clear():
         m.evolve(2.0)
     with pytest.raises(TypeError, match="optimizer"):
         m.evolve(0.1, optimizer="sgd")
+
+
+# --- untrusted patterns: an exception, never a crash (issue 13) -----------------------------------------------
+_STATE_DICT_PROBE = """
+import sys
+import torch
+from set_cy.torch import SparseLinear
+m = SparseLinear(30, 20, nnz=100, seed=0)
+good = {k: v.clone() for k, v in m.state_dict().items()}
+bad = {k: v.clone() for k, v in good.items()}
+name, pos, value = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+bad[name][pos] = value
+try:
+    m.load_state_dict(bad)
+except RuntimeError as exc:
+    assert "invalid pattern" in str(exc), exc
+    assert all(torch.equal(m.state_dict()[k], good[k]) for k in good), "a refused state dict changed the module"
+    print("refused")
+X = torch.randn(4, 30, requires_grad=True)
+m(X).sum().backward()
+print("ran")
+"""
+
+
+@pytest.mark.parametrize("name,pos,value", [("indptr", 5, 10 ** 6), ("indptr", 5, -3), ("indices", 3, 10 ** 6),
+                                            ("indices", 0, -1), ("t_indptr", 2, 10 ** 6), ("t_indices", 1, 10 ** 6),
+                                            ("perm", 0, 10 ** 6), ("perm", 1, 0)])
+def test_load_state_dict_refuses_a_corrupt_pattern(name, pos, value):
+    """The issue's crash: a corrupted buffer in a state dict segfaulted the next forward pass."""
+    res = subprocess.run([sys.executable, "-c", _STATE_DICT_PROBE, name, str(pos), str(value)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, (res.returncode, res.stdout, res.stderr[-2000:])
+    assert res.stdout.split() == ["refused", "ran"]
+
+
+def test_patterns_changed_in_place_are_checked_again():
+    m = _module(torch.float32, n_in=30, n_out=20, nnz=100)
+    X = torch.randn(4, 30)
+    Y = m(X)
+    saved = m.indices.clone()
+    with torch.no_grad():
+        m.indices[3] = 10 ** 6  # after a first, checked forward
+    with pytest.raises(ValueError, match="column indices outside"):
+        m(X)
+    with torch.no_grad():
+        m.indices.copy_(saved)
+    torch.testing.assert_close(m(X), Y)
+    p = m.pattern
+    for field, bad in (("perm", torch.zeros_like(p.perm)), ("t_indices", p.t_indices.flip(0).contiguous()),
+                       ("indices", p.indices.flip(0).contiguous())):
+        with pytest.raises(ValueError, match="pattern"):
+            sparse_linear(X, m.values, m.bias, p._replace(**{field: bad}))
+    with pytest.raises(ValueError, match="pattern.n_in must be a positive int"):
+        sparse_linear(X, m.values, m.bias, p._replace(n_in=0))

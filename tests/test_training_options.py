@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from set_cy import SparseMLP, SparseNetwork
-from set_cy.evolution import draw_free_positions, draw_free_positions_in
+from set_cy.patterns import draw_free_positions, draw_free_positions_in
 
 DATA = Path(os.environ.get("SET_CY_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 if not DATA.is_absolute():

@@ -1,0 +1,96 @@
+"""Sizing, below the layers: how many connections each layer gets, which index dtype holds them,
+which backward product a layer runs and how much memory a network needs, without building it.
+"""
+import numpy as np
+
+__all__ = ["ALLOCATIONS", "allocate_connections", "estimate_memory", "index_dtype_for", "SCATTER_PARTS",
+           "uses_scatter"]
+
+ALLOCATIONS = ("er", "erk", "uniform")
+
+# Backward product for small batches: scattering the rows of W^T (values read in storage order) beats
+# gathering values through the permutation once the values no longer fit in cache. Measured with
+# 600k x 600k and 315k x 315k layers, eps = 20, 2 threads: B = 2 took 34 vs 93 ms and 15 vs 44 ms,
+# B = 4 63 vs 109 ms and 31 vs 50 ms, B = 8 lost (190 vs 142 ms); on a 1000 x 1000 layer it always lost.
+SCATTER_MAX_BATCH = 4
+SCATTER_MIN_VALUE_BYTES = 8 << 20
+# Fixed number of partial sums of the scatter, so that results do not depend on the number of threads.
+SCATTER_PARTS = 4  # 2 threads, 600k x 600k layer, batch 2: 19-20 ms with 2 or 4 parts, 25 with 8, 30 with 16
+
+
+def uses_scatter(nnz, itemsize, batch):
+    """Whether the backward product of a layer runs as a scatter (see :func:`_kernels.spmm_scatter`)."""
+    return batch <= SCATTER_MAX_BATCH and nnz * itemsize >= SCATTER_MIN_VALUE_BYTES
+
+
+def index_dtype_for(n_in, n_out, nnz):
+    """int32 when every index and offset fits, else int64."""
+    return np.int32 if max(n_in, n_out, nnz) < np.iinfo(np.int32).max else np.int64
+
+
+def allocate_connections(layer_sizes, epsilon, allocation="er"):
+    """Number of connections of each layer.
+
+    ``"er"`` (Erdős–Rényi, the SET paper): ``min(epsilon * (n_in + n_out), n_in * n_out)`` per layer.
+    ``"erk"`` and ``"uniform"`` (RigL's names) share the same total budget: ``"erk"`` gives each layer a
+    density proportional to ``(n_in + n_out) / (n_in * n_out)`` and hands what capped (dense) layers
+    cannot take to the others; ``"uniform"`` gives every layer the same density.
+    """
+    sizes = list(layer_sizes)
+    cells = np.array([a * b for a, b in zip(sizes[:-1], sizes[1:])], dtype=np.float64)
+    er = np.array([min(epsilon * (a + b), a * b) for a, b in zip(sizes[:-1], sizes[1:])], dtype=np.int64)
+    if allocation == "er":
+        return [int(x) for x in er]
+    budget = float(er.sum())
+    if allocation == "uniform":
+        weight = np.ones_like(cells)
+    elif allocation == "erk":
+        weight = np.array([(a + b) / (a * b) for a, b in zip(sizes[:-1], sizes[1:])])
+    else:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    dense = np.zeros(cells.size, bool)
+    while True:
+        free_budget = budget - cells[dense].sum()
+        scale = free_budget / (weight[~dense] * cells[~dense]).sum()
+        density = np.where(dense, 1.0, weight * scale)
+        newly = (density > 1.0) & ~dense
+        if not newly.any():
+            break
+        dense |= newly
+    nnz = np.minimum(np.floor(density * cells + 0.5), cells).astype(np.int64)
+    return [int(x) for x in nnz]
+
+
+def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", allocation="er", zeta=0.3):
+    """Bytes a network needs while training, without building it.
+
+    Counts, per connection, the value, velocity, column index, transposed index and permutation;
+    per neuron the biases and offsets; the feature-major activations, deltas and dropout bytes of one
+    batch; and the transient arrays of the largest layer's construction or evolution step (the
+    larger of the two). Data and the interpreter are not included.
+
+    Returns
+    -------
+    dict
+        ``weights``, ``activations``, ``transient`` and ``total`` in bytes.
+    """
+    sizes = [int(s) for s in layer_sizes]
+    val = np.dtype(dtype).itemsize
+    nnz = allocate_connections(sizes, epsilon, allocation)
+    weights = 0
+    transient = 0
+    for k, a, b in zip(nnz, sizes[:-1], sizes[1:]):
+        idx = np.dtype(index_dtype_for(a, b, k)).itemsize
+        weights += k * (2 * val + 3 * idx) + (a + b + 2) * idx + 2 * b * val
+        build = k * (4 * idx + 1)
+        evolve = k * (1 + 3 * idx + 2 * val) + int(zeta * k) * (5 * idx + 1)
+        transient = max(transient, build, evolve)
+    B = int(batch_size)
+    hidden = sizes[1:-1]
+    widest = max(hidden + [sizes[0]])
+    activations = B * val * (sizes[0] + sum(sizes[1:]) + 2 * widest) + B * (max(hidden) if hidden else 0)
+    scatter = [a for k, a in zip(nnz[1:], sizes[1:-1]) if uses_scatter(k, val, B)]
+    activations += SCATTER_PARTS * B * val * max(scatter, default=0)
+    total = weights + activations + transient
+    return {"weights": int(weights), "activations": int(activations), "transient": int(transient),
+            "total": int(total), "connections": int(sum(nnz))}
