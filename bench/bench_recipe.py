@@ -35,6 +35,7 @@ VARIANTS = {
     "static": {"zeta": 0.0, "prune_inputs": 0.0},
     "n_estimators=3": {"n_estimators": 3},
     "class_weight=balanced": {"class_weight": "balanced"},
+    "early_stopping": {"early_stopping": True},
     "before": {"clip_norm": None, "new_weights": "init", "prune_inputs": 0.0},
 }
 SPLIT_SEED0 = 100

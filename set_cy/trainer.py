@@ -108,6 +108,22 @@ def _raise_interrupt(model, callbacks, logs):
     raise KeyboardInterrupt
 
 
+def _stratified_holdout(y, fraction, rng):
+    """Sorted ``(keep, held)`` sample indices: ``round(fraction * count)`` of each class held out, at least
+    one of each class with two or more samples, at least one sample kept per class."""
+    held = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = min(max(int(round(fraction * idx.size)), 1 if idx.size >= 2 else 0), idx.size - 1)
+        if k > 0:
+            held.append(rng.choice(idx, k, replace=False))
+    held = np.sort(np.concatenate(held)) if held else np.empty(0, np.int64)
+    if held.size == 0:
+        raise ValueError("early_stopping needs a validation set: no class has two samples to hold one out")
+    keep = np.setdiff1d(np.arange(y.size), held)
+    return keep, held
+
+
 class SparseMLP(SparseNetwork):
     """Truly sparse MLP trained with Sparse Evolutionary Training (SET).
 
@@ -130,6 +146,7 @@ class SparseMLP(SparseNetwork):
         self.stop_training = False
         self.history_ = History()
         self.train_state_ = None
+        self.best_epoch_ = None  # the epoch whose weights early stopping restored
 
     # persistence of the training progress -------------------------------------------------------
     def _extra_state(self):
@@ -165,7 +182,8 @@ class SparseMLP(SparseNetwork):
             nesterov=False, zeta=0.3, zeta_schedule="constant", criterion="signed", new_weights="zeros",
             evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
             initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None,
-            clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=5, min_inputs=200):
+            clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=5, min_inputs=200,
+            early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
         Parameters
@@ -227,6 +245,16 @@ class SparseMLP(SparseNetwork):
             connections moved to the others (:meth:`prune_inputs`), down to ``min_inputs`` inputs.
         prune_every : int, default 5
         min_inputs : int, default 200
+        early_stopping : bool, default False
+            Stop when the validation accuracy has not improved by more than ``tol`` for
+            ``n_iter_no_change`` epochs, and end with the weights, topology and input mask of the best
+            epoch (as they were before that epoch's evolution step); :attr:`best_epoch_` says which.
+            The validation set is ``validation_data`` when given, else a stratified fraction
+            ``validation_fraction`` of ``(X, y)`` held out from training (at least one sample per
+            class that has two or more), drawn with the network's generator.
+        validation_fraction : float in (0, 1), default 0.1
+        n_iter_no_change : int, default 10
+        tol : float, default 1e-4
 
         The options ``clip_norm``, ``class_weight`` and input pruning (and a network whose inputs were
         pruned) need ``backend="openmp"``.
@@ -268,6 +296,22 @@ class SparseMLP(SparseNetwork):
                 raise ValueError("validation_data must be a tuple (X_val, y_val)")
             X_val = self._check_X(validation_data[0], "X_val")
             y_val = self._check_y(validation_data[1], X_val.shape[0], "y_val")
+        stopping = None
+        if early_stopping:
+            validation_fraction = check_scalar(validation_fraction, "validation_fraction", min_val=0.0,
+                                               max_val=1.0, include_min=False)
+            if validation_fraction >= 1:
+                raise ValueError("validation_fraction must be < 1")
+            stopping = (check_int(n_iter_no_change, "n_iter_no_change", min_val=1),
+                        check_scalar(tol, "tol", min_val=0.0))
+            if resume:
+                raise ValueError("early_stopping cannot resume an interrupted fit (its best epoch is not saved)")
+            if validation_data is None:
+                keep, held = _stratified_holdout(y, validation_fraction, self.rng)
+                X_val, y_val, X, y = X[held], y[held], X[keep], y[keep]
+                validation_data, n = (X_val, y_val), keep.size
+        elif not isinstance(early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping must be a bool, got {early_stopping!r}")
         batch_size = int(min(batch_size, n))
         cbs = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in (callbacks or [])]
         if verbose:
@@ -294,7 +338,7 @@ class SparseMLP(SparseNetwork):
                                   cbs, shuffle, None if validation_data is None else (X_val, y_val),
                                   self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw),
                                   zeta, zeta_schedule, criterion, new_weights, evolve_output,
-                                  (prune_inputs, prune_every, min_inputs))
+                                  (prune_inputs, prune_every, min_inputs), stopping)
         finally:
             engine.close()
 
@@ -329,6 +373,19 @@ class SparseMLP(SparseNetwork):
                 raise ValueError(f"class_weight must hold {k} finite non-negative weights, got {class_weight!r}")
         return w.astype(self.dtype)
 
+    def _snapshot(self):
+        """Copies of every layer's arrays and of the input mask (for early stopping)."""
+        mask = None if self.input_mask_ is None else self.input_mask_.copy()
+        return [{k: v.copy() for k, v in layer.arrays().items()} for layer in self.layers], mask
+
+    def _restore(self, snapshot):
+        """Put back a :meth:`_snapshot` in place (the arrays keep their identity: engines may share them)."""
+        layers, mask = snapshot
+        for layer, arrays in zip(self.layers, layers):
+            for k, v in arrays.items():
+                getattr(layer, k)[...] = v
+        self._set_input_mask(mask)
+
     def _rewire(self, epochs_done, zeta, pruning, *, criterion="signed", new_weights="zeros", evolve_output=True):
         """What happens between two epochs: input pruning on its schedule, then one SET step.
 
@@ -348,9 +405,11 @@ class SparseMLP(SparseNetwork):
 
     def _fit_loop(self, engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume, cbs,
                   shuffle, validation_data, hp, zeta, zeta_schedule, criterion, new_weights, evolve_output,
-                  pruning):
+                  pruning, stopping=None):
         self._ensure_buffers(batch_size)
         self.stop_training = False
+        self.best_epoch_ = None
+        best, stale = None, 0  # early stopping: (val_accuracy, epoch, snapshot), epochs without improvement
         records = History()
         n_batches = engine.n_steps()
         logs = {"epochs": epochs, "n_batches": n_batches, "batch_size": batch_size, "n_samples": n,
@@ -397,9 +456,16 @@ class SparseMLP(SparseNetwork):
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
             if validation_data is not None:
                 rec["val_accuracy"] = self.score(*validation_data, batch_size=batch_size)
+            stop_early = False
+            if stopping is not None:
+                if best is None or rec["val_accuracy"] > best[0] + stopping[1]:
+                    best, stale = (rec["val_accuracy"], epoch + 1, self._snapshot()), 0
+                else:
+                    stale += 1
+                    stop_early = stale >= stopping[0]
             evo_time, z = 0.0, 0.0
             with _sigint_deferred() as caught:
-                if epoch < epochs - 1:
+                if epoch < epochs - 1 and not stop_early:
                     z = zeta_at(zeta, epoch, epochs, zeta_schedule) if zeta > 0 else 0.0
                     t1 = time.perf_counter()
                     if self._rewire(epoch + 1, z, pruning, criterion=criterion, new_weights=new_weights,
@@ -418,8 +484,12 @@ class SparseMLP(SparseNetwork):
                 cb.on_epoch_end(self, epoch, {**logs, **rec})
             if caught:
                 _raise_interrupt(self, cbs, logs)
-            if self.stop_training:
+            if self.stop_training or stop_early:
                 break
+        if best is not None and not self.stop_training:
+            self._restore(best[2])
+            self.best_epoch_ = best[1]
+            logger.info("early stopping: the weights of epoch %d (val_accuracy %.4f) restored", best[1], best[0])
         if not self.stop_training:
             self.train_state_ = None
         for cb in cbs:

@@ -253,3 +253,52 @@ def test_partial_fit_prunes_on_the_schedule_of_fit():
     np.testing.assert_array_equal(inc.network_.input_mask_, full.network_.input_mask_)
     assert inc.loss_curve_ == full.loss_curve_
     np.testing.assert_array_equal(inc.predict_proba(X), full.predict_proba(X))
+
+
+def test_early_stopping_restores_the_best_epoch():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((160, 30)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    Xv = rng.standard_normal((80, 30)).astype(np.float32)
+    yv = (Xv[:, 0] + Xv[:, 1] > 0).astype(int)
+    m = SparseMLP([30, 40, 2], epsilon=4, seed=0)
+    hist = m.fit(X, y, epochs=60, batch_size=16, learning_rate=0.05, validation_data=(Xv, yv), early_stopping=True,
+                 n_iter_no_change=3, verbose=0)
+    val = [r["val_accuracy"] for r in hist]
+    assert len(hist) < 60  # it stopped
+    assert m.best_epoch_ == 1 + int(np.argmax(val))  # the first best (improvements must exceed tol)
+    assert len(hist) - m.best_epoch_ == 3
+    assert m.score(Xv, yv) == max(val)  # the best epoch's network is back, topology included
+    # without validation_data: a stratified tenth of (X, y) is held out, the rest trains
+    m2 = SparseMLP([30, 40, 2], epsilon=4, seed=0)
+    hist2 = m2.fit(X, y, epochs=5, batch_size=16, early_stopping=True, verbose=0)
+    assert "val_accuracy" in hist2[-1] and m2.best_epoch_ is not None
+    with pytest.raises(ValueError, match="validation_fraction must be < 1"):
+        m2.fit(X, y, epochs=2, early_stopping=True, validation_fraction=1.0, verbose=0)
+    with pytest.raises(ValueError, match="n_iter_no_change must be a positive int"):
+        m2.fit(X, y, epochs=2, early_stopping=True, n_iter_no_change=0, verbose=0)
+
+
+def test_stratified_holdout_keeps_every_class():
+    from set_cy.trainer import _stratified_holdout
+
+    y = np.array([0] * 20 + [1] * 5 + [2] * 1 + [3] * 2)
+    keep, held = _stratified_holdout(y, 0.1, np.random.default_rng(0))
+    assert np.array_equal(np.sort(np.concatenate([keep, held])), np.arange(y.size))
+    assert np.bincount(y[held], minlength=4).tolist() == [2, 1, 0, 1]
+    assert set(y[keep]) == {0, 1, 2, 3}
+
+
+def test_set_classifier_early_stopping():
+    from set_cy import SETClassifier
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((120, 20))
+    y = np.where(X[:, 0] > 0, "a", "b")
+    clf = SETClassifier(hidden_layer_sizes=(32,), epsilon=4, epochs=80, early_stopping=True, n_iter_no_change=10,
+                        n_estimators=2, random_state=0, n_jobs=1).fit(X, y)
+    assert all(net.best_epoch_ is not None for net in clf.networks_)
+    assert clf.n_iter_ < 80 and len(clf.loss_curve_) == max(net.epochs_trained_ for net in clf.networks_)
+    assert clf.score(X, y) > 0.8
+    with pytest.raises(ValueError, match="early_stopping must be a bool"):
+        SETClassifier(early_stopping="yes").fit(X, y)
