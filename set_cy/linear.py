@@ -22,6 +22,7 @@ import numpy as np
 from ._validation import check_csr, check_dense, check_float_dtype, check_int, check_scalar, resolve_n_threads
 from .evolution import check_evolution_args
 from .layers import INITS, SparseLayer
+from .ops import batch_major_result, check_order, feature_major, result_buffer
 from .sizing import allocate_connections
 
 __all__ = ["SparseLinear"]
@@ -225,43 +226,49 @@ class SparseLinear:
         return self.indices.copy(), cols
 
     # ------------------------------------------------------------------------------------------
-    def _feature_major(self, A, name, n_features):
-        A = check_dense(A, name, 2, dtype=self.dtype)
-        if A.shape[1] != n_features:
-            raise ValueError(f"{name} must have shape (batch, {n_features}), got {A.shape}")
-        return np.ascontiguousarray(A.T)
-
-    def forward(self, X, *, keep_input=True):
+    def forward(self, X, *, keep_input=True, out=None, order=None):
         """``Y = X @ W + bias``.
+
+        The layouts are those of :mod:`set_cy.ops`: a Fortran-ordered ``X`` (feature-major) is used
+        without a copy, and the result has the layout of ``X`` unless ``order`` or ``out`` says otherwise.
 
         Parameters
         ----------
         X : ndarray of shape (batch, n_in), dtype of the layer
         keep_input : bool, default True
-            Keep a feature-major copy of ``X`` for the next :meth:`backward` (which may then omit ``X``).
+            Keep ``X`` (feature-major: a reference when ``X`` was Fortran-ordered, else the copy) for
+            the next :meth:`backward`, which may then omit ``X``.
+        out : ndarray of shape (batch, n_out), optional
+            Written and returned (Fortran-ordered: no copy).
+        order : {None, "C", "F"}, default None
 
         Returns
         -------
-        Y : ndarray of shape (batch, n_out), C-contiguous.
+        Y : ndarray of shape (batch, n_out)
         """
-        Xf = self._feature_major(X, "X", self.n_in)
-        out = np.empty((self.n_out, Xf.shape[1]), self.dtype)
-        self.layer.forward(Xf, out)
+        check_order(order)
+        Xf, fortran = feature_major(X, "X", self.n_in, self.dtype)
+        buf = result_buffer(out, self.n_out, Xf.shape[1], self.dtype)
+        self.layer.forward(Xf, buf)
         self._X = Xf if keep_input else None
-        return np.ascontiguousarray(out.T)
+        return batch_major_result(buf, out, order, fortran)
 
     __call__ = forward
 
-    def backward(self, dY, X=None, *, input_grad=True):
+    def backward(self, dY, X=None, *, input_grad=True, out=None, order=None):
         """Gradients of a loss given its gradient ``dY`` with respect to the outputs.
 
         Parameters
         ----------
-        dY : ndarray of shape (batch, n_out), dtype of the layer
+        dY : ndarray of shape (batch, n_out), dtype of the layer (Fortran-ordered: no copy)
         X : ndarray of shape (batch, n_in), optional
             The input of the forward pass; default: the one kept by the last :meth:`forward`.
         input_grad : bool, default True
             Compute ``dX`` (False for a first layer: ``dX`` is then None).
+        out : ndarray of shape (batch, n_in), optional
+            Where ``dX`` is written (Fortran-ordered: no copy).
+        order : {None, "C", "F"}, default None
+            Layout of a new ``dX``; None: that of ``dY``.
 
         Returns
         -------
@@ -273,21 +280,22 @@ class SparseLinear:
         grad_bias : ndarray of shape (n_out,)
             ``dY.sum(axis=0)``.
         """
-        dYf = self._feature_major(dY, "dY", self.n_out)
+        check_order(order)
+        dYf, fortran = feature_major(dY, "dY", self.n_out, self.dtype)
         if X is None:
             if self._X is None:
                 raise ValueError("backward needs the input of the forward pass: call forward(X) first "
                                  "(with keep_input=True) or pass X=")
             Xf = self._X
         else:
-            Xf = self._feature_major(X, "X", self.n_in)
+            Xf, _ = feature_major(X, "X", self.n_in, self.dtype)
         if Xf.shape[1] != dYf.shape[1]:
             raise ValueError(f"X and dY must have the same batch size, got {Xf.shape[1]} and {dYf.shape[1]}")
         dX = None
         if input_grad:
-            out = np.empty((self.n_in, dYf.shape[1]), self.dtype)
-            self.layer.backward_input(dYf, out)
-            dX = np.ascontiguousarray(out.T)
+            buf = result_buffer(out, self.n_in, dYf.shape[1], self.dtype)
+            self.layer.backward_input(dYf, buf)
+            dX = batch_major_result(buf, out, order, fortran)
         grad_values, grad_bias = self.layer.gradient(dYf, Xf)
         return dX, grad_values, np.ascontiguousarray(grad_bias)
 

@@ -1,41 +1,188 @@
 """Public, validating face of the compiled kernels.
 
-These functions take batch-major dense arrays (``batch x features``, as users hold their data) and
-scipy.sparse CSR weights ``W`` of shape ``(n_in, n_out)``, check everything, convert at this boundary
-to the feature-major layout the kernels use, and call them. The result dtype follows the inputs
-(float32 or float64; mixing them is an error). ``n_threads=None`` uses all cores (``OMP_NUM_THREADS``
-is honoured); results do not depend on the number of threads.
+These functions take dense arrays of shape ``(batch, features)`` and a sparse weight matrix ``W`` of
+shape ``(n_in, n_out)``, check everything and call the kernels. ``W`` is either a scipy.sparse CSR
+matrix (checked, and its transposed index built, on every call) or a :class:`SparseOperator`
+(checked and indexed once, then reused: the fast way to call them repeatedly). The result dtype
+follows the inputs (float32 or float64; mixing them is an error). ``n_threads=None`` uses all cores
+(``OMP_NUM_THREADS`` is honoured); results do not depend on the number of threads.
+
+Layouts
+-------
+The kernels work on *feature-major* buffers: one contiguous row of ``batch`` values per feature, i.e.
+``A.T`` C-contiguous, which is a Fortran-ordered ``(batch, features)`` array (``np.asfortranarray(A)``
+or the ``.T`` of a C-ordered ``(features, batch)`` array). Such inputs are used without a copy;
+C-ordered ``(batch, features)`` inputs cost one transposing copy each. Results are returned in the
+layout of the (first) input unless ``order`` says otherwise ("F": a view of the kernel's buffer, no
+copy; "C": one copy), or written into ``out=`` (no copy when ``out`` is Fortran-ordered). The fastest
+path is feature-major end to end: Fortran-ordered inputs and outputs, a :class:`SparseOperator`.
 
 The model does not go through this module in its hot loop: its layers keep feature-major buffers
 and call the kernels directly.
 """
 import numpy as np
+import scipy.sparse as sp
 
 from . import _kernels
 from ._validation import check_csr, check_dense, check_scalar, resolve_n_threads
 from .patterns import transpose_pattern
 
-__all__ = ["sparse_matmul", "sparse_matmul_t", "sddmm", "momentum_update", "transpose_pattern"]
+__all__ = ["SparseOperator", "sparse_matmul", "sparse_matmul_t", "sddmm", "momentum_update", "transpose_pattern"]
+
+ORDERS = (None, "C", "F")
 
 
-def _feature_major(A):
-    """``A.T`` as a C-contiguous array (one copy)."""
-    return np.ascontiguousarray(A.T)
+class SparseOperator:
+    """A sparse ``W`` (``n_in x n_out``) checked and indexed once, for repeated :mod:`set_cy.ops` calls.
+
+    The pattern is checked (:func:`set_cy._validation.check_csr`) and its transposed index built at
+    construction; the pattern arrays are then copies marked read-only, so the pattern cannot change
+    behind the operator's back (a new pattern needs a new operator). The values are the operator's
+    own copy, stored like a layer's (the CSR of ``W^T``: by output neuron, then input neuron), so the
+    forward product reads them in order; :attr:`values` is live and writable (train it with
+    :func:`momentum_update`), :attr:`csr_order` maps it to ``W``'s CSR order and :meth:`to_scipy`
+    gives ``W`` back. :func:`sddmm` returns gradients in the operator's order (aligned with
+    :attr:`values`).
+
+    Parameters
+    ----------
+    W : scipy.sparse CSR array or matrix of shape (n_in, n_out), float32 or float64, canonical
+    n_threads : int or None, default None
+        Default threads of the ops calls that get this operator (``n_threads=`` of a call wins).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from set_cy import ops
+    >>> W = sp.random_array((50, 30), density=0.1, format="csr", dtype=np.float32, rng=0)
+    >>> op = ops.SparseOperator(W)
+    >>> X = np.asfortranarray(np.ones((8, 50), np.float32))      # feature-major: used without a copy
+    >>> Y = ops.sparse_matmul(X, op)                               # Fortran-ordered, like X
+    >>> np.allclose(Y, X @ W.toarray()), Y.flags.f_contiguous
+    (True, True)
+    """
+
+    def __init__(self, W, *, n_threads=None):
+        indptr, indices, data = check_csr(W, "W")
+        self.shape = (int(W.shape[0]), int(W.shape[1]))
+        self.n_threads = resolve_n_threads(n_threads)
+        # storage: the CSR of W^T (rows = outputs); the transposed index of that is W's own CSR pattern
+        s_indptr, s_indices, order = transpose_pattern(indptr, indices, self.shape[1])
+        t_indptr, t_indices, perm = transpose_pattern(s_indptr, s_indices, self.shape[0])
+        self.values = np.ascontiguousarray(data[order])
+        self._pattern = (s_indptr, s_indices, t_indptr, t_indices, perm)
+        for a in self._pattern:
+            a.flags.writeable = False
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    @property
+    def nnz(self):
+        return int(self.values.shape[0])
+
+    @property
+    def csr_order(self):
+        """Positions in :attr:`values` of ``W``'s entries in scipy's CSR order (read-only)."""
+        return self._pattern[4]
+
+    def to_scipy(self):
+        """``W`` with the current values, as a ``scipy.sparse.csr_array`` (a copy)."""
+        _, _, t_indptr, t_indices, perm = self._pattern
+        return sp.csr_array((self.values[perm], t_indices.copy(), t_indptr.copy()), shape=self.shape)
+
+    def __repr__(self):
+        return f"SparseOperator({self.shape[0]} x {self.shape[1]}, nnz={self.nnz:,}, dtype={self.dtype})"
 
 
-def sparse_matmul(X, W, *, n_threads=None):
+def _operands(W, dtype):
+    """``(n_in, n_out, forward, backward, sddmm, n_threads)`` of a scipy CSR or a SparseOperator.
+
+    ``forward``/``backward``: ``(indptr, indices, values, perm)`` of the products ``W^T x`` and ``W d``;
+    ``sddmm``: ``(indptr, indices, by_output)``, the pattern the gradient is computed over (rows are
+    outputs when ``by_output``) and so the order of the gradient.
+    """
+    if isinstance(W, SparseOperator):
+        if dtype is not None and W.dtype != dtype:
+            raise TypeError(f"W has dtype {W.dtype} but {dtype} was expected (dtypes must not be mixed)")
+        s_indptr, s_indices, t_indptr, t_indices, perm = W._pattern
+        v = W.values
+        if v.shape != (s_indices.shape[0],) or v.dtype != W.dtype or not v.flags.c_contiguous:
+            raise ValueError("SparseOperator.values was replaced by an array of another shape or layout")
+        return (W.shape[0], W.shape[1], (s_indptr, s_indices, v, None), (t_indptr, t_indices, v, perm),
+                (s_indptr, s_indices, True), W.n_threads)
+    indptr, indices, data = check_csr(W, "W", dtype=dtype)
+    t_indptr, t_indices, perm = transpose_pattern(indptr, indices, W.shape[1])
+    return (W.shape[0], W.shape[1], (t_indptr, t_indices, data, perm), (indptr, indices, data, None),
+            (indptr, indices, False), None)
+
+
+def feature_major(A, name, n_features, dtype=None):
+    """``(A.T as a C-contiguous array, whether A was already feature-major)`` for ``A`` (batch, n_features).
+
+    A Fortran-ordered ``A`` is used as it is (no copy); any other layout is copied once.
+    """
+    A = check_dense(A, name, 2, dtype=dtype)
+    if A.shape[1] != n_features:
+        raise ValueError(f"{name} must have shape (batch, {n_features}), got {A.shape}")
+    if A.T.flags.c_contiguous:
+        return A.T, True
+    return np.ascontiguousarray(A.T), False
+
+
+def check_order(order):
+    if order not in ORDERS:
+        raise ValueError(f"order must be None, 'C' or 'F', got {order!r}")
+
+
+def result_buffer(out, rows, batch, dtype, name="out"):
+    """The feature-major ``(rows, batch)`` buffer a kernel writes: ``out.T`` when ``out`` allows it."""
+    if out is None:
+        return np.empty((rows, batch), dtype)
+    out = check_dense(out, name, 2, dtype=dtype)
+    if out.shape != (batch, rows):
+        raise ValueError(f"{name} must have shape ({batch}, {rows}), got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    return out.T if out.T.flags.c_contiguous else np.empty((rows, batch), dtype)
+
+
+def batch_major_result(buf, out, order, fortran_input):
+    """The ``(batch, rows)`` result of a feature-major kernel buffer ``buf`` (see :func:`result_buffer`).
+
+    Into ``out`` when given (copied only when ``out`` is not Fortran-ordered); else ``buf.T`` (no copy)
+    for ``order="F"``, or for ``order=None`` when the input was feature-major, and a C-ordered copy
+    otherwise.
+    """
+    if out is not None:
+        if not np.may_share_memory(out, buf):  # buf is out.T, or a separate buffer
+            out[...] = buf.T
+        return out
+    if order == "F" or (order is None and fortran_input):
+        return buf.T
+    return np.ascontiguousarray(buf.T)
+
+
+def sparse_matmul(X, W, *, out=None, order=None, n_threads=None):
     """Dense times sparse: ``X @ W``.
 
     Parameters
     ----------
-    X : ndarray of shape (batch, n_in), float32 or float64
-    W : scipy.sparse CSR array or matrix of shape (n_in, n_out), same dtype as ``X``, canonical
+    X : ndarray of shape (batch, n_in), float32 or float64 (Fortran-ordered: no copy)
+    W : SparseOperator, or scipy.sparse CSR array or matrix of shape (n_in, n_out), same dtype as ``X``,
+        canonical
+    out : ndarray of shape (batch, n_out), optional
+        Written and returned (Fortran-ordered: no copy).
+    order : {None, "C", "F"}, default None
+        Layout of a new result; None: that of ``X`` (see the module docstring).
     n_threads : int or None, default None
-        OpenMP threads; None or -1 uses all cores, ``-k`` all but ``k - 1`` (joblib's meaning).
+        OpenMP threads; None or -1 uses all cores, ``-k`` all but ``k - 1`` (joblib's meaning); with a
+        SparseOperator, None means its ``n_threads``.
 
     Returns
     -------
-    Y : ndarray of shape (batch, n_out), C-contiguous, dtype of ``X``.
+    Y : ndarray of shape (batch, n_out), dtype of ``X``.
 
     Examples
     --------
@@ -47,67 +194,84 @@ def sparse_matmul(X, W, *, n_threads=None):
     True
     """
     X = check_dense(X, "X", 2)
-    indptr, indices, data = check_csr(W, "W", dtype=X.dtype)
-    n_threads = resolve_n_threads(n_threads)
-    if X.shape[1] != W.shape[0]:
-        raise ValueError(f"X has {X.shape[1]} columns but W has {W.shape[0]} rows (X @ W needs them equal)")
-    t_indptr, t_indices, perm = transpose_pattern(indptr, indices, W.shape[1])
-    out = np.empty((W.shape[1], X.shape[0]), dtype=X.dtype)
-    _kernels.spmm(t_indptr, t_indices, data, perm, _feature_major(X), out, None, n_threads)
-    return np.ascontiguousarray(out.T)
+    check_order(order)
+    n_in, n_out, fwd, _, _, nt = _operands(W, X.dtype)
+    n_threads = resolve_n_threads(n_threads) if n_threads is not None or nt is None else nt
+    if X.shape[1] != n_in:
+        raise ValueError(f"X has {X.shape[1]} columns but W has {n_in} rows (X @ W needs them equal)")
+    Xf, fortran = feature_major(X, "X", n_in)
+    buf = result_buffer(out, n_out, X.shape[0], X.dtype)
+    _kernels.spmm(*fwd, Xf, buf, None, n_threads)
+    return batch_major_result(buf, out, order, fortran)
 
 
-def sparse_matmul_t(D, W, *, n_threads=None):
+def sparse_matmul_t(D, W, *, out=None, order=None, n_threads=None):
     """Dense times transposed sparse: ``D @ W.T`` (the backward product of a layer ``X @ W``).
 
     Parameters
     ----------
-    D : ndarray of shape (batch, n_out), float32 or float64
-    W : scipy.sparse CSR array or matrix of shape (n_in, n_out), same dtype as ``D``, canonical
-    n_threads : int or None, default None
+    D : ndarray of shape (batch, n_out), float32 or float64 (Fortran-ordered: no copy)
+    W : SparseOperator, or scipy.sparse CSR array or matrix of shape (n_in, n_out), same dtype as ``D``,
+        canonical
+    out, order, n_threads
+        As in :func:`sparse_matmul`.
 
     Returns
     -------
-    ndarray of shape (batch, n_in), C-contiguous.
+    ndarray of shape (batch, n_in).
     """
     D = check_dense(D, "D", 2)
-    indptr, indices, data = check_csr(W, "W", dtype=D.dtype)
-    n_threads = resolve_n_threads(n_threads)
-    if D.shape[1] != W.shape[1]:
-        raise ValueError(f"D has {D.shape[1]} columns but W has {W.shape[1]} columns (D @ W.T needs them equal)")
-    out = np.empty((W.shape[0], D.shape[0]), dtype=D.dtype)
-    _kernels.spmm(indptr, indices, data, None, _feature_major(D), out, None, n_threads)
-    return np.ascontiguousarray(out.T)
+    check_order(order)
+    n_in, n_out, _, bwd, _, nt = _operands(W, D.dtype)
+    n_threads = resolve_n_threads(n_threads) if n_threads is not None or nt is None else nt
+    if D.shape[1] != n_out:
+        raise ValueError(f"D has {D.shape[1]} columns but W has {n_out} columns (D @ W.T needs them equal)")
+    Df, fortran = feature_major(D, "D", n_out)
+    buf = result_buffer(out, n_in, D.shape[0], D.dtype)
+    _kernels.spmm(*bwd, Df, buf, None, n_threads)
+    return batch_major_result(buf, out, order, fortran)
 
 
-def sddmm(X, D, W, *, n_threads=None):
+def sddmm(X, D, W, *, out=None, n_threads=None):
     """Sampled dense-dense product on the pattern of ``W``: the weight gradient of ``X @ W``.
 
-    ``g[k] = sum_b X[b, i_k] * D[b, j_k]`` for the ``k``-th stored entry ``(i_k, j_k)`` of ``W`` in
-    CSR order, i.e. ``(X.T @ D)`` evaluated only where ``W`` has a connection.
+    ``g[k] = sum_b X[b, i_k] * D[b, j_k]`` for the ``k``-th stored entry ``(i_k, j_k)`` of ``W``, i.e.
+    ``(X.T @ D)`` evaluated only where ``W`` has a connection: in ``W``'s CSR order for a scipy
+    matrix, in the operator's order (aligned with :attr:`SparseOperator.values`) for a SparseOperator.
 
     Parameters
     ----------
-    X : ndarray of shape (batch, n_in)
-    D : ndarray of shape (batch, n_out), same dtype as ``X``
-    W : scipy.sparse CSR array or matrix of shape (n_in, n_out), same dtype, canonical
+    X : ndarray of shape (batch, n_in) (Fortran-ordered: no copy)
+    D : ndarray of shape (batch, n_out), same dtype as ``X`` (Fortran-ordered: no copy)
+    W : SparseOperator, or scipy.sparse CSR array or matrix of shape (n_in, n_out), same dtype, canonical
+    out : ndarray of shape (nnz,), C-contiguous, writeable, optional
     n_threads : int or None, default None
 
     Returns
     -------
-    g : ndarray of shape (W.nnz,)
+    g : ndarray of shape (nnz,)
     """
     X = check_dense(X, "X", 2)
     D = check_dense(D, "D", 2, dtype=X.dtype)
-    indptr, indices, _ = check_csr(W, "W", dtype=X.dtype)
-    n_threads = resolve_n_threads(n_threads)
+    n_in, n_out, _, _, (indptr, indices, by_output), nt = _operands(W, X.dtype)
+    n_threads = resolve_n_threads(n_threads) if n_threads is not None or nt is None else nt
     if X.shape[0] != D.shape[0]:
         raise ValueError(f"X and D must have the same number of rows (batch), got {X.shape[0]} and {D.shape[0]}")
-    if X.shape[1] != W.shape[0] or D.shape[1] != W.shape[1]:
-        raise ValueError(f"shapes do not match: X {X.shape}, D {D.shape}, W {W.shape} "
+    if X.shape[1] != n_in or D.shape[1] != n_out:
+        raise ValueError(f"shapes do not match: X {X.shape}, D {D.shape}, W {(n_in, n_out)} "
                          f"(need X.shape[1] == W.shape[0] and D.shape[1] == W.shape[1])")
-    out = np.empty(indices.shape[0], dtype=X.dtype)
-    _kernels.sddmm(indptr, indices, _feature_major(X), _feature_major(D), out, n_threads)
+    Xf, _ = feature_major(X, "X", n_in)
+    Df, _ = feature_major(D, "D", n_out)
+    if out is None:
+        out = np.empty(indices.shape[0], dtype=X.dtype)
+    else:
+        out = _check_inplace_vector(out, "out", dtype=X.dtype)
+        if out.shape != (indices.shape[0],):
+            raise ValueError(f"out must have shape ({indices.shape[0]},), got {out.shape}")
+    if by_output:
+        _kernels.sddmm(indptr, indices, Df, Xf, out, n_threads)
+    else:
+        _kernels.sddmm(indptr, indices, Xf, Df, out, n_threads)
     return out
 
 

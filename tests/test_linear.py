@@ -247,3 +247,25 @@ def test_validation_errors_name_the_argument():
         SparseLinear.from_scipy(W, np.ones(5))
     with pytest.raises(TypeError, match="W"):
         SparseLinear.from_scipy(W.toarray())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_feature_major_inputs_and_outputs_without_copies(dtype):
+    lin = SparseLinear(40, 25, nnz=200, dtype=dtype, seed=0, n_threads=2)
+    Wd = lin.to_scipy().toarray()
+    rng = np.random.default_rng(0)
+    X = np.asfortranarray(rng.standard_normal((6, 40)).astype(dtype))
+    dY = np.asfortranarray(rng.standard_normal((6, 25)).astype(dtype))
+    t = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    Y = lin.forward(X)
+    assert Y.flags.f_contiguous and np.shares_memory(lin._X, X)  # kept by reference, not copied
+    np.testing.assert_allclose(Y, X @ Wd + lin.bias, **t)
+    out = np.empty((6, 40), dtype, order="F")
+    dX, g, gb = lin.backward(dY, out=out)
+    assert dX is out
+    np.testing.assert_allclose(dX, dY @ Wd.T, **t)
+    rows, cols = lin.coords()
+    np.testing.assert_allclose(g, (X.T @ dY)[rows, cols], **t)
+    np.testing.assert_allclose(gb, dY.sum(0), **t)
+    assert lin.forward(np.ascontiguousarray(X)).flags.c_contiguous  # C in, C out (as before)
+    assert lin.forward(X, order="C").flags.c_contiguous

@@ -213,3 +213,66 @@ def test_errors_on_momentum_update():
         ops.momentum_update(w, v, g, lr="0.1", momentum=0.5, weight_decay=0)
     with pytest.raises(ValueError, match="weights must be 1-D"):
         ops.momentum_update(w.reshape(1, 5), v, g, **kw)
+
+
+# --- prepared operators and layouts (issue 12) ----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+@pytest.mark.parametrize("nt", THREADS)
+def test_sparse_operator_matches_dense_in_every_layout(dtype, index_dtype, nt):
+    rng = np.random.default_rng(5)
+    W = random_csr(40, 25, 0.15, dtype, index_dtype, seed=5)
+    Wd = W.toarray()
+    op = ops.SparseOperator(W, n_threads=nt)
+    X = rng.standard_normal((9, 40)).astype(dtype)
+    D = rng.standard_normal((9, 25)).astype(dtype)
+    t = tol(dtype)
+    for w in (W, op):
+        for Xin, Din in ((X, D), (np.asfortranarray(X), np.asfortranarray(D))):
+            Y = ops.sparse_matmul(Xin, w, n_threads=nt)
+            np.testing.assert_allclose(Y, X @ Wd, **t)
+            assert Y.flags.f_contiguous == Xin.flags.f_contiguous  # the layout of the input
+            dX = ops.sparse_matmul_t(Din, w, n_threads=nt)
+            np.testing.assert_allclose(dX, D @ Wd.T, **t)
+            assert dX.flags.f_contiguous == Din.flags.f_contiguous
+            for order in ("C", "F"):
+                Y = ops.sparse_matmul(Xin, w, order=order, n_threads=nt)
+                assert Y.flags[{"C": "C_CONTIGUOUS", "F": "F_CONTIGUOUS"}[order]]
+                np.testing.assert_allclose(Y, X @ Wd, **t)
+        for layout in ("C", "F"):
+            out = np.full((9, 25), np.nan, dtype, order=layout)
+            assert ops.sparse_matmul(X, w, out=out, n_threads=nt) is out
+            np.testing.assert_allclose(out, X @ Wd, **t)
+    # the gradient: W's CSR order for scipy, the operator's own order (aligned with op.values) for an operator
+    rows, cols = np.repeat(np.arange(40), np.diff(W.indptr)), W.indices
+    g = ops.sddmm(np.asfortranarray(X), D, W, n_threads=nt)
+    np.testing.assert_allclose(g, (X.T @ D)[rows, cols], **t)
+    go = np.empty(op.nnz, dtype)
+    assert ops.sddmm(X, D, op, out=go, n_threads=nt) is go
+    np.testing.assert_allclose(go[op.csr_order], g, **t)
+    np.testing.assert_array_equal(op.to_scipy().toarray(), Wd)
+
+
+def test_sparse_operator_pattern_is_frozen_and_values_are_live():
+    rng = np.random.default_rng(0)
+    W = random_csr(30, 20, 0.2, np.float64, np.int32)
+    op = ops.SparseOperator(W)
+    for a in op._pattern:
+        with pytest.raises(ValueError, match="read-only"):
+            a[0] = 10 ** 6
+    W.indices[0] = 10 ** 6  # the caller's matrix may change: the operator holds its own copies
+    X = rng.standard_normal((4, 30))
+    Y = ops.sparse_matmul(X, op)
+    op.values *= 2.0  # values are live and writable (momentum_update trains them in place)
+    np.testing.assert_allclose(ops.sparse_matmul(X, op), 2 * Y)
+    with pytest.raises(TypeError, match="W has dtype float64 but float32"):
+        ops.sparse_matmul(X.astype(np.float32), op)
+    with pytest.raises(ValueError, match="out must have shape"):
+        ops.sparse_matmul(X, op, out=np.empty((4, 21)))
+    with pytest.raises(ValueError, match="order must be"):
+        ops.sparse_matmul(X, op, order="K")
+    with pytest.raises(ValueError, match="column indices outside"):
+        ops.SparseOperator(W)  # the corrupted scipy matrix is refused
+    op.values = np.zeros(3)
+    with pytest.raises(ValueError, match="replaced by an array of another shape"):
+        ops.sparse_matmul(X, op)
