@@ -10,6 +10,7 @@ Examples
 --------
     python bench/bench_kernels.py --quick
     python bench/bench_kernels.py --schedules --all-threads
+    python bench/bench_kernels.py --public-api      # the importable face: ops, SparseLinear, set_cy.torch
 """
 import argparse
 import json
@@ -54,10 +55,14 @@ def parse_args(argv=None):
     p.add_argument("--target-s", type=float, default=None,
                    help="seconds of timed repeats per measurement (default 0.2; 0.03 with --quick)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--public-api", action="store_true",
+                   help="instead of the kernel table: the public API (ops with a scipy W and with a prepared "
+                        "SparseOperator, SparseLinear, the torch module under autograd) next to the internal "
+                        "kernels, scipy and torch.sparse; float32, shapes a and c unless --shapes")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                  "results", "kernels.json"))
     a = p.parse_args(argv)
-    a.shapes = (a.shapes or ("a,b_small" if a.quick else "a,b,c")).split(",")
+    a.shapes = (a.shapes or ("a,b_small" if a.quick else "a,c" if a.public_api else "a,b,c")).split(",")
     unknown = [s for s in a.shapes if s not in SHAPES]
     if unknown:
         p.error(f"unknown shapes {unknown}; choose from {list(SHAPES)}")
@@ -329,9 +334,217 @@ def bench_schedules(pats, args, rng):
     return res
 
 
+def public_records(pat, B, args, rng):
+    """Forward, backward and SDDMM through every public path, float32, with the same W and data.
+
+    ``X``/``D`` are what a user holds: batch-major ``(B, features)`` arrays, C-ordered ("C") or
+    Fortran-ordered ("F", i.e. feature-major: what the kernels read). Layer paths time forward +
+    backward (input gradient, weight and bias gradients) together, as "layer".
+    """
+    from set_cy import SparseLinear
+
+    dtype = np.dtype(np.float32)
+    data = rng.standard_normal(pat["nnz"]).astype(dtype)
+    Xf = rng.standard_normal((pat["n_in"], B)).astype(dtype)   # feature-major buffers
+    Df = rng.standard_normal((pat["n_out"], B)).astype(dtype)
+    XC, DC = np.ascontiguousarray(Xf.T), np.ascontiguousarray(Df.T)   # batch-major, C-ordered
+    XF, DF = Xf.T, Df.T                                                 # batch-major views, Fortran-ordered
+    W = sp.csr_array((data[pat["perm"]], pat["w_indices"], pat["w_indptr"]), shape=(pat["n_in"], pat["n_out"]))
+    timer = lambda fn: time_call(fn, args.target_s, args.min_repeats)  # noqa: E731
+    recs = []
+    for nt in args.threads:
+        fns, _ = setcy_funcs(pat, data, Xf, Df, nt)
+        for k in PRODUCT_KERNELS:
+            recs.append(dict(kernel=k, impl="kernel", threads=nt, **timer(fns[k])))
+        op = ops.SparseOperator(W, n_threads=nt)
+        yF, dxF = np.empty((B, pat["n_out"]), dtype, order="F"), np.empty((B, pat["n_in"]), dtype, order="F")
+        g = np.empty(pat["nnz"], dtype)
+        runs = {
+            ("ops scipy-W C", "forward"): lambda: ops.sparse_matmul(XC, W, n_threads=nt),
+            ("ops scipy-W C", "backward"): lambda: ops.sparse_matmul_t(DC, W, n_threads=nt),
+            ("ops scipy-W C", "sddmm"): lambda: ops.sddmm(XC, DC, W, n_threads=nt),
+            ("ops prepared C", "forward"): lambda: ops.sparse_matmul(XC, op),
+            ("ops prepared C", "backward"): lambda: ops.sparse_matmul_t(DC, op),
+            ("ops prepared C", "sddmm"): lambda: ops.sddmm(XC, DC, op),
+            ("ops prepared F", "forward"): lambda: ops.sparse_matmul(XF, op, out=yF),
+            ("ops prepared F", "backward"): lambda: ops.sparse_matmul_t(DF, op, out=dxF),
+            ("ops prepared F", "sddmm"): lambda: ops.sddmm(XF, DF, op, out=g),
+        }
+        lin = SparseLinear.from_scipy(W, n_threads=nt)
+        runs[("SparseLinear C", "layer")] = lambda: (lin.forward(XC), lin.backward(DC))
+        runs[("SparseLinear F", "layer")] = lambda: (lin.forward(XF, out=yF), lin.backward(DF, out=dxF))
+        runs.update(_torch_layer_run(W, Xf, Df, nt))
+        for (impl, k), fn in runs.items():
+            recs.append(dict(kernel=k, impl=impl, threads=nt, **timer(fn)))
+    # scipy, single-threaded: the best of its formulations for each product (as peer_records times them,
+    # plus, where the dense n_in x n_out product fits in 64 MB, the weight gradient as a BLAS product
+    # sampled at the connections)
+    peers, _ = peer_records(pat, data, Xf, Df, rng, timer)
+    if pat["n_in"] * pat["n_out"] * dtype.itemsize <= 64 << 20:
+        w_rows = np.repeat(np.arange(pat["n_in"]), np.diff(pat["w_indptr"]))
+        w_cols = pat["w_indices"]
+        with _blas_threads(1):
+            t = timer(lambda: (XC.T @ DC)[w_rows, w_cols])
+        peers.append(dict(kernel="sddmm", impl="numpy dense X.T@D sampled", threads=1, note="", **t))
+    for k in PRODUCT_KERNELS:
+        best = min((r for r in peers if r["kernel"] == k), key=lambda r: r["median_s"])
+        recs.append(dict(kernel=k, impl="scipy best", threads=1, **{f: best[f] for f in ("median_s", "min_s",
+                                                                                          "repeats")}))
+    recs.append(dict(kernel="layer", impl="scipy best", threads=1,
+                     median_s=sum(r["median_s"] for r in recs if r["impl"] == "scipy best"),
+                     min_s=sum(r["min_s"] for r in recs if r["impl"] == "scipy best"), repeats=None))
+    torch_recs = torch_records(pat, data, Xf, Df, args.threads, timer) or []
+    recs += [dict(r, impl="torch.sparse") for r in torch_recs]
+    return recs, public_checks(pat, data, W, Xf, Df)
+
+
+def public_checks(pat, data, W, Xf, Df):
+    """Max relative error of every public path against the internal kernels (same W, X, D)."""
+    from set_cy import SparseLinear
+
+    fns, (y, dx, g) = setcy_funcs(pat, data, Xf, Df, 1)
+    for k in PRODUCT_KERNELS:
+        fns[k]()
+    op = ops.SparseOperator(W, n_threads=1)
+    checks = {"ops forward": rel_err(ops.sparse_matmul(Xf.T, op).T, y),
+              "ops backward": rel_err(ops.sparse_matmul_t(Df.T, op).T, dx),
+              "ops sddmm": rel_err(ops.sddmm(Xf.T, Df.T, op), g),
+              "ops scipy-W forward": rel_err(ops.sparse_matmul(np.ascontiguousarray(Xf.T), W).T, y)}
+    lin = SparseLinear.from_scipy(W, n_threads=1)
+    checks["SparseLinear forward"] = rel_err(lin.forward(Xf.T).T, y)
+    ldx, lg, _ = lin.backward(Df.T)
+    checks["SparseLinear backward"] = rel_err(ldx.T, dx)
+    checks["SparseLinear gradient"] = rel_err(lg, g)
+    run = _torch_layer_run(W, Xf, Df, 1).get(("torch module", "layer"))
+    if run is not None:
+        import torch
+
+        from set_cy.torch import SparseLinear as TorchSparseLinear
+
+        m = TorchSparseLinear.from_scipy(W, n_threads=1)
+        X = torch.from_numpy(Xf).t().requires_grad_()
+        m(X).backward(torch.from_numpy(Df).t())
+        checks["torch module input gradient"] = rel_err(X.grad.numpy().T, dx)
+        checks["torch module values gradient"] = rel_err(m.values.grad.numpy(), g)
+    return checks
+
+
+def _blas_threads(n):
+    """A context limiting BLAS threads to ``n`` (threadpoolctl, when installed), else a no-op."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(n)
+
+
+def _torch_layer_run(W, Xf, Df, nt):
+    """``{("torch module", "layer"): fn}``: set_cy.torch.SparseLinear forward + backward under autograd."""
+    try:
+        import torch
+
+        from set_cy.torch import SparseLinear as TorchSparseLinear
+    except ImportError:
+        return {}
+    m = TorchSparseLinear.from_scipy(W, n_threads=nt)
+    X = torch.from_numpy(Xf).t().requires_grad_()   # (B, n_in) views of the feature-major buffers
+    D = torch.from_numpy(Df).t()
+
+    def run():
+        m.zero_grad(set_to_none=True)
+        X.grad = None
+        m(X).backward(D)
+
+    return {("torch module", "layer"): run}
+
+
+def public_targets(recs):
+    """Issue 12's targets (float32, 1 thread unless said) as ``(description, ratio or None, goal)``."""
+    out = []
+    shapes = sorted({r["shape"] for r in recs})
+    batches = sorted({r["batch"] for r in recs})
+    for shape in shapes:
+        for B in batches:
+            key = dict(shape=shape, batch=B, threads=1)
+            for k in PRODUCT_KERNELS:
+                kern = find(recs, impl="kernel", kernel=k, **key)
+                prep = find(recs, impl="ops prepared F", kernel=k, **key)
+                scipy = find(recs, impl="scipy best", kernel=k, **key)
+                out.append((f"prepared ops {k} >= 0.8x the kernel ({shape}, B={B})",
+                            kern / prep if kern and prep else None, 0.8))
+                out.append((f"prepared ops {k} >= 2x scipy's best ({shape}, B={B})",
+                            scipy / prep if scipy and prep else None, 2.0))
+        key = dict(shape=shape, batch=128, threads=1)
+        lin = find(recs, impl="SparseLinear F", kernel="layer", **key)
+        lin_c = find(recs, impl="SparseLinear C", kernel="layer", **key)
+        scipy = find(recs, impl="scipy best", kernel="layer", **key)
+        torch_m = find(recs, impl="torch module", kernel="layer", **key)
+        out.append((f"SparseLinear fwd+bwd (F inputs) >= 2x scipy ({shape}, B=128)",
+                    scipy / lin if scipy and lin else None, 2.0))
+        out.append((f"SparseLinear fwd+bwd (C inputs) >= 2x scipy ({shape}, B=128)",
+                    scipy / lin_c if scipy and lin_c else None, 2.0))
+        out.append((f"torch module fwd+bwd within 1.3x of SparseLinear's ({shape}, B=128; ratio = "
+                    "SparseLinear / torch, goal >= 1/1.3)", lin / torch_m if lin and torch_m else None, 1 / 1.3))
+    return out
+
+
+def main_public(args):
+    """``--public-api``: the public paths' table and targets; returns the JSON-able result."""
+    t_start = time.perf_counter()
+    info = machine_info()
+    print("Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    rng = np.random.default_rng(args.seed)
+    recs, checks = [], []
+    for name in args.shapes:
+        n_in, n_out, eps = SHAPES[name]
+        pat = random_pattern(n_in, n_out, eps * (n_in + n_out), rng)
+        print(f"shape ({name}): {n_in} x {n_out}, eps={eps}, nnz={pat['nnz']}", flush=True)
+        for B in args.batches:
+            rs, ch = public_records(pat, B, args, rng)
+            recs += [dict(shape=name, batch=B, **r) for r in rs]
+            checks.append(dict(shape=name, batch=B, max_rel_err=ch))
+    print(f"\n{'shape':6} {'B':>4} {'kernel':9} {'impl':16} {'thr':>3} {'median ms':>10}  vs kernel  vs scipy")
+    for r in recs:
+        key = dict(shape=r["shape"], batch=r["batch"], kernel=r["kernel"])
+        kern = find(recs, impl="kernel", threads=r["threads"], **key)
+        scipy = find(recs, impl="scipy best", **key)
+        vk = f"x{kern / r['median_s']:.2f}" if kern else ""
+        vs = f"x{scipy / r['median_s']:.2f}" if scipy else ""
+        print(f"{r['shape']:6} {r['batch']:>4} {r['kernel']:9} {r['impl']:16} {r['threads']:>3} "
+              f"{r['median_s'] * 1e3:10.3f}  {vk:>9}  {vs:>7}")
+    print("\n'vs kernel': kernel time / this time at the same threads (1.0 = as fast as the internal kernel); "
+          "'vs scipy': single-threaded scipy's best formulation / this time ('layer': forward + input "
+          "gradient + weight gradient; scipy's weight gradient is the NumPy gather). C / F: the layout of the "
+          "batch-major inputs.")
+    bad = [c for c in checks if max(c["max_rel_err"].values()) > 1e-4]
+    print("correctness of every public path vs the internal kernels (float32, max rel. error <= 1e-4): "
+          + ("OK" if not bad else f"MISMATCH {bad}"))
+    targets = public_targets(recs)
+    print("\nTargets (float32; ratios of median times, one run):")
+    for desc, ratio, goal in targets:
+        status = "not measured" if ratio is None else ("MET" if ratio >= goal else "NOT MET")
+        print(f"  {desc:96} {'' if ratio is None else f'x{ratio:.2f}':>8}  {status}")
+    elapsed = time.perf_counter() - t_start
+    print(f"\ntotal {elapsed:.0f} s")
+    result = {"args": {k: (v if k != "dtypes" else [d.name for d in v]) for k, v in vars(args).items()},
+              "machine": info, "records": recs, "checks": checks, "elapsed_s": elapsed,
+              "targets": [dict(target=d, ratio=r, goal=g, met=None if r is None else r >= g)
+                          for d, r, g in targets]}
+    out = args.out.replace(".json", "_public.json") if args.out.endswith(".json") else args.out
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+    print(f"saved {out}")
+    return result
+
+
 def main(argv=None):
     """Run the benchmark; returns the JSON-able result."""
     args = parse_args(argv)
+    if args.public_api:
+        return main_public(args)
     t_start = time.perf_counter()
     info = machine_info()
     if info["loadavg_1min"] is not None and info["loadavg_1min"] > 0.5:

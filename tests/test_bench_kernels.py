@@ -1,0 +1,26 @@
+"""The public-API part of bench/bench_kernels.py runs, checks every public path against the kernels and
+reports each target (a small, fast configuration)."""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import bench_kernels  # noqa: E402
+
+
+def test_public_api_part_runs_and_agrees_with_the_kernels(tmp_path):
+    out = tmp_path / "kernels.json"
+    res = bench_kernels.main(["--public-api", "--shapes", "a", "--batches", "32", "--threads", "1",
+                              "--target-s", "0.002", "--out", str(out)])
+    saved = json.loads((tmp_path / "kernels_public.json").read_text())
+    assert saved["checks"] == res["checks"] and len(res["checks"]) == 1
+    errors = res["checks"][0]["max_rel_err"]
+    assert {"ops forward", "ops backward", "ops sddmm", "SparseLinear gradient"} <= set(errors)
+    assert max(errors.values()) <= 1e-4
+    impls = {r["impl"] for r in res["records"]}
+    assert {"kernel", "ops scipy-W C", "ops prepared C", "ops prepared F", "SparseLinear C", "SparseLinear F",
+            "scipy best"} <= impls
+    assert all(r["median_s"] > 0 for r in res["records"])
+    # every target of the shape measured gets a ratio (the 0.8x / 2x ones at B=32; the layer ones need B=128)
+    measured = [t for t in res["targets"] if t["ratio"] is not None]
+    assert len(measured) == 6 and all(t["met"] in (True, False) for t in measured)
