@@ -7,8 +7,12 @@ SET_CY_DEBUG=1
 SET_CY_NO_OPENMP=1
     Build without OpenMP even if the compiler supports it.
 SET_CY_MARCH=<arch>
-    Add ``-march=<arch>`` (for example ``native``). Off by default: the SIMD row kernels are compiled
-    for several instruction sets anyway and chosen at run time (see ``set_cy/_simd.h``).
+    Add ``-march=<arch>`` (for example ``native``). Off by default: the row kernels (the innermost
+    loops, in ``set_cy/_rowkernels.h``) are already built for several instruction sets by GCC function
+    multi-versioning (``target_clones``: x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline),
+    and the loader picks the best clone for the CPU at run time. That needs GCC >= 12 on x86-64 (not
+    clang); elsewhere, or with ``-DSET_CY_NO_CLONES``, one baseline version is built, and
+    ``set_cy.isa_dispatch_enabled()`` returns False.
 """
 import os
 import shutil

@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# More threads than this is a mistake, and tens of thousands of OpenMP threads crash the process.
+MAX_THREADS = 4096
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
@@ -57,6 +59,9 @@ def resolve_n_threads(n_threads, name="n_threads"):
                                     f"one), or None (all cores); got 0")
     if n_threads < 0:
         return max(1, int(_kernels.max_threads()) + 1 + int(n_threads))
+    if n_threads > MAX_THREADS:
+        raise InvalidParameterError(f"{name} must be <= {MAX_THREADS}, got {n_threads} (OpenMP cannot start that "
+                                    f"many threads; this machine has {_kernels.max_threads()})")
     return int(n_threads)
 
 
@@ -155,6 +160,8 @@ def check_csr(W, name="W", dtype=None):
     indptr, indices, data = W.indptr, W.indices, W.data
     if indices.dtype not in INDEX_DTYPES or indptr.dtype not in INDEX_DTYPES:
         raise TypeError(f"{name} must have int32 or int64 indices, got {indices.dtype}/{indptr.dtype}")
+    if indptr.ndim != 1 or indices.ndim != 1 or data.ndim != 1:
+        raise ValueError(f"{name} is not a valid CSR structure: indptr, indices and data must be 1-D")
     idx_dtype = np.promote_types(indices.dtype, indptr.dtype)
     if indptr.ndim != 1 or indptr.shape[0] != n_rows + 1:
         raise ValueError(f"{name}.indptr has length {indptr.shape[0]}, expected {n_rows + 1}")

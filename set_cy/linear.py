@@ -248,7 +248,7 @@ class SparseLinear:
         """
         check_order(order)
         Xf, fortran = feature_major(X, "X", self.n_in, self.dtype)
-        buf = result_buffer(out, self.n_out, Xf.shape[1], self.dtype)
+        buf = result_buffer(out, self.n_out, Xf.shape[1], self.dtype, inputs=(Xf, self.layer.data))
         self.layer.forward(Xf, buf)
         self._X = Xf if keep_input else None
         return batch_major_result(buf, out, order, fortran)
@@ -293,7 +293,7 @@ class SparseLinear:
             raise ValueError(f"X and dY must have the same batch size, got {Xf.shape[1]} and {dYf.shape[1]}")
         dX = None
         if input_grad:
-            buf = result_buffer(out, self.n_in, dYf.shape[1], self.dtype)
+            buf = result_buffer(out, self.n_in, dYf.shape[1], self.dtype, inputs=(dYf, self.layer.data))
             self.layer.backward_input(dYf, buf)
             dX = batch_major_result(buf, out, order, fortran)
         grad_values, grad_bias = self.layer.gradient(dYf, Xf)

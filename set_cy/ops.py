@@ -64,7 +64,7 @@ class SparseOperator:
 
     def __init__(self, W, *, n_threads=None):
         indptr, indices, data = check_csr(W, "W")
-        self.shape = (int(W.shape[0]), int(W.shape[1]))
+        self._shape = (int(W.shape[0]), int(W.shape[1]))
         self.n_threads = resolve_n_threads(n_threads)
         # storage: the CSR of W^T (rows = outputs); the transposed index of that is W's own CSR pattern
         s_indptr, s_indices, order = transpose_pattern(indptr, indices, self.shape[1])
@@ -73,6 +73,11 @@ class SparseOperator:
         self._pattern = (s_indptr, s_indices, t_indptr, t_indices, perm)
         for a in self._pattern:
             a.flags.writeable = False
+
+    @property
+    def shape(self):
+        """``(n_in, n_out)``, fixed with the pattern."""
+        return self._shape
 
     @property
     def dtype(self):
@@ -107,11 +112,12 @@ def _operands(W, dtype):
         if dtype is not None and W.dtype != dtype:
             raise TypeError(f"W has dtype {W.dtype} but {dtype} was expected (dtypes must not be mixed)")
         s_indptr, s_indices, t_indptr, t_indices, perm = W._pattern
+        n_threads = resolve_n_threads(W.n_threads, "SparseOperator.n_threads")
         v = W.values
         if v.shape != (s_indices.shape[0],) or v.dtype != W.dtype or not v.flags.c_contiguous:
             raise ValueError("SparseOperator.values was replaced by an array of another shape or layout")
         return (W.shape[0], W.shape[1], (s_indptr, s_indices, v, None), (t_indptr, t_indices, v, perm),
-                (s_indptr, s_indices, True), W.n_threads)
+                (s_indptr, s_indices, True), n_threads)
     indptr, indices, data = check_csr(W, "W", dtype=dtype)
     t_indptr, t_indices, perm = transpose_pattern(indptr, indices, W.shape[1])
     return (W.shape[0], W.shape[1], (t_indptr, t_indices, data, perm), (indptr, indices, data, None),
@@ -136,8 +142,11 @@ def check_order(order):
         raise ValueError(f"order must be None, 'C' or 'F', got {order!r}")
 
 
-def result_buffer(out, rows, batch, dtype, name="out"):
-    """The feature-major ``(rows, batch)`` buffer a kernel writes: ``out.T`` when ``out`` allows it."""
+def result_buffer(out, rows, batch, dtype, name="out", inputs=()):
+    """The feature-major ``(rows, batch)`` buffer a kernel writes: ``out.T`` when ``out`` allows it.
+
+    ``out`` must not overlap any of ``inputs`` (the kernels read them while writing it).
+    """
     if out is None:
         return np.empty((rows, batch), dtype)
     out = check_dense(out, name, 2, dtype=dtype)
@@ -145,6 +154,8 @@ def result_buffer(out, rows, batch, dtype, name="out"):
         raise ValueError(f"{name} must have shape ({batch}, {rows}), got {out.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writeable")
+    if any(np.may_share_memory(out, a) for a in inputs):
+        raise ValueError(f"{name} must not share memory with the inputs")
     return out.T if out.T.flags.c_contiguous else np.empty((rows, batch), dtype)
 
 
@@ -200,7 +211,7 @@ def sparse_matmul(X, W, *, out=None, order=None, n_threads=None):
     if X.shape[1] != n_in:
         raise ValueError(f"X has {X.shape[1]} columns but W has {n_in} rows (X @ W needs them equal)")
     Xf, fortran = feature_major(X, "X", n_in)
-    buf = result_buffer(out, n_out, X.shape[0], X.dtype)
+    buf = result_buffer(out, n_out, X.shape[0], X.dtype, inputs=(Xf, fwd[2]))
     _kernels.spmm(*fwd, Xf, buf, None, n_threads)
     return batch_major_result(buf, out, order, fortran)
 
@@ -227,7 +238,7 @@ def sparse_matmul_t(D, W, *, out=None, order=None, n_threads=None):
     if D.shape[1] != n_out:
         raise ValueError(f"D has {D.shape[1]} columns but W has {n_out} columns (D @ W.T needs them equal)")
     Df, fortran = feature_major(D, "D", n_out)
-    buf = result_buffer(out, n_in, D.shape[0], D.dtype)
+    buf = result_buffer(out, n_in, D.shape[0], D.dtype, inputs=(Df, bwd[2]))
     _kernels.spmm(*bwd, Df, buf, None, n_threads)
     return batch_major_result(buf, out, order, fortran)
 
@@ -268,6 +279,8 @@ def sddmm(X, D, W, *, out=None, n_threads=None):
         out = _check_inplace_vector(out, "out", dtype=X.dtype)
         if out.shape != (indices.shape[0],):
             raise ValueError(f"out must have shape ({indices.shape[0]},), got {out.shape}")
+        if np.may_share_memory(out, Xf) or np.may_share_memory(out, Df):
+            raise ValueError("out must not share memory with the inputs")
     if by_output:
         _kernels.sddmm(indptr, indices, Df, Xf, out, n_threads)
     else:

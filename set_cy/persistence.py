@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -104,9 +105,11 @@ def read_network_file(path):
     try:
         with np.load(os.fspath(path), allow_pickle=False) as f:
             return _read(f, path)
+    except json.JSONDecodeError as exc:  # a ValueError without the file's name
+        raise ValueError(f"{path} is not a valid set_cy model file: {type(exc).__name__}: {exc}") from exc
     except ValueError:
         raise
-    except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path} is not a valid set_cy model file: {type(exc).__name__}: {exc}") from exc
 
 

@@ -159,8 +159,23 @@ class SparseMLP(SparseNetwork):
 
     def _set_extra_state(self, state):
         super()._set_extra_state(state)
-        self.history_ = History(state.get("history", []))
-        self.train_state_ = state.get("train_state")
+        history = state.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise ValueError("history must be a list of records (dicts)")
+        ts = state.get("train_state")
+        if ts is not None:
+            if not isinstance(ts, dict):
+                raise ValueError(f"train_state must be a dict or null, got {type(ts).__name__}")
+            for key, low in (("epoch", 0), ("batch", 0), ("n_samples", 1), ("batch_size", 1)):
+                check_int(ts.get(key), f"train_state.{key}", min_val=low)
+            sums = ts.get("sums")
+            if sums is not None and (not isinstance(sums, list) or len(sums) != 3
+                                     or not all(isinstance(s, (int, float)) for s in sums)):
+                raise ValueError(f"train_state.sums must be null or 3 numbers, got {sums!r}")
+            if not isinstance(ts.get("backend", "openmp"), str):
+                raise ValueError("train_state.backend must be a string")
+        self.history_ = History(history)
+        self.train_state_ = ts
 
     def _extra_arrays(self):
         if self.train_state_ is not None and self.train_state_.get("order") is not None:
