@@ -247,11 +247,11 @@ class SparseLinear:
         Y : ndarray of shape (batch, n_out)
         """
         check_order(order)
-        Xf, fortran = feature_major(X, "X", self.n_in, self.dtype)
+        Xf, fortran = feature_major(X, "X", self.n_in, self.dtype, self.n_threads)
         buf = result_buffer(out, self.n_out, Xf.shape[1], self.dtype, inputs=(Xf, self.layer.data))
         self.layer.forward(Xf, buf)
         self._X = Xf if keep_input else None
-        return batch_major_result(buf, out, order, fortran)
+        return batch_major_result(buf, out, order, fortran, self.n_threads)
 
     __call__ = forward
 
@@ -281,21 +281,21 @@ class SparseLinear:
             ``dY.sum(axis=0)``.
         """
         check_order(order)
-        dYf, fortran = feature_major(dY, "dY", self.n_out, self.dtype)
+        dYf, fortran = feature_major(dY, "dY", self.n_out, self.dtype, self.n_threads)
         if X is None:
             if self._X is None:
                 raise ValueError("backward needs the input of the forward pass: call forward(X) first "
                                  "(with keep_input=True) or pass X=")
             Xf = self._X
         else:
-            Xf, _ = feature_major(X, "X", self.n_in, self.dtype)
+            Xf, _ = feature_major(X, "X", self.n_in, self.dtype, self.n_threads)
         if Xf.shape[1] != dYf.shape[1]:
             raise ValueError(f"X and dY must have the same batch size, got {Xf.shape[1]} and {dYf.shape[1]}")
         dX = None
         if input_grad:
             buf = result_buffer(out, self.n_in, dYf.shape[1], self.dtype, inputs=(dYf, self.layer.data))
             self.layer.backward_input(dYf, buf)
-            dX = batch_major_result(buf, out, order, fortran)
+            dX = batch_major_result(buf, out, order, fortran, self.n_threads)
         grad_values, grad_bias = self.layer.gradient(dYf, Xf)
         return dX, grad_values, np.ascontiguousarray(grad_bias)
 

@@ -124,7 +124,16 @@ def _operands(W, dtype):
             (indptr, indices, False), None)
 
 
-def feature_major(A, name, n_features, dtype=None):
+def _transpose(A, n_threads, out=None):
+    """``A.T`` (A C-contiguous, 2-D) into a new or given C-contiguous array: the blocked, parallel
+    :func:`set_cy._kernels.gather_transpose` (NumPy's strided copy is several times slower on wide arrays)."""
+    if out is None:
+        out = np.empty((A.shape[1], A.shape[0]), A.dtype)
+    _kernels.gather_transpose(A, np.arange(A.shape[0], dtype=np.int64), out, n_threads)
+    return out
+
+
+def feature_major(A, name, n_features, dtype=None, n_threads=1):
     """``(A.T as a C-contiguous array, whether A was already feature-major)`` for ``A`` (batch, n_features).
 
     A Fortran-ordered ``A`` is used as it is (no copy); any other layout is copied once.
@@ -134,6 +143,8 @@ def feature_major(A, name, n_features, dtype=None):
         raise ValueError(f"{name} must have shape (batch, {n_features}), got {A.shape}")
     if A.T.flags.c_contiguous:
         return A.T, True
+    if A.flags.c_contiguous:
+        return _transpose(A, n_threads), False
     return np.ascontiguousarray(A.T), False
 
 
@@ -159,7 +170,7 @@ def result_buffer(out, rows, batch, dtype, name="out", inputs=()):
     return out.T if out.T.flags.c_contiguous else np.empty((rows, batch), dtype)
 
 
-def batch_major_result(buf, out, order, fortran_input):
+def batch_major_result(buf, out, order, fortran_input, n_threads=1):
     """The ``(batch, rows)`` result of a feature-major kernel buffer ``buf`` (see :func:`result_buffer`).
 
     Into ``out`` when given (copied only when ``out`` is not Fortran-ordered); else ``buf.T`` (no copy)
@@ -168,11 +179,14 @@ def batch_major_result(buf, out, order, fortran_input):
     """
     if out is not None:
         if not np.may_share_memory(out, buf):  # buf is out.T, or a separate buffer
-            out[...] = buf.T
+            if out.flags.c_contiguous:
+                _transpose(buf, n_threads, out)
+            else:
+                out[...] = buf.T
         return out
     if order == "F" or (order is None and fortran_input):
         return buf.T
-    return np.ascontiguousarray(buf.T)
+    return _transpose(buf, n_threads)
 
 
 def sparse_matmul(X, W, *, out=None, order=None, n_threads=None):
@@ -210,10 +224,10 @@ def sparse_matmul(X, W, *, out=None, order=None, n_threads=None):
     n_threads = resolve_n_threads(n_threads) if n_threads is not None or nt is None else nt
     if X.shape[1] != n_in:
         raise ValueError(f"X has {X.shape[1]} columns but W has {n_in} rows (X @ W needs them equal)")
-    Xf, fortran = feature_major(X, "X", n_in)
+    Xf, fortran = feature_major(X, "X", n_in, n_threads=n_threads)
     buf = result_buffer(out, n_out, X.shape[0], X.dtype, inputs=(Xf, fwd[2]))
     _kernels.spmm(*fwd, Xf, buf, None, n_threads)
-    return batch_major_result(buf, out, order, fortran)
+    return batch_major_result(buf, out, order, fortran, n_threads)
 
 
 def sparse_matmul_t(D, W, *, out=None, order=None, n_threads=None):
@@ -237,10 +251,10 @@ def sparse_matmul_t(D, W, *, out=None, order=None, n_threads=None):
     n_threads = resolve_n_threads(n_threads) if n_threads is not None or nt is None else nt
     if D.shape[1] != n_out:
         raise ValueError(f"D has {D.shape[1]} columns but W has {n_out} columns (D @ W.T needs them equal)")
-    Df, fortran = feature_major(D, "D", n_out)
+    Df, fortran = feature_major(D, "D", n_out, n_threads=n_threads)
     buf = result_buffer(out, n_in, D.shape[0], D.dtype, inputs=(Df, bwd[2]))
     _kernels.spmm(*bwd, Df, buf, None, n_threads)
-    return batch_major_result(buf, out, order, fortran)
+    return batch_major_result(buf, out, order, fortran, n_threads)
 
 
 def sddmm(X, D, W, *, out=None, n_threads=None):
@@ -271,8 +285,8 @@ def sddmm(X, D, W, *, out=None, n_threads=None):
     if X.shape[1] != n_in or D.shape[1] != n_out:
         raise ValueError(f"shapes do not match: X {X.shape}, D {D.shape}, W {(n_in, n_out)} "
                          f"(need X.shape[1] == W.shape[0] and D.shape[1] == W.shape[1])")
-    Xf, _ = feature_major(X, "X", n_in)
-    Df, _ = feature_major(D, "D", n_out)
+    Xf, _ = feature_major(X, "X", n_in, n_threads=n_threads)
+    Df, _ = feature_major(D, "D", n_out, n_threads=n_threads)
     if out is None:
         out = np.empty(indices.shape[0], dtype=X.dtype)
     else:
