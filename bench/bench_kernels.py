@@ -55,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--target-s", type=float, default=None,
                    help="seconds of timed repeats per measurement (default 0.2; 0.03 with --quick)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="--public-api: interleaved timing rounds of every path; each keeps its best median")
     p.add_argument("--public-api", action="store_true",
                    help="instead of the kernel table: the public API (ops with a scipy W and with a prepared "
                         "SparseOperator, SparseLinear, the torch module under autograd) next to the internal "
@@ -354,12 +356,11 @@ def public_records(pat, B, args, rng):
     recs = []
     for nt in args.threads:
         fns, _ = setcy_funcs(pat, data, Xf, Df, nt)
-        for k in PRODUCT_KERNELS:
-            recs.append(dict(kernel=k, impl="kernel", threads=nt, **timer(fns[k])))
         op = ops.SparseOperator(W, n_threads=nt)
         yF, dxF = np.empty((B, pat["n_out"]), dtype, order="F"), np.empty((B, pat["n_in"]), dtype, order="F")
         g = np.empty(pat["nnz"], dtype)
-        runs = {
+        runs = {("kernel", k): fns[k] for k in PRODUCT_KERNELS}
+        runs.update({
             ("ops scipy-W C", "forward"): lambda: ops.sparse_matmul(XC, W, n_threads=nt),
             ("ops scipy-W C", "backward"): lambda: ops.sparse_matmul_t(DC, W, n_threads=nt),
             ("ops scipy-W C", "sddmm"): lambda: ops.sddmm(XC, DC, W, n_threads=nt),
@@ -369,13 +370,19 @@ def public_records(pat, B, args, rng):
             ("ops prepared F", "forward"): lambda: ops.sparse_matmul(XF, op, out=yF),
             ("ops prepared F", "backward"): lambda: ops.sparse_matmul_t(DF, op, out=dxF),
             ("ops prepared F", "sddmm"): lambda: ops.sddmm(XF, DF, op, out=g),
-        }
+        })
         lin = SparseLinear.from_scipy(W, n_threads=nt)
         runs[("SparseLinear C", "layer")] = lambda: (lin.forward(XC), lin.backward(DC))
         runs[("SparseLinear F", "layer")] = lambda: (lin.forward(XF, out=yF), lin.backward(DF, out=dxF))
         runs.update(_torch_layer_run(W, Xf, Df, nt))
-        for (impl, k), fn in runs.items():
-            recs.append(dict(kernel=k, impl=impl, threads=nt, **timer(fn)))
+        # interleaved rounds, the best median of each: every path sees the same moments of a shared host
+        best = {}
+        for _ in range(args.rounds):
+            for key, fn in runs.items():
+                t = timer(fn)
+                if key not in best or t["median_s"] < best[key]["median_s"]:
+                    best[key] = t
+        recs += [dict(kernel=k, impl=impl, threads=nt, **best[(impl, k)]) for impl, k in runs]
     # scipy, single-threaded: the best of its formulations for each product (as peer_records times them,
     # plus, where the dense n_in x n_out product fits in 64 MB, the weight gradient as a BLAS product
     # sampled at the connections)
