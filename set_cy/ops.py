@@ -218,16 +218,7 @@ def sparse_matmul(X, W, *, out=None, order=None, n_threads=None):
     >>> np.allclose(ops.sparse_matmul(X, W), X @ W.toarray())
     True
     """
-    X = check_dense(X, "X", 2)
-    check_order(order)
-    n_in, n_out, fwd, _, _, nt = _operands(W, X.dtype)
-    n_threads = resolve_n_threads(n_threads) if n_threads is not None or nt is None else nt
-    if X.shape[1] != n_in:
-        raise ValueError(f"X has {X.shape[1]} columns but W has {n_in} rows (X @ W needs them equal)")
-    Xf, fortran = feature_major(X, "X", n_in, n_threads=n_threads)
-    buf = result_buffer(out, n_out, X.shape[0], X.dtype, inputs=(Xf, fwd[2]))
-    _kernels.spmm(*fwd, Xf, buf, None, n_threads)
-    return batch_major_result(buf, out, order, fortran, n_threads)
+    return _product(X, "X", W, False, out, order, n_threads)
 
 
 def sparse_matmul_t(D, W, *, out=None, order=None, n_threads=None):
@@ -245,15 +236,22 @@ def sparse_matmul_t(D, W, *, out=None, order=None, n_threads=None):
     -------
     ndarray of shape (batch, n_in).
     """
-    D = check_dense(D, "D", 2)
+    return _product(D, "D", W, True, out, order, n_threads)
+
+
+def _product(A, name, W, transposed, out, order, n_threads):
+    """``A @ W`` (``transposed=False``) or ``A @ W.T``, checked, through the feature-major kernel."""
+    A = check_dense(A, name, 2)
     check_order(order)
-    n_in, n_out, _, bwd, _, nt = _operands(W, D.dtype)
+    n_in, n_out, fwd, bwd, _, nt = _operands(W, A.dtype)
     n_threads = resolve_n_threads(n_threads) if n_threads is not None or nt is None else nt
-    if D.shape[1] != n_out:
-        raise ValueError(f"D has {D.shape[1]} columns but W has {n_out} columns (D @ W.T needs them equal)")
-    Df, fortran = feature_major(D, "D", n_out, n_threads=n_threads)
-    buf = result_buffer(out, n_in, D.shape[0], D.dtype, inputs=(Df, bwd[2]))
-    _kernels.spmm(*bwd, Df, buf, None, n_threads)
+    n_a, n_res, pattern = (n_out, n_in, bwd) if transposed else (n_in, n_out, fwd)
+    if A.shape[1] != n_a:
+        what = f"{n_out} columns (D @ W.T" if transposed else f"{n_in} rows (X @ W"
+        raise ValueError(f"{name} has {A.shape[1]} columns but W has {what} needs them equal)")
+    Af, fortran = feature_major(A, name, n_a, n_threads=n_threads)
+    buf = result_buffer(out, n_res, A.shape[0], A.dtype, inputs=(Af, pattern[2]))
+    _kernels.spmm(*pattern, Af, buf, None, n_threads)
     return batch_major_result(buf, out, order, fortran, n_threads)
 
 

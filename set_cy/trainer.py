@@ -282,10 +282,8 @@ class SparseMLP(SparseNetwork):
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
         n = X.shape[0]
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        epochs = check_int(epochs, "epochs", min_val=1)
+        batch_size = check_int(batch_size, "batch_size", min_val=1)
         lr = check_scalar(learning_rate, "learning_rate", min_val=0.0)
         momentum = check_scalar(momentum, "momentum", min_val=0.0, max_val=1.0)
         weight_decay = check_scalar(weight_decay, "weight_decay", min_val=0.0)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .._validation import check_int
 from .arrays import _check_dtype
 from .container import Dataset
 from .splits import DEFAULT_TEST_SIZE, _check_test_size, stratified_split
@@ -95,19 +96,14 @@ def make_synthetic(
     straight to its train or test position, so the underlying data set does not depend on
     ``test_size`` (only the split does).
     """
-    for label, v, lo in (("n_samples", n_samples, 1), ("n_features", n_features, 1), ("n_classes", n_classes, 2)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-            raise ValueError(f"{label} must be an integer >= {lo}, got {v!r}")
-    n_samples, n_features, n_classes = int(n_samples), int(n_features), int(n_classes)
+    n_samples = check_int(n_samples, "n_samples", min_val=1)
+    n_features = check_int(n_features, "n_features", min_val=1)
+    n_classes = check_int(n_classes, "n_classes", min_val=2)
     if n_samples < 2 * n_classes:
         raise ValueError(f"n_samples must be at least 2 * n_classes = {2 * n_classes}, got {n_samples}")
     if n_informative is None:
         n_informative = min(n_features, max(10, n_features // 10))
-    if isinstance(n_informative, bool) or not isinstance(n_informative, numbers.Integral) or not (
-        1 <= n_informative <= n_features
-    ):
-        raise ValueError(f"n_informative must be an integer in 1..n_features={n_features}, got {n_informative!r}")
-    n_informative = int(n_informative)
+    n_informative = check_int(n_informative, "n_informative", min_val=1, max_val=n_features)
     if class_sep is None:
         class_sep = 0.5
     if isinstance(class_sep, bool) or not isinstance(class_sep, numbers.Real) or not class_sep >= 0:
