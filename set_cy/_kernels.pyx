@@ -64,8 +64,8 @@ cdef extern from "_rowkernels.h" nogil:
                                    Py_ssize_t, double*)
     void setcy_scatter_row_f64_i64(const double*, const int64_t*, Py_ssize_t, Py_ssize_t, const double*,
                                    Py_ssize_t, double*)
-    float setcy_rowsum_f32_i32(const float*, Py_ssize_t)
-    double setcy_rowsum_f64_i32(const double*, Py_ssize_t)
+    float setcy_rowsum_f32(const float*, Py_ssize_t)
+    double setcy_rowsum_f64(const double*, Py_ssize_t)
     void setcy_sort_i32(int32_t*, Py_ssize_t)
     void setcy_sort_i64(int64_t*, Py_ssize_t)
     void setcy_momentum_range_f32(float*, float*, const float*, Py_ssize_t, Py_ssize_t,
@@ -179,9 +179,9 @@ cdef inline void _sddmm_update_row(const floating* a, const index_t* idx, Py_ssi
 
 cdef inline floating _rowsum(const floating* a, Py_ssize_t B) noexcept nogil:
     if floating is float:
-        return setcy_rowsum_f32_i32(a, B)
+        return setcy_rowsum_f32(a, B)
     else:
-        return setcy_rowsum_f64_i32(a, B)
+        return setcy_rowsum_f64(a, B)
 
 
 cdef inline void _momentum_range(floating* w, floating* v, const floating* g, Py_ssize_t start,

@@ -246,22 +246,6 @@ SETCY_INLINE void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RES
     s[0] = c0[0]; s[1] = c1[0]; s[2] = c2[0]; s[3] = c3[0];                                                \
 }                                                                                                          \
                                                                                                            \
-/* sum of a[0:B] (lanes + pairwise reduction, as above). */                                                \
-SETCY_CLONES static V setcy_rowsum_##SUF(const V *SETCY_RESTRICT a, ptrdiff_t B)                           \
-{                                                                                                          \
-    enum { L = 64 / sizeof(V) };                                                                           \
-    V c[L];                                                                                                \
-    ptrdiff_t b = 0;                                                                                       \
-    int t, h;                                                                                              \
-    for (t = 0; t < L; t++) c[t] = 0;                                                                      \
-    for (; b + L <= B; b += L)                                                                             \
-        for (t = 0; t < L; t++) c[t] += a[b + t];                                                          \
-    for (h = L / 2; h > 0; h /= 2)                                                                         \
-        for (t = 0; t < h; t++) c[t] += c[t + h];                                                          \
-    for (; b < B; b++) c[0] += a[b];                                                                       \
-    return c[0];                                                                                           \
-}                                                                                                          \
-                                                                                                           \
 /* Dot products of the row a with the gathered rows X[idx[k], :] for k in [start, end), four at a time;  \
  * the tail repeats the last row (its extra results are discarded). */                                    \
 SETCY_INLINE void setcy_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,              \
@@ -354,6 +338,26 @@ SETCY_DEFINE_ROW_KERNELS(float, int32_t, f32_i32, SETCY_CH_f32)
 SETCY_DEFINE_ROW_KERNELS(float, int64_t, f32_i64, SETCY_CH_f32)
 SETCY_DEFINE_ROW_KERNELS(double, int32_t, f64_i32, SETCY_CH_f64)
 SETCY_DEFINE_ROW_KERNELS(double, int64_t, f64_i64, SETCY_CH_f64)
+
+#define SETCY_DEFINE_ROWSUM(V, SUF)                                                                        \
+/* sum of a[0:B] (lanes + pairwise reduction, as in the row kernels); one per value type. */               \
+SETCY_CLONES static V setcy_rowsum_##SUF(const V *SETCY_RESTRICT a, ptrdiff_t B)                           \
+{                                                                                                          \
+    enum { L = 64 / sizeof(V) };                                                                           \
+    V c[L];                                                                                                \
+    ptrdiff_t b = 0;                                                                                       \
+    int t, h;                                                                                              \
+    for (t = 0; t < L; t++) c[t] = 0;                                                                      \
+    for (; b + L <= B; b += L)                                                                             \
+        for (t = 0; t < L; t++) c[t] += a[b + t];                                                          \
+    for (h = L / 2; h > 0; h /= 2)                                                                         \
+        for (t = 0; t < h; t++) c[t] += c[t + h];                                                          \
+    for (; b < B; b++) c[0] += a[b];                                                                       \
+    return c[0];                                                                                           \
+}
+
+SETCY_DEFINE_ROWSUM(float, f32)
+SETCY_DEFINE_ROWSUM(double, f64)
 
 #define SETCY_DEFINE_UPDATE(V, SUF)                                                                        \
 /* Unfused update over [start, end): v = mu*v - lr*(g + wd*w); w += v (or the Nesterov step). */            \
