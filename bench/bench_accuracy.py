@@ -127,6 +127,9 @@ def parse_args(argv=None):
                    help="SETClassifier n_jobs and the size of every BLAS/OpenMP thread pool of the process "
                         "(1 is fastest for these tiny problems: scikit-learn's OpenMP neighbour searches, used "
                         "by mutual_info_classif, slow down many times on a loaded machine)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="outer folds run in this many worker processes at once (results do not depend on it; "
+                        "2 uses both cores of the 2-core machine)")
     p.add_argument("--mi-jobs", type=int, default=1,
                    help="n_jobs of mutual_info_classif (results do not depend on it)")
     p.add_argument("--lr-sweep", action=argparse.BooleanOptionalAction, default=True,
@@ -452,28 +455,55 @@ def run_dataset(name, args, log):
                grid_sizes=dict(two_phase=two_phase_grid_size(ks), set_mlp=grid_size(args.set_grid)),
                lr_sweep=None, folds=[])
     t0 = time.perf_counter()
-    for seed in range(args.seeds):
-        outer = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=seed)
-        for fold, (tr, te) in enumerate(outer.split(X, y)):
-            if args.lr_sweep and seed == 0 and fold == 0:
-                t1 = time.perf_counter()
-                out["lr_sweep"] = lr_sweep(X[tr], y[tr], set_fixed_params(args), derived_seed(0, 0, 0))
-                out["lr_sweep_seconds"] = round(time.perf_counter() - t1, 2)
-                log(f"{name} lr sweep: {sum(r['nonfinite'] for r in out['lr_sweep'])} of {len(LR_SWEEP)} "
-                    f"non-finite ({out['lr_sweep_seconds']:.1f} s)")
-            rec = run_fold(X[tr], y[tr], X[te], y[te], ks, args, seed, fold)
-            out["folds"].append(rec)
-            a = rec["accuracy"]
-            log(f"{name} seed {seed} fold {fold}: SET-MLP {a['set_mlp']:.3f} {rec['set_mlp']['params']}, "
-                f"two-phase {a['two_phase']:.3f} {rec['two_phase']['params']}, static {a['static_sparse']:.3f} "
-                f"({sum(rec['seconds'].values()):.1f} s: {rec['seconds']})")
+    splits = [(seed, fold, tr, te) for seed in range(args.seeds)
+              for fold, (tr, te) in enumerate(StratifiedKFold(n_splits=args.folds, shuffle=True,
+                                                              random_state=seed).split(X, y))]
+    if args.lr_sweep:
+        tr = splits[0][2]
+        t1 = time.perf_counter()
+        out["lr_sweep"] = lr_sweep(X[tr], y[tr], set_fixed_params(args), derived_seed(0, 0, 0))
+        out["lr_sweep_seconds"] = round(time.perf_counter() - t1, 2)
+        log(f"{name} lr sweep: {sum(r['nonfinite'] for r in out['lr_sweep'])} of {len(LR_SWEEP)} "
+            f"non-finite ({out['lr_sweep_seconds']:.1f} s)")
+    if args.jobs == 1:
+        recs = (_fold_task(X[tr], y[tr], X[te], y[te], ks, args, seed, fold) for seed, fold, tr, te in splits)
+    else:  # outer folds are independent: worker processes, results in order (each its own score cache)
+        from joblib import Parallel, delayed
+
+        recs = Parallel(n_jobs=args.jobs, return_as="generator")(
+            delayed(_fold_task)(X[tr], y[tr], X[te], y[te], ks, args, seed, fold) for seed, fold, tr, te in splits)
+    cache = dict(computed=0, reused=0)
+    for rec, stats in recs:
+        out["folds"].append(rec)
+        for k in cache:
+            cache[k] += stats[k]
+        a = rec["accuracy"]
+        log(f"{name} seed {rec['seed']} fold {rec['fold']}: SET-MLP {a['set_mlp']:.3f} {rec['set_mlp']['params']}, "
+            f"two-phase {a['two_phase']:.3f} {rec['two_phase']['params']}, static {a['static_sparse']:.3f} "
+            f"({sum(rec['seconds'].values()):.1f} s: {rec['seconds']})")
     out["seconds"] = time.perf_counter() - t0
-    out["score_cache"] = dict(_CACHE_STATS)
+    out["score_cache"] = cache
+    _CACHE_STATS.update(cache)
     out["tests"] = {f"set_mlp-{other}": corrected_ttest(out, "set_mlp", other)
                     for other in ("two_phase", "static_sparse")}
     log(f"{name}: {out['seconds']:.0f} s (target <= {TARGET_SECONDS} s per small set on 2 cores with the "
         f"default settings); score functions computed {_CACHE_STATS['computed']}, reused {_CACHE_STATS['reused']}")
     return out
+
+
+def _fold_task(Xtr, ytr, Xte, yte, ks, args, seed, fold):
+    """:func:`run_fold` with this process's thread pools limited to ``args.threads`` and a fresh score cache
+    (the folds share no data); returns the record and the cache's counts."""
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    _SCORE_CACHE.clear()
+    _CACHE_STATS.update(computed=0, reused=0)
+    with threadpool_limits(limits=args.threads):
+        rec = run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold)
+    return rec, dict(_CACHE_STATS)
 
 
 # ------------------------------------------------------------------------------------------------
