@@ -247,6 +247,11 @@ def check_layer_arrays(n_in, n_out, arrays, dtype, name="layer"):
         if a.ndim != 1:
             raise ValueError(f"{name}_{k} must be 1-D, got shape {a.shape}")
     check_pattern(out["indptr"], out["indices"], n_out, n_in, name)
+    written = ("data", "velocity", "bias", "bias_velocity")  # training writes these in place
+    for i, k in enumerate(written):
+        for other in written[i + 1:] + ("indptr", "indices"):
+            if np.may_share_memory(out[k], out[other]):
+                raise ValueError(f"{name}_{k} and {name}_{other} must not share memory")
     nnz = out["indices"].shape[0]
     for k, size in (("data", nnz), ("velocity", nnz), ("bias", n_out), ("bias_velocity", n_out)):
         a = out[k]

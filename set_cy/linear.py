@@ -22,7 +22,7 @@ import numpy as np
 from ._validation import check_csr, check_dense, check_float_dtype, check_int, check_scalar, resolve_n_threads
 from .evolution import check_evolution_args
 from .layers import INITS, SparseLayer
-from .ops import batch_major_result, check_order, feature_major, result_buffer
+from .ops import batch_major_result, check_order, feature_major, readonly_view, result_buffer
 from .sizing import allocate_connections
 
 __all__ = ["SparseLinear"]
@@ -197,22 +197,24 @@ class SparseLinear:
 
     @property
     def indptr(self):
-        """CSR offsets of ``W^T`` (``n_out + 1``): the entries of output ``j`` are ``indptr[j]:indptr[j+1]``."""
-        return self.layer.indptr
+        """CSR offsets of ``W^T`` (``n_out + 1``): the entries of output ``j`` are ``indptr[j]:indptr[j+1]``.
+
+        A read-only view (the pattern changes only through :meth:`evolve`)."""
+        return readonly_view(self.layer.indptr)
 
     @property
     def indices(self):
-        """Input neuron ``i`` of every stored entry, in storage order."""
-        return self.layer.indices
+        """Input neuron ``i`` of every stored entry, in storage order (a read-only view)."""
+        return readonly_view(self.layer.indices)
 
     @property
     def csr_order(self):
         """Positions in storage order of the entries of ``W`` in scipy's CSR order.
 
         ``to_scipy().data == values[csr_order]``, and ``grad_values[csr_order]`` is a gradient aligned
-        with ``to_scipy()``.
+        with ``to_scipy()``. A read-only view.
         """
-        return self.layer.perm
+        return readonly_view(self.layer.perm)
 
     def coords(self):
         """Row and column in ``W`` of every stored entry: ``W[rows[k], cols[k]] == values[k]``.
@@ -293,7 +295,7 @@ class SparseLinear:
             raise ValueError(f"X and dY must have the same batch size, got {Xf.shape[1]} and {dYf.shape[1]}")
         dX = None
         if input_grad:
-            buf = result_buffer(out, self.n_in, dYf.shape[1], self.dtype, inputs=(dYf, self.layer.data))
+            buf = result_buffer(out, self.n_in, dYf.shape[1], self.dtype, inputs=(dYf, Xf, self.layer.data))
             self.layer.backward_input(dYf, buf)
             dX = batch_major_result(buf, out, order, fortran, self.n_threads)
         grad_values, grad_bias = self.layer.gradient(dYf, Xf)

@@ -350,7 +350,19 @@ class SparseNetwork:
         return flat[: rows * batch].reshape(rows, batch)
 
     def _load_batch(self, X, rows):
-        """Feature-major copy of the samples ``rows`` of the batch-major ``X`` into the input buffer."""
+        """Feature-major copy of the samples ``rows`` of the batch-major ``X`` into the input buffer.
+
+        The one place where samples reach a kernel: ``X`` must be what :meth:`_check_X` returns and
+        ``rows`` int64 sample indices in range (checked here, O(batch); ``train_batch``,
+        ``gradients_into`` and ``compute_gradients`` are public and take ``rows`` from callers).
+        """
+        if (not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype != self.dtype or not X.flags.c_contiguous
+                or X.shape[1] != self.layer_sizes[0]):
+            raise ValueError(f"X must be a C-contiguous {self.dtype} array of shape (n_samples, "
+                             f"{self.layer_sizes[0]}) (as _check_X returns it)")
+        if (not isinstance(rows, np.ndarray) or rows.dtype != np.int64 or rows.ndim != 1
+                or (rows.size and (rows.min() < 0 or rows.max() >= X.shape[0]))):
+            raise ValueError(f"rows must be a 1-D int64 array of sample indices in [0, {X.shape[0]})")
         B = rows.shape[0]
         self._ensure_buffers(B)
         xb = self._view(self._buffers["x"], self.layer_sizes[0], B)

@@ -89,8 +89,8 @@ class SparseOperator:
 
     @property
     def csr_order(self):
-        """Positions in :attr:`values` of ``W``'s entries in scipy's CSR order (read-only)."""
-        return self._pattern[4]
+        """Positions in :attr:`values` of ``W``'s entries in scipy's CSR order (a read-only view)."""
+        return readonly_view(self._pattern[4])
 
     def to_scipy(self):
         """``W`` with the current values, as a ``scipy.sparse.csr_array`` (a copy)."""
@@ -99,6 +99,13 @@ class SparseOperator:
 
     def __repr__(self):
         return f"SparseOperator({self.shape[0]} x {self.shape[1]}, nnz={self.nnz:,}, dtype={self.dtype})"
+
+
+def readonly_view(a):
+    """A view of ``a`` that cannot be written (nor made writable again when ``a`` itself is read-only)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 def _operands(W, dtype):

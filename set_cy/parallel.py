@@ -520,6 +520,8 @@ def make_engine(model, X, y, batch_size, *, backend="openmp", n_jobs=None, clien
     """The engine that runs the steps of one fit (validated arguments in, see :meth:`SparseMLP.fit`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "dask" and n_jobs == -1 and not isinstance(n_jobs, bool):
+        n_jobs = None  # joblib's dask backend: -1 is every worker of the cluster
     if n_jobs is not None:
         n_jobs = resolve_n_threads(n_jobs, "n_jobs")
     if backend != "dask" and (client is not None or local_steps is not None):

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import _kernels
-from ._validation import check_float_dtype, check_int, check_pattern, check_transpose, resolve_n_threads
+from ._validation import MAX_THREADS, check_float_dtype, check_int, check_pattern, check_transpose, resolve_n_threads
 from .evolution import check_evolution_args
 from .layers import SparseLayer
 from .linear import SparseLinear as _NumpySparseLinear
@@ -100,7 +100,9 @@ def _check_pattern(pattern):
     :func:`set_cy._validation.check_pattern`) costs O(nnz), so it is remembered per tensor object and
     torch's version counter: a module's buffers are checked at the first forward and after every
     in-place change (``load_state_dict``, :meth:`SparseLinear.evolve`, ``copy_``). Writes through a
-    NumPy view of a buffer (``tensor.numpy()``) bypass torch's counter and are not seen.
+    NumPy view of a buffer (``tensor.numpy()``) or through ``tensor.data`` bypass torch's counter: they are
+    caught by the cheap range checks run on every call (:func:`_check_bounds`, what memory safety
+    needs), not by the full check.
     """
     if not isinstance(pattern, SparsePattern):
         raise TypeError(f"pattern must be a SparsePattern, got {type(pattern).__name__}")
@@ -125,6 +127,7 @@ def _check_pattern(pattern):
     stamp = (int(pattern.n_in), int(pattern.n_out), tuple(t._version for t in tensors))
     hit = _CHECKED.get(id(pattern.indptr))
     if hit is not None and hit[1] == stamp and all(ref() is t for ref, t in zip(hit[0], tensors)):
+        _check_bounds(pattern, nnz)  # writes through .data or .numpy() do not move the version counter
         return
     arrays = [_np(t) for t in tensors]
     check_pattern(arrays[0], arrays[1], pattern.n_out, pattern.n_in, "pattern")
@@ -155,6 +158,21 @@ def _check_arguments(X, values, bias, pattern):
     return bias
 
 
+def _check_bounds(pattern, nnz):
+    """What memory safety needs, checked on every call (a few vectorised reductions, O(nnz + n)):
+    offsets within ``[0, nnz]`` and indices within the dimension they index. Sortedness and the
+    transposed index matching the pattern (needed for correct results) are checked once per version."""
+    def out_of(t, hi):
+        return t.numel() > 0 and (int(t.min()) < 0 or int(t.max()) > hi)
+
+    for name, t, hi in (("indptr", pattern.indptr, nnz), ("t_indptr", pattern.t_indptr, nnz),
+                        ("indices", pattern.indices, pattern.n_in - 1), ("t_indices", pattern.t_indices,
+                                                                          pattern.n_out - 1),
+                        ("perm", pattern.perm, nnz - 1)):
+        if out_of(t, hi):
+            raise ValueError(f"pattern.{name} has values outside [0, {hi}] (changed behind torch's back?)")
+
+
 class SparseLinearFunction(torch.autograd.Function):
     """``Y = X @ W + bias`` over the kernels, ``W`` given by its values and a :class:`SparsePattern`.
 
@@ -168,7 +186,7 @@ class SparseLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, X, values, bias, pattern, n_threads):
         bias = _check_arguments(X, values, bias, pattern)
-        n_threads = check_int(n_threads, "n_threads", min_val=1)
+        n_threads = check_int(n_threads, "n_threads", min_val=1, max_val=MAX_THREADS)
         Xf = _feature_major(X)
         v = _np(values)
         out = np.empty((pattern.n_out, Xf.shape[1]), dtype=v.dtype)
@@ -310,6 +328,14 @@ class SparseLinear(nn.Module):
             bad = [name for name, t in incoming.items() if not isinstance(t, torch.Tensor)]
             if bad:
                 raise TypeError(f"{bad} must be tensors")
+            # torch would copy the tensors whose shapes match and refuse the others: a half-loaded pattern
+            shapes = []
+            for name, current in {**self._parameters, **self._buffers}.items():
+                t = state_dict.get(prefix + name)
+                if current is not None and isinstance(t, torch.Tensor) and t.shape != current.shape:
+                    shapes.append(f"{name} {tuple(t.shape)} (module: {tuple(current.shape)})")
+            if shapes:
+                raise ValueError("shapes differ from the module's: " + ", ".join(shapes))
             _check_pattern(SparsePattern(self.n_in, self.n_out, *(incoming[name] for name in _PATTERN_FIELDS)))
             values = state_dict.get(prefix + "values", self.values)
             if not isinstance(values, torch.Tensor) or values.shape != incoming["indices"].shape:

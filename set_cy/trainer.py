@@ -174,6 +174,7 @@ class SparseMLP(SparseNetwork):
                 raise ValueError(f"train_state.sums must be null or 3 numbers, got {sums!r}")
             if not isinstance(ts.get("backend", "openmp"), str):
                 raise ValueError("train_state.backend must be a string")
+            ts = {**ts, "order": None}  # the sample order comes only from the checked extra_order array
         self.history_ = History(history)
         self.train_state_ = ts
 
@@ -310,6 +311,8 @@ class SparseMLP(SparseNetwork):
             X_val = self._check_X(validation_data[0], "X_val")
             y_val = self._check_y(validation_data[1], X_val.shape[0], "y_val")
         stopping = None
+        if not isinstance(early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping must be a bool, got {early_stopping!r}")
         if early_stopping:
             validation_fraction = check_scalar(validation_fraction, "validation_fraction", min_val=0.0,
                                                max_val=1.0, include_min=False)
@@ -323,8 +326,6 @@ class SparseMLP(SparseNetwork):
                 keep, held = _stratified_holdout(y, validation_fraction, self.rng)
                 X_val, y_val, X, y = X[held], y[held], X[keep], y[keep]
                 validation_data, n = (X_val, y_val), keep.size
-        elif not isinstance(early_stopping, (bool, np.bool_)):
-            raise ValueError(f"early_stopping must be a bool, got {early_stopping!r}")
         batch_size = int(min(batch_size, n))
         cbs = [c if isinstance(c, Callback) else _FunctionCallback(c) for c in (callbacks or [])]
         if verbose:
@@ -470,12 +471,12 @@ class SparseMLP(SparseNetwork):
             if validation_data is not None:
                 rec["val_accuracy"] = self.score(*validation_data, batch_size=batch_size)
             stop_early = False
-            if stopping is not None:
-                if best is None or rec["val_accuracy"] > best[0] + stopping[1]:
-                    best, stale = (rec["val_accuracy"], epoch + 1, self._snapshot()), 0
-                else:
-                    stale += 1
-                    stop_early = stale >= stopping[0]
+            if stopping is not None:  # scikit-learn's rule: patience against best + tol, any gain is kept
+                score = rec["val_accuracy"]
+                stale = stale + 1 if best is not None and score < best[0] + stopping[1] else 0
+                if best is None or score > best[0]:
+                    best = (score, epoch + 1, self._snapshot())
+                stop_early = stale >= stopping[0]
             evo_time, z = 0.0, 0.0
             with _sigint_deferred() as caught:
                 if epoch < epochs - 1 and not stop_early:
@@ -499,9 +500,10 @@ class SparseMLP(SparseNetwork):
                 _raise_interrupt(self, cbs, logs)
             if self.stop_training or stop_early:
                 break
-        if best is not None and not self.stop_training:
+        if best is not None:  # also after a callback's stop: an early-stopping fit cannot be resumed anyway
             self._restore(best[2])
             self.best_epoch_ = best[1]
+            self.train_state_ = None
             logger.info("early stopping: the weights of epoch %d (val_accuracy %.4f) restored", best[1], best[0])
         if not self.stop_training:
             self.train_state_ = None

@@ -145,3 +145,36 @@ def test_a_save_killed_part_way_leaves_the_previous_file_intact(tmp_path):
         sizes = [3000, 3000, 3000, 10]
         assert m.layer_sizes == sizes and m.n_connections == sum(allocate_connections(sizes, 150))
     assert killed_mid_save >= 1, "no kill landed inside a save: the test did not test anything"
+
+
+def test_layer_arrays_that_overlap_are_refused():
+    arrays = _arrays()
+    with pytest.raises(ValueError, match="layer_data and layer_velocity must not share memory"):
+        SparseLayer(12, 7, **{**arrays, "velocity": arrays["data"]})
+    idx = arrays["indices"]
+    with pytest.raises(ValueError, match="must not share memory"):
+        SparseLayer(12, 7, arrays["indptr"], idx, idx.view(np.float32))
+
+
+def test_public_pattern_views_are_read_only():
+    from set_cy import SparseLinear, ops
+
+    lin = SparseLinear(10, 5, nnz=20, seed=0)
+    for a in (lin.indptr, lin.indices, lin.csr_order):
+        with pytest.raises(ValueError, match="read-only"):
+            a[0] = 10 ** 6
+    op = ops.SparseOperator(lin.to_scipy())
+    with pytest.raises(ValueError):
+        op.csr_order.flags.writeable = True  # a view of a frozen array stays frozen
+
+
+def test_rows_handed_to_the_network_are_checked():
+    net = SparseNetwork([8, 6, 3], epsilon=2, seed=0, dtype="float64")
+    X, y = np.random.default_rng(0).standard_normal((5, 8)), np.arange(5) % 3
+    for rows in ([5], [-1], [10 ** 12], [[0, 1]]):
+        with pytest.raises(ValueError, match="rows must be a 1-D int64 array"):
+            net.compute_gradients(X, y, rows=rows)
+    with pytest.raises(ValueError, match="rows must be a 1-D int64 array"):
+        net.train_batch(X, y, np.array([0, 7]), learning_rate=0.1)
+    loss, _ = net.compute_gradients(X, y, rows=[0, 4])
+    assert np.isfinite(loss)

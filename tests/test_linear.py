@@ -269,3 +269,14 @@ def test_feature_major_inputs_and_outputs_without_copies(dtype):
     np.testing.assert_allclose(gb, dY.sum(0), **t)
     assert lin.forward(np.ascontiguousarray(X)).flags.c_contiguous  # C in, C out (as before)
     assert lin.forward(X, order="C").flags.c_contiguous
+
+
+def test_backward_refuses_an_out_that_is_its_own_input():
+    lin = SparseLinear(12, 12, nnz=40, dtype=np.float64, seed=0)
+    X = np.asfortranarray(np.random.default_rng(0).standard_normal((4, 12)))
+    dY = np.asfortranarray(np.ones((4, 12)))
+    lin.forward(X)  # kept by reference (Fortran-ordered)
+    with pytest.raises(ValueError, match="must not share memory"):
+        lin.backward(dY, out=X)
+    with pytest.raises(ValueError, match="must not share memory"):
+        lin.backward(dY, out=dY)

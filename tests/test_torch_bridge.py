@@ -307,3 +307,32 @@ def test_patterns_changed_in_place_are_checked_again():
             sparse_linear(X, m.values, m.bias, p._replace(**{field: bad}))
     with pytest.raises(ValueError, match="pattern.n_in must be a positive int"):
         sparse_linear(X, m.values, m.bias, p._replace(n_in=0))
+
+
+_DATA_WRITE_PROBE = """
+import torch
+from set_cy.torch import SparseLinear
+m = SparseLinear(6, 4, nnz=8, seed=0, n_threads=1)
+m(torch.ones(2, 6))
+m.indices.data[0] = 10 ** 6  # torch's version counter does not see writes through .data
+try:
+    m(torch.ones(2, 6))
+except ValueError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_writes_torch_does_not_count_are_caught_before_the_kernels():
+    res = subprocess.run([sys.executable, "-c", _DATA_WRITE_PROBE], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "refused: pattern.indices has values outside" in res.stdout, (
+        res.returncode, res.stdout, res.stderr[-2000:])
+
+
+def test_a_state_dict_of_another_size_loads_nothing():
+    m = _module(torch.float32, n_in=6, n_out=4, nnz=8)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    other = SparseLinear(6, 4, nnz=10, seed=1).state_dict()
+    with pytest.raises(RuntimeError, match="shapes differ"):
+        m.load_state_dict(other)
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in before.items())
+    m(torch.ones(2, 6))  # still usable

@@ -302,3 +302,23 @@ def test_set_classifier_early_stopping():
     assert clf.score(X, y) > 0.8
     with pytest.raises(ValueError, match="early_stopping must be a bool"):
         SETClassifier(early_stopping="yes").fit(X, y)
+
+
+def test_early_stopping_after_a_callback_stop_and_bad_flags():
+    from set_cy import Callback
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((120, 20)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+
+    class StopAt(Callback):
+        def on_epoch_end(self, model, epoch, logs):
+            model.stop_training = epoch == 5
+
+    m = SparseMLP([20, 30, 2], epsilon=4, seed=0)
+    hist = m.fit(X, y, epochs=50, batch_size=16, early_stopping=True, callbacks=[StopAt()], verbose=0)
+    assert len(hist) == 6 and m.best_epoch_ is not None and m.train_state_ is None
+    val = [r["val_accuracy"] for r in hist]
+    assert m.best_epoch_ == 1 + int(np.argmax(val))
+    with pytest.raises(ValueError, match="early_stopping must be a bool"):
+        m.fit(X, y, epochs=2, early_stopping="no", verbose=0)
