@@ -163,7 +163,10 @@ def _check_bounds(pattern, nnz):
     offsets within ``[0, nnz]`` and indices within the dimension they index. Sortedness and the
     transposed index matching the pattern (needed for correct results) are checked once per version."""
     def out_of(t, hi):
-        return t.numel() > 0 and (int(t.min()) < 0 or int(t.max()) > hi)
+        if t.numel() == 0:
+            return False
+        lo_hi = torch.aminmax(t)
+        return int(lo_hi.min) < 0 or int(lo_hi.max) > hi
 
     for name, t, hi in (("indptr", pattern.indptr, nnz), ("t_indptr", pattern.t_indptr, nnz),
                         ("indices", pattern.indices, pattern.n_in - 1), ("t_indices", pattern.t_indices,
