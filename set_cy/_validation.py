@@ -176,8 +176,11 @@ def check_csr(W, name="W", dtype=None):
     return indptr, indices, np.ascontiguousarray(data[:nnz])
 
 
-def check_scalar(x, name, *, min_val=None, max_val=None, include_min=True):
-    """Validate a finite real scalar (bool rejected) within optional bounds; return it as float."""
+def check_scalar(x, name, *, min_val=None, max_val=None, include_min=True, include_max=True):
+    """Validate a finite real scalar (bool rejected) within optional bounds; return it as float.
+
+    ``include_min``/``include_max`` False make the bound strict (``> min_val``, ``< max_val``).
+    """
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise InvalidParameterError(f"{name} must be a real number, got {x!r}")
     x = float(x)
@@ -187,8 +190,10 @@ def check_scalar(x, name, *, min_val=None, max_val=None, include_min=True):
         cmp = operator.lt if include_min else operator.le
         if cmp(x, min_val):
             raise ValueError(f"{name} must be {'>=' if include_min else '>'} {min_val}, got {x}")
-    if max_val is not None and x > max_val:
-        raise ValueError(f"{name} must be <= {max_val}, got {x}")
+    if max_val is not None:
+        cmp = operator.gt if include_max else operator.ge
+        if cmp(x, max_val):
+            raise ValueError(f"{name} must be {'<=' if include_max else '<'} {max_val}, got {x}")
     return x
 
 

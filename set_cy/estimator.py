@@ -236,9 +236,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         """Validate every parameter (sklearn convention: here, not in __init__); return the resolved ones."""
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        zeta = check_scalar(self.zeta, "zeta", min_val=0.0, max_val=1.0)
-        if zeta >= 1.0:
-            raise ValueError(f"zeta must be < 1, got {zeta}")
+        zeta = check_scalar(self.zeta, "zeta", min_val=0.0, max_val=1.0, include_max=False)
         check_int(self.verbose, "verbose", min_val=0)
         if self.new_weights not in NEW_WEIGHTS:
             raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {self.new_weights!r}")
@@ -247,15 +245,11 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         cw = self.class_weight
         if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
-        prune = check_scalar(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0)
-        if prune >= 1.0:
-            raise ValueError(f"prune_inputs must be < 1, got {prune}")
+        prune = check_scalar(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
         if not isinstance(self.early_stopping, (bool, np.bool_)):
             raise ValueError(f"early_stopping must be a bool, got {self.early_stopping!r}")
         fraction = check_scalar(self.validation_fraction, "validation_fraction", min_val=0.0, max_val=1.0,
-                                include_min=False)
-        if fraction >= 1.0:
-            raise ValueError(f"validation_fraction must be < 1, got {fraction}")
+                                include_min=False, include_max=False)
         return dict(
             hidden=self._hidden_sizes(),
             epsilon=check_scalar(self.epsilon, "epsilon", min_val=0.0, include_min=False),

@@ -20,9 +20,7 @@ NEW_WEIGHTS = ("init", "zeros")
 
 def check_evolution_args(zeta, criterion, new_weights, *, below_one=False):
     """Validated ``zeta`` of an evolution step; ValueError naming a bad ``zeta``, ``criterion``, ``new_weights``."""
-    zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0)
-    if below_one and zeta >= 1.0:
-        raise ValueError("zeta must be < 1")
+    zeta = check_scalar(zeta, "zeta", min_val=0.0, max_val=1.0, include_max=not below_one)
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if new_weights not in NEW_WEIGHTS:

@@ -252,9 +252,7 @@ class SparseNetwork:
         int
             Inputs switched off by this call.
         """
-        fraction = check_scalar(fraction, "fraction", min_val=0.0, max_val=1.0)
-        if fraction >= 1:
-            raise ValueError("fraction must be < 1")
+        fraction = check_scalar(fraction, "fraction", min_val=0.0, max_val=1.0, include_max=False)
         min_inputs = check_int(min_inputs, "min_inputs", min_val=1)
         check_evolution_args(0.0, "signed", new_weights)
         active = self.active_inputs()

@@ -294,9 +294,7 @@ class SparseMLP(SparseNetwork):
         if clip_norm is not None:
             clip_norm = check_scalar(clip_norm, "clip_norm", min_val=0.0, include_min=False)
         cw = self._class_weights(class_weight, y)
-        prune_inputs = check_scalar(prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0)
-        if prune_inputs >= 1:
-            raise ValueError("prune_inputs must be < 1")
+        prune_inputs = check_scalar(prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
         prune_every = check_int(prune_every, "prune_every", min_val=1)
         min_inputs = check_int(min_inputs, "min_inputs", min_val=1)
         if backend != "openmp":
@@ -315,9 +313,7 @@ class SparseMLP(SparseNetwork):
             raise ValueError(f"early_stopping must be a bool, got {early_stopping!r}")
         if early_stopping:
             validation_fraction = check_scalar(validation_fraction, "validation_fraction", min_val=0.0,
-                                               max_val=1.0, include_min=False)
-            if validation_fraction >= 1:
-                raise ValueError("validation_fraction must be < 1")
+                                               max_val=1.0, include_min=False, include_max=False)
             stopping = (check_int(n_iter_no_change, "n_iter_no_change", min_val=1),
                         check_scalar(tol, "tol", min_val=0.0))
             if resume:
