@@ -86,6 +86,25 @@ def run_one(data, sizes, eps, batch, lr, mode, cores, epochs):
             "test_accuracy": float(m.score(data.X_test, data.y_test)), "connections": m.n_connections}
 
 
+def add_speedups(recs):
+    """Set each record's ``speedup``: epoch time at 1 core of the same workload and mode / its epoch time."""
+    for r in recs:
+        one = next(q for q in recs if q["workload"] == r["workload"] and q["mode"] == r["mode"] and q["cores"] == 1)
+        r["speedup"] = one["epoch_s"] / r["epoch_s"]
+
+
+def save(args, info, recs, targets, elapsed, partial):
+    """Write the JSON report (after every workload with ``partial=True``, so a killed run keeps its results)."""
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    result = {"args": vars(args), "machine": info, "records": recs, "elapsed_s": elapsed, "partial": partial,
+              "targets": [dict(target=d, ratio=r, goal=g, met=r >= g) for d, r, g in targets]}
+    tmp = args.out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+    os.replace(tmp, args.out)
+    return result
+
+
 def print_table(recs, cores):
     head = f"{'workload':8} {'mode':10}" + "".join(f" {f'{c} core' + ('s' if c > 1 else ''):>17}" for c in cores)
     print("\nepoch time (s) and speed-up over 1 core of the same mode; [x] = time of openmp / time of the mode")
@@ -167,9 +186,8 @@ def main(argv=None):
             rec = dict(best, workload=w, mode=mode, cores=c, sizes=sizes, epsilon=eps, batch=batch,
                        n_train=int(data.X_train.shape[0]), epoch_s_runs=[q["epoch_s"] for q in rs])
             recs.append(rec)
-    for r in recs:
-        one = next(q for q in recs if q["workload"] == r["workload"] and q["mode"] == r["mode"] and q["cores"] == 1)
-        r["speedup"] = one["epoch_s"] / r["epoch_s"]
+        add_speedups(recs)
+        save(args, info, recs, [], time.perf_counter() - t_start, partial=True)  # a later crash loses nothing
     print_table(recs, args.cores)
     targets = []
     if 2 in args.cores:
@@ -187,11 +205,7 @@ def main(argv=None):
     info["loadavg_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     elapsed = time.perf_counter() - t_start
     print(f"\ntotal {elapsed:.0f} s; 1-min load average at the end {info['loadavg_1min_end']:.2f} (includes this run)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    result = {"args": vars(args), "machine": info, "records": recs, "elapsed_s": elapsed,
-              "targets": [dict(target=d, ratio=r, goal=g, met=r >= g) for d, r, g in targets]}
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=1)
+    result = save(args, info, recs, targets, elapsed, partial=False)
     print(f"saved {args.out}")
     png = plot(recs, args.cores, args.plot, info)
     if png:
