@@ -300,6 +300,57 @@ def spmm_scatter(const index_t[::1] indptr, const index_t[::1] indices, const fl
             _sum_parts_range(&scratch[0, 0], n_parts, scratch.shape[1], &out[0, 0], start, stop)
 
 
+cdef inline Py_ssize_t _lower_bound(const index_t* idx, Py_ssize_t lo, Py_ssize_t hi,
+                                    Py_ssize_t value) noexcept nogil:
+    """First position in the sorted ``idx[lo:hi]`` whose value is ``>= value`` (``hi`` when none is)."""
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        if idx[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def spmm_scatter_owned(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+                       const floating[:, ::1] D, floating[:, ::1] out, int n_threads):
+    """``out = M^T D`` for a CSR matrix ``M`` with sorted rows, with no transposed index and no scratch.
+
+    The rows of ``out`` (the columns of ``M``) are cut into ``n_threads`` equal ranges, one per thread.
+    Each thread walks every row ``r`` of ``M``, finds by binary search the entries of the row whose
+    column falls in its range, and scatters them: ``out[indices[k], :] += data[k] * D[r, :]``. Values
+    and indices are read in storage order and each row of ``out`` is summed by one thread in the order
+    of ``r``, so the result does not depend on the number of threads. Every thread reads the row
+    offsets and a few indices of every row (binary search), which is small next to the scattered rows
+    as long as there are few threads per row of ``M``. The backward product of a layer kept without its
+    transposed index (``storage="compact"``).
+    """
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t n_cols = out.shape[0]
+    cdef Py_ssize_t B = D.shape[1]
+    cdef Py_ssize_t nt = max(1, min(n_threads, n_cols))
+    cdef Py_ssize_t p, r, lo, hi, k0, k1
+    if n_cols == 0 or B == 0:
+        return
+    if n_rows == 0 or indices.shape[0] == 0:
+        out[:, :] = 0
+        return
+    cdef const index_t* p_idx = &indices[0]
+    cdef const floating* p_data = &data[0]
+    cdef floating* p_out = &out[0, 0]
+    with nogil:
+        for p in prange(nt, schedule="static", chunksize=1, num_threads=nt):
+            lo = n_cols * p // nt
+            hi = n_cols * (p + 1) // nt
+            memset(p_out + lo * B, 0, (hi - lo) * B * sizeof(floating))
+            for r in range(n_rows):
+                k0 = _lower_bound(p_idx, indptr[r], indptr[r + 1], lo)
+                k1 = _lower_bound(p_idx, k0, indptr[r + 1], hi)
+                if k1 > k0:
+                    _scatter_row(p_data, p_idx, k0, k1, &D[r, 0], B, p_out)
+
+
 def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:, ::1] A,
           const floating[:, ::1] X, floating[::1] out, int n_threads):
     """``out[k] = <A[r, :], X[indices[k], :]>`` for every stored entry ``k`` of CSR row ``r``."""

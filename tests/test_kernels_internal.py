@@ -210,6 +210,35 @@ def test_spmm_scatter_equals_transposed_product(dtype, index_dtype, batch):
         np.testing.assert_array_equal(o, outs[0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 8, 9, 33, 128])
+def test_spmm_scatter_owned_equals_transposed_product(dtype, index_dtype, batch):
+    Wt = random_csr(40, 70, 0.2, dtype, index_dtype, seed=batch, empty_rows=(3,), empty_cols=(5, 69))
+    D = np.random.default_rng(batch).standard_normal((40, batch)).astype(dtype)
+    D[::4] = 0  # rows that add nothing are skipped
+    ref = Wt.toarray().T @ D
+    outs = []
+    for nt in THREADS + [7, 70, 200]:  # more threads than output rows: at most one row each
+        out = np.full((70, batch), np.nan, dtype)  # dirty: every row is written, the empty ones with zeros
+        _kernels.spmm_scatter_owned(Wt.indptr, Wt.indices, Wt.data, D, out, nt)
+        np.testing.assert_allclose(out, ref, **tol(dtype))
+        outs.append(out)
+    for o in outs[1:]:  # each row is summed by one thread in storage order: no dependence on threads
+        np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_spmm_scatter_owned_degenerate(dtype):
+    empty = random_csr(6, 9, 0.0, dtype, np.int32, seed=0)
+    out = np.full((9, 4), np.nan, dtype)
+    _kernels.spmm_scatter_owned(empty.indptr, empty.indices, empty.data, np.ones((6, 4), dtype), out, 2)
+    np.testing.assert_array_equal(out, 0)
+    W = random_csr(6, 9, 0.5, dtype, np.int32, seed=1)
+    out = np.empty((9, 0), dtype)  # batch 0: nothing to write
+    _kernels.spmm_scatter_owned(W.indptr, W.indices, W.data, np.ones((6, 0), dtype), out, 2)
+
+
 def test_small_batch_paths_match_dense():
     # batch widths 1..8 have their own unrolled row kernels
     W = random_csr(50, 30, 0.3, np.float32, np.int32, seed=8)
