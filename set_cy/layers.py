@@ -2,9 +2,12 @@
 
 The weights ``W`` (``n_in x n_out``) are stored as the CSR of ``W^T`` (row = output neuron), so the
 forward product over feature-major activations is one contiguous AXPY per connection and each output
-row has one owner thread. The backward product ``dY @ W^T`` walks the transposed index (the CSR
-pattern of ``W``) and reads the values through a permutation, so values, velocity and gradient exist
-once, in one order. Evolution rewrites pattern, values, velocity and the transposed index together.
+row has one owner thread. With ``storage="full"`` (the default) the backward product ``dY @ W^T`` walks
+the transposed index (the CSR pattern of ``W``) and reads the values through a permutation, so values,
+velocity and gradient exist once, in one order. With ``storage="compact"`` there is no transposed
+index: the backward product scatters the rows of ``W^T`` (8 bytes less per connection with int32
+indices; see :data:`set_cy.sizing.STORAGES`). Evolution rewrites pattern, values, velocity and the
+transposed index together.
 """
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +24,7 @@ from ._validation import (
 )
 from .evolution import select_to_remove
 from .patterns import draw_free_positions, draw_free_positions_in, transpose_pattern
-from .sizing import index_dtype_for, uses_scatter
+from .sizing import check_storage, index_dtype_for, uses_scatter
 
 __all__ = ["SparseLayer", "INITS"]
 
@@ -71,7 +74,11 @@ class SparseLayer:
     t_indptr, t_indices, perm : ndarray, optional
         The transposed index of this pattern (see :func:`set_cy.patterns.transpose_pattern`), when the
         caller already has it (e.g. in shared memory); built from the pattern when omitted. Checked
-        against the pattern unless ``trusted``.
+        against the pattern unless ``trusted``. Not with ``storage="compact"``.
+    storage : {"full", "compact"}, default "full"
+        ``"compact"`` keeps no transposed index (the three arrays above are None) and computes the
+        backward product by a scatter (:func:`set_cy._kernels.spmm_scatter_owned`); same results up
+        to rounding.
     init : str
         Distribution of the values of connections grown by :meth:`evolve`.
     n_threads : int or None
@@ -85,11 +92,13 @@ class SparseLayer:
 
     def __init__(self, n_in, n_out, indptr, indices, data, *, bias=None, velocity=None, bias_velocity=None,
                  t_indptr=None, t_indices=None, perm=None, init="he_uniform", n_threads=1, trusted=False,
-                 name="layer"):
+                 name="layer", storage="full"):
         transpose = (t_indptr, t_indices, perm)
         given = [a is not None for a in transpose]
         if any(given) and not all(given):
             raise ValueError("t_indptr, t_indices and perm go together: give all three or none")
+        if check_storage(storage) == "compact" and any(given):
+            raise ValueError('storage="compact" keeps no transposed index: do not pass t_indptr, t_indices, perm')
         if not trusted:
             n_in = check_int(n_in, "n_in", min_val=1)
             n_out = check_int(n_out, "n_out", min_val=1)
@@ -117,6 +126,7 @@ class SparseLayer:
         self.init = init
         self.n_threads = n_threads
         self.lr_scale = 1.0  # multiplies the learning rate of this layer (see SparseNetwork's lr_scaling)
+        self.storage = storage
         if all(given):
             self.t_indptr, self.t_indices, self.perm = transpose
         else:
@@ -124,12 +134,13 @@ class SparseLayer:
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def random(cls, n_in, n_out, nnz, rng, *, init="he_uniform", dtype=np.float32, n_threads=1):
+    def random(cls, n_in, n_out, nnz, rng, *, init="he_uniform", dtype=np.float32, n_threads=1, storage="full"):
         """Erdős–Rényi layer: exactly ``nnz`` distinct connections at uniformly random positions."""
         idx = index_dtype_for(n_in, n_out, nnz)
         indptr, indices = draw_free_positions(rng, n_out, n_in, nnz, index_dtype=idx, n_threads=n_threads)
         data = init_values(rng, init, nnz, n_in, n_out, nnz, dtype)
-        return cls(n_in, n_out, indptr, indices, data, init=init, n_threads=n_threads, trusted=True)
+        return cls(n_in, n_out, indptr, indices, data, init=init, n_threads=n_threads, trusted=True,
+                   storage=storage)
 
     @classmethod
     def from_scipy(cls, W, *, bias=None, init="he_uniform", n_threads=1):
@@ -141,11 +152,16 @@ class SparseLayer:
                    n_threads=n_threads)
 
     def arrays(self):
-        """The layer's arrays by name (:data:`~set_cy._validation.LAYER_ARRAYS` and :attr:`TRANSPOSE`),
-        not copied: ``SparseLayer(n_in, n_out, **layer.arrays())`` is a layer over the same memory."""
-        return {name: getattr(self, name) for name in LAYER_ARRAYS + self.TRANSPOSE}
+        """The layer's arrays by name (:data:`~set_cy._validation.LAYER_ARRAYS`, and :attr:`TRANSPOSE`
+        with ``storage="full"``), not copied: ``SparseLayer(n_in, n_out, **layer.arrays(),
+        storage=layer.storage)`` is a layer over the same memory."""
+        names = LAYER_ARRAYS + (self.TRANSPOSE if self.storage == "full" else ())
+        return {name: getattr(self, name) for name in names}
 
     def _build_transpose(self):
+        if self.storage == "compact":
+            self.t_indptr = self.t_indices = self.perm = None
+            return
         self.t_indptr, self.t_indices, self.perm = transpose_pattern(self.indptr, self.indices, self.n_in)
 
     # ------------------------------------------------------------------------------------------
@@ -168,14 +184,18 @@ class SparseLayer:
 
     @property
     def nbytes(self):
-        """Bytes held by the layer's arrays (pattern, transposed index, values, velocity, bias)."""
+        """Bytes held by the layer's arrays (pattern, transposed index if any, values, velocity, bias)."""
         return sum(a.nbytes for a in (self.indptr, self.indices, self.data, self.velocity, self.bias,
-                                      self.bias_velocity, self.t_indptr, self.t_indices, self.perm))
+                                      self.bias_velocity, self.t_indptr, self.t_indices, self.perm)
+                   if a is not None)
 
     def to_scipy(self):
         """The weights as a ``scipy.sparse.csr_array`` of shape ``(n_in, n_out)`` (a copy)."""
-        return sp.csr_array((self.data[self.perm], self.t_indices.copy(), self.t_indptr.copy()),
-                            shape=(self.n_in, self.n_out))
+        if self.storage == "compact":
+            t_indptr, t_indices, perm = transpose_pattern(self.indptr, self.indices, self.n_in)
+        else:
+            t_indptr, t_indices, perm = self.t_indptr.copy(), self.t_indices.copy(), self.perm
+        return sp.csr_array((self.data[perm], t_indices, t_indptr), shape=(self.n_in, self.n_out))
 
     # ------------------------------------------------------------------------------------------
     # feature-major compute; buffers are C-contiguous (features, batch) and owned by the caller
@@ -186,11 +206,14 @@ class SparseLayer:
     def backward_input(self, dY, out, scratch=None):
         """``out = W dY``: gradient with respect to the inputs, ``dY`` (n_out, B) -> ``out`` (n_in, B).
 
-        With a ``scratch`` array of shape ``(SCATTER_PARTS, >= n_in * B)`` and a batch for which
-        :func:`uses_scatter` holds, the rows of ``W^T`` are scattered instead of walking the transposed
-        index.
+        With ``storage="compact"`` the rows of ``W^T`` are scattered, each thread owning a range of
+        ``out``'s rows (no scratch). With a ``scratch`` array of shape ``(SCATTER_PARTS, >= n_in * B)``
+        and a batch for which :func:`uses_scatter` holds, they are scattered into partial sums instead
+        of walking the transposed index.
         """
-        if scratch is not None and uses_scatter(self.nnz, self.data.itemsize, dY.shape[1]):
+        if self.storage == "compact":
+            _kernels.spmm_scatter_owned(self.indptr, self.indices, self.data, dY, out, self.n_threads)
+        elif scratch is not None and uses_scatter(self.nnz, self.data.itemsize, dY.shape[1]):
             _kernels.spmm_scatter(self.indptr, self.indices, self.data, dY, out, scratch, self.n_threads)
         else:
             _kernels.spmm(self.t_indptr, self.t_indices, self.data, self.perm, dY, out, None, self.n_threads)
@@ -302,4 +325,4 @@ class SparseLayer:
 
     def __repr__(self):
         return (f"SparseLayer({self.n_in} -> {self.n_out}, nnz={self.nnz:,}, density={self.density:.3g}, "
-                f"dtype={self.dtype})")
+                f"dtype={self.dtype}" + (", storage='compact')" if self.storage == "compact" else ")"))

@@ -15,7 +15,7 @@ from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args
 from .layers import INITS, SparseLayer
 from .persistence import read_network_file, write_network_file
-from .sizing import ALLOCATIONS, SCATTER_PARTS, allocate_connections, uses_scatter
+from .sizing import ALLOCATIONS, SCATTER_PARTS, allocate_connections, check_storage, uses_scatter
 
 __all__ = ["SparseNetwork", "LOSSES", "LR_SCALINGS"]
 
@@ -59,11 +59,18 @@ class SparseNetwork:
         ``"fan_in"`` multiplies the learning rate of a layer by ``min(1, 1024 / fan_in)``
         (``fan_in``: mean inputs per neuron), so that layers with very many inputs per neuron (the
         dense output layer of a very wide network) take steps of bounded effect on their outputs.
+    storage : {"full", "compact"}, default "full"
+        How the layers keep their connections. ``"full"``: value, velocity, index, and a transposed
+        index with its permutation for the backward product (20 bytes per connection with float32
+        values and int32 indices). ``"compact"``: no transposed index (12 bytes per connection); the
+        backward product scatters instead of gathering, which costs some speed (``bench/README.md``
+        has the figures). Training computes the same thing either way (equal up to rounding); the
+        data-parallel backends need ``"full"``.
     """
 
     def __init__(self, layer_sizes, *, epsilon=20, activation="relu", dropout=0.3, init="he_uniform",
                  dtype="float32", seed=None, n_threads=None, loss="cross_entropy", allocation="er",
-                 activation_alpha=None, lr_scaling="none", _layers=None):
+                 activation_alpha=None, lr_scaling="none", storage="full", _layers=None):
         sizes = [int(s) for s in layer_sizes] if not isinstance(layer_sizes, (str, bytes)) else None
         if sizes is None or len(sizes) < 2 or any(s < 1 for s in sizes) or \
                 any(not float(s).is_integer() for s in layer_sizes):
@@ -89,6 +96,7 @@ class SparseNetwork:
         if lr_scaling not in LR_SCALINGS:
             raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
         self.lr_scaling = lr_scaling
+        self.storage = check_storage(storage)
         self.n_threads = resolve_n_threads(n_threads)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -100,13 +108,16 @@ class SparseNetwork:
         self.input_mask_ = None  # bool (n_features,) after prune_inputs: the inputs still in use
         self._inactive = None
         if _layers is not None:  # from_layers, which checked them
+            bad = [i for i, layer in enumerate(_layers) if layer.storage != self.storage]
+            if bad:
+                raise ValueError(f"layers {bad} do not have storage={self.storage!r} (the network's storage)")
             self.layers = _layers
             for layer in self.layers:
                 layer.n_threads = self.n_threads
         else:
             nnz = allocate_connections(sizes, self.epsilon, allocation)
             self.layers = [SparseLayer.random(a, b, k, self.rng, init=init, dtype=self.dtype,
-                                              n_threads=self.n_threads)
+                                              n_threads=self.n_threads, storage=self.storage)
                            for a, b, k in zip(sizes[:-1], sizes[1:], nnz)]
         # "fan_in": one SGD step moves a neuron's input by about lr * fan_in * E[a^2] * delta, so a layer
         # whose neurons have more than FAN_IN_REF inputs learns proportionally slower (plain SGD lets
@@ -327,13 +338,18 @@ class SparseNetwork:
 
     # ------------------------------------------------------------------------------------------
     # buffers
+    def _release_buffers(self):
+        """Drop the batch buffers (rebuilt by :meth:`_ensure_buffers` when next needed)."""
+        self._buffers = None
+        self._buffer_batch = 0
+
     def _ensure_buffers(self, batch):
         if self._buffers is not None and batch <= self._buffer_batch:
             return
         sizes = self.layer_sizes
         widest = max(sizes[1:-1] + [sizes[0]]) if len(sizes) > 2 else sizes[0]
         scatter_rows = [layer.n_in for layer in self.layers[1:]
-                        if uses_scatter(layer.nnz, self.dtype.itemsize, batch)]
+                        if layer.storage == "full" and uses_scatter(layer.nnz, self.dtype.itemsize, batch)]
         self._buffers = {
             "x": np.empty(sizes[0] * batch, self.dtype),
             "act": [np.empty(s * batch, self.dtype) for s in sizes[1:]],
@@ -603,8 +619,15 @@ class SparseNetwork:
         -------
         list of int
             Connections replaced per layer.
+
+        Notes
+        -----
+        The batch buffers (activations and deltas, the largest arrays after the weights) are released
+        first and rebuilt at the next batch, so that they and the transient arrays of evolution never
+        exist at the same time (:func:`set_cy.sizing.estimate_memory` counts the larger of the two).
         """
         zeta = check_evolution_args(zeta, criterion, new_weights, below_one=True)
+        self._release_buffers()
         n = len(self.layers) if evolve_output else len(self.layers) - 1
         inputs = None if self.input_mask_ is None else self.active_inputs()
         return [layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights,
@@ -617,7 +640,7 @@ class SparseNetwork:
         return dict(layer_sizes=self.layer_sizes, epsilon=self.epsilon, activation=self.activation,
                     dropout=self.dropout, init=self.init, dtype=self.dtype.name, seed=self.seed,
                     loss=self.loss, allocation=self.allocation, activation_alpha=self.activation_alpha,
-                    lr_scaling=self.lr_scaling)
+                    lr_scaling=self.lr_scaling, storage=self.storage)
 
     def _extra_state(self):
         """JSON-serialisable state of subclasses (training progress); saved with the model."""
@@ -664,7 +687,8 @@ class SparseNetwork:
                                                    state["layers"])):
                 if arrays["data"].dtype != dtype:
                     raise ValueError(f"layer{i}_data has dtype {arrays['data'].dtype}, expected {dtype}")
-                layers.append(SparseLayer(a, b, **arrays, init=cfg.get("init"), n_threads=nt, name=f"layer{i}"))
+                layers.append(SparseLayer(a, b, **arrays, init=cfg.get("init"), n_threads=nt, name=f"layer{i}",
+                                          storage=cfg.get("storage", "full")))
             model = cls.from_layers(layers, n_threads=nt, **cfg)
             if state["input_mask"] is not None:
                 model._set_input_mask(state["input_mask"])

@@ -3,10 +3,22 @@ which backward product a layer runs and how much memory a network needs, without
 """
 import numpy as np
 
-__all__ = ["ALLOCATIONS", "allocate_connections", "estimate_memory", "index_dtype_for", "SCATTER_PARTS",
-           "uses_scatter"]
+__all__ = ["ALLOCATIONS", "allocate_connections", "check_storage", "estimate_memory", "index_dtype_for",
+           "SCATTER_PARTS", "STORAGES", "uses_scatter"]
 
 ALLOCATIONS = ("er", "erk", "uniform")
+
+# How a layer keeps its connections. "full": value, velocity, index, and the transposed index with its
+# permutation (the backward product gathers); "compact": value, velocity and index only, the backward
+# product scatters (:func:`_kernels.spmm_scatter_owned`): 8 bytes less per connection with int32 indices.
+STORAGES = ("full", "compact")
+
+
+def check_storage(storage):
+    """``storage`` if it is one of :data:`STORAGES`, else ``ValueError``."""
+    if not isinstance(storage, str) or storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    return storage
 
 # Backward product for small batches: scattering the rows of W^T (values read in storage order) beats
 # gathering values through the permutation once the values no longer fit in cache. Measured with
@@ -61,13 +73,16 @@ def allocate_connections(layer_sizes, epsilon, allocation="er"):
     return [int(x) for x in nnz]
 
 
-def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", allocation="er", zeta=0.3):
+def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", allocation="er", zeta=0.3,
+                    storage="full"):
     """Bytes a network needs while training, without building it.
 
-    Counts, per connection, the value, velocity, column index, transposed index and permutation;
-    per neuron the biases and offsets; the feature-major activations, deltas and dropout bytes of one
-    batch; and the transient arrays of the largest layer's construction or evolution step (the
-    larger of the two). Data and the interpreter are not included.
+    Counts, per connection, the value, velocity, column index and, with ``storage="full"``, the
+    transposed index and permutation; per neuron the biases and offsets; the feature-major
+    activations, deltas and dropout bytes of one batch; and the transient arrays of the largest
+    layer's construction or evolution step (the larger of the two). The batch buffers and the
+    transient arrays never coexist (evolution releases the buffers first, construction comes before
+    them), so the total counts the larger of the two. Data and the interpreter are not included.
 
     Returns
     -------
@@ -76,21 +91,27 @@ def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", alloca
     """
     sizes = [int(s) for s in layer_sizes]
     val = np.dtype(dtype).itemsize
+    full = check_storage(storage) == "full"
     nnz = allocate_connections(sizes, epsilon, allocation)
     weights = 0
     transient = 0
     for k, a, b in zip(nnz, sizes[:-1], sizes[1:]):
         idx = np.dtype(index_dtype_for(a, b, k)).itemsize
-        weights += k * (2 * val + 3 * idx) + (a + b + 2) * idx + 2 * b * val
+        # per connection: value, velocity, index (+ transposed index and permutation); per neuron: offsets
+        # (+ transposed offsets), bias and its velocity
+        offsets = (a + b + 2) if full else (b + 1)
+        weights += k * (2 * val + (3 if full else 1) * idx) + offsets * idx + 2 * b * val
         build = k * (4 * idx + 1)
-        evolve = k * (1 + 3 * idx + 2 * val) + int(zeta * k) * (5 * idx + 1)
+        # evolution: the kept connections' index, value and velocity, the keep mask, the drawn positions,
+        # and (full) the new transposed index and permutation built while the old ones still exist
+        evolve = k * (1 + (3 if full else 1) * idx + 2 * val) + int(zeta * k) * (5 * idx + 1)
         transient = max(transient, build, evolve)
     B = int(batch_size)
     hidden = sizes[1:-1]
     widest = max(hidden + [sizes[0]])
     activations = B * val * (sizes[0] + sum(sizes[1:]) + 2 * widest) + B * (max(hidden) if hidden else 0)
-    scatter = [a for k, a in zip(nnz[1:], sizes[1:-1]) if uses_scatter(k, val, B)]
+    scatter = [a for k, a in zip(nnz[1:], sizes[1:-1]) if full and uses_scatter(k, val, B)]
     activations += SCATTER_PARTS * B * val * max(scatter, default=0)
-    total = weights + activations + transient
+    total = weights + max(activations, transient)
     return {"weights": int(weights), "activations": int(activations), "transient": int(transient),
             "total": int(total), "connections": int(sum(nnz))}

@@ -30,7 +30,7 @@ from .evolution import CRITERIA, SCHEDULES
 from .model import LR_SCALINGS
 from .monitor import MemoryMonitor, format_bytes, system_memory
 from .parallel import BACKENDS, ParallelFitError
-from .sizing import estimate_memory
+from .sizing import STORAGES, estimate_memory
 from .trainer import Callback, SparseMLP
 
 __all__ = ["main", "build_parser", "hidden_layer_sizes"]
@@ -106,6 +106,10 @@ def build_parser():
     arch.add_argument("--init", choices=("he_uniform", "xavier", "normal"), default="he_uniform")
     arch.add_argument("--dropout", type=float, default=0.3)
     arch.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    arch.add_argument("--storage", choices=STORAGES, default="full",
+                      help="full (default): 20 bytes per connection (float32), the fastest backward product; "
+                           "compact: no transposed index, 12 bytes per connection, the backward product "
+                           "scatters (slower); needs --backend openmp")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="synthetic",
                       help="synthetic (default, embedded), a dataset name (see data/README.md) or a file path")
@@ -242,6 +246,7 @@ def main(argv=None):
         given_epochs = args.epochs if any(a == "--epochs" or a.startswith("--epochs=") for a in typed) else None
         for k in RUN_OPTIONS:
             setattr(args, k, saved[k])
+        args.storage = checkpoint.storage  # the checkpoint's layers decide
         if given_epochs is not None:
             args.epochs = given_epochs
         args.save = args.save or args.resume
@@ -256,6 +261,8 @@ def main(argv=None):
         parser.error("--epsilon must be > 0, --lr and --weight-decay >= 0")
     if args.backend != "dask" and (args.scheduler or args.local_steps):
         parser.error("--scheduler and --local-steps apply to --backend dask only")
+    if args.storage == "compact" and args.backend != "openmp":
+        parser.error("--storage compact needs --backend openmp")
     n_threads = resolve_n_threads(args.n_threads)
 
     report = {"command": ["python", "-m", "set_cy.train"] + list(sys.argv[1:] if argv is None else argv),
@@ -311,7 +318,8 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
             parser.error(str(exc))
         sizes = [data.n_features] + hidden + [data.n_classes]
 
-    est = estimate_memory(sizes, args.epsilon, args.batch_size, dtype=args.dtype, zeta=args.zeta)
+    est = estimate_memory(sizes, args.epsilon, args.batch_size, dtype=args.dtype, zeta=args.zeta,
+                          storage=args.storage)
     data_bytes = data.X_train.nbytes + data.X_test.nbytes
     est_total = est["total"] + data_bytes
     if args.backend in ("threads", "processes"):
@@ -322,11 +330,13 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
         est_total += est["parallel"]
     available = system_memory()["available"] + data_bytes  # the data is already loaded
     limit = args.max_memory if args.max_memory is not None else available
-    report["architecture"] = {"layer_sizes": sizes, "neurons": int(sum(sizes)), "connections": est["connections"]}
+    report["architecture"] = {"layer_sizes": sizes, "neurons": int(sum(sizes)), "connections": est["connections"],
+                              "storage": args.storage}
     report["memory_estimate"] = {**est, "data": int(data_bytes), "total_with_data": int(est_total),
                                  "limit": int(limit)}
     _say(args, f"architecture {'-'.join(map(str, sizes))} · {sum(sizes):,} neurons · "
-               f"{est['connections']:,} connections · estimated memory {format_bytes(est_total)} "
+               f"{est['connections']:,} connections · {args.storage} storage · estimated memory "
+               f"{format_bytes(est_total)} "
                f"(weights {format_bytes(est['weights'])}, activations {format_bytes(est['activations'])}, "
                f"data {format_bytes(data_bytes)})")
     if est_total > limit:
@@ -342,7 +352,7 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
     else:
         model = SparseMLP(sizes, epsilon=args.epsilon, activation=args.activation, dropout=args.dropout,
                           init=args.init, dtype=args.dtype, seed=args.seed, n_threads=n_threads,
-                          lr_scaling=args.lr_scaling)
+                          lr_scaling=args.lr_scaling, storage=args.storage)
         build_time = time.perf_counter() - t1
         model.meta_["cli_args"] = {k: getattr(args, k) for k in RUN_OPTIONS}
     report["build_time"] = build_time

@@ -273,7 +273,7 @@ class SparseMLP(SparseNetwork):
         tol : float, default 1e-4
 
         The options ``clip_norm``, ``class_weight`` and input pruning (and a network whose inputs were
-        pruned) need ``backend="openmp"``.
+        pruned, or one with ``storage="compact"``) need ``backend="openmp"``.
 
         Returns
         -------
@@ -300,6 +300,7 @@ class SparseMLP(SparseNetwork):
         if backend != "openmp":
             used = [name for name, on in (("clip_norm", clip_norm is not None), ("class_weight", cw is not None),
                                           ("prune_inputs", prune_inputs > 0),
+                                          ("storage='compact'", self.storage == "compact"),
                                           ("a network with pruned inputs", self.input_mask_ is not None)) if on]
             if used:
                 raise ValueError(f"{', '.join(used)} need backend='openmp', got backend={backend!r}")

@@ -57,6 +57,8 @@ def test_hidden_sizes_sum_exactly():
     (["--backend", "mpi"], "invalid choice"),
     (["--local-steps", "3"], "apply to --backend dask only"),
     (["--n-jobs", "0"], "expected a positive integer"),
+    (["--storage", "compact", "--backend", "threads"], "--storage compact needs --backend openmp"),
+    (["--storage", "tiny"], "invalid choice"),
 ])
 def test_bad_arguments_are_argparse_errors(argv, msg, capsys):
     base = ["--dataset", "synthetic", "--samples", "300", "--features", "500", "--classes", "5", "--quiet"]
@@ -74,6 +76,24 @@ def test_memory_refusal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "needs an estimated" in err and "5.00 MB" in err
     assert json.loads(report.read_text())["status"] == "refused"
+
+
+def test_compact_storage_from_the_cli(tmp_path):
+    reports = {}
+    for storage in ("full", "compact"):
+        report = tmp_path / f"{storage}.json"
+        assert train.main(SMALL + ["--storage", storage, "--report", str(report),
+                                   "--save", str(tmp_path / f"{storage}.npz")]) == 0
+        reports[storage] = json.loads(report.read_text())
+        assert reports[storage]["architecture"]["storage"] == storage
+    full, compact = reports["full"], reports["compact"]
+    # same network, same draws: the estimate differs by the transposed index (8 bytes per connection
+    # with int32 indices, 4 per input neuron and layer, and 4 per layer)
+    sizes = full["architecture"]["layer_sizes"]
+    saved = 8 * full["architecture"]["connections"] + 4 * (sum(sizes[:-1]) + len(sizes) - 1)
+    assert full["memory_estimate"]["weights"] - compact["memory_estimate"]["weights"] == saved
+    assert SparseNetwork.load(tmp_path / "compact.npz").storage == "compact"
+    assert [e["loss"] for e in compact["epochs"]] == pytest.approx([e["loss"] for e in full["epochs"]], rel=1e-3)
 
 
 def test_missing_dataset_message(tmp_path, monkeypatch, capsys):
