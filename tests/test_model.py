@@ -93,9 +93,10 @@ def _canonical(layer):
     assert layer.indices.min() >= 0 and layer.indices.max() < layer.n_in
 
 
+@pytest.mark.parametrize("storage", ["full", "compact"])
 @pytest.mark.parametrize("criterion", ["signed", "magnitude"])
-def test_evolution_invariants(criterion):
-    m = SparseMLP([40, 60, 60, 5], epsilon=6, seed=2)
+def test_evolution_invariants(criterion, storage):
+    m = SparseMLP([40, 60, 60, 5], epsilon=6, seed=2, storage=storage)
     nnz0 = [layer.nnz for layer in m.layers]
     rng = np.random.default_rng(0)
     for _ in range(25):
@@ -121,7 +122,8 @@ def test_evolution_invariants(criterion):
             now_kept = {(r, c): v for r, c, v in zip(rows1[survived], layer.indices[survived], layer.data[survived])}
             assert now_kept == old_kept
             assert np.count_nonzero(layer.velocity == 0) == k
-            # the transposed index is rebuilt with the pattern
+            # the transposed index (storage="full") is rebuilt with the pattern
+            assert (layer.perm is None) == (storage == "compact")
             W = layer.to_scipy().toarray()
             np.testing.assert_array_equal(W[layer.indices, rows1], layer.data)
 

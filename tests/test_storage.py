@@ -154,3 +154,16 @@ def test_estimate_bounds_the_traced_peak_of_a_fit(storage):
     # what the estimate leaves out: the inputs' float32 copy, a shuffled order, small Python objects
     assert peak <= est["total"] + 3 * X.nbytes + (1 << 20), (peak, est)
     assert peak >= est["weights"] + 0.5 * max(est["activations"], est["transient"]), (peak, est)
+
+
+def test_compact_with_input_pruning_and_clipping_matches_full():
+    X, y = _data(n=80, d=40)
+    fit = dict(epochs=6, batch_size=16, learning_rate=0.05, verbose=0, prune_inputs=0.3, prune_every=2,
+               min_inputs=10, clip_norm=1.0)
+    models = [SparseMLP([40, 30, 4], epsilon=4, seed=5, storage=s) for s in ("full", "compact")]
+    hists = [m.fit(X, y, **fit) for m in models]
+    np.testing.assert_allclose(hists[1]["loss"], hists[0]["loss"], rtol=2e-4)
+    np.testing.assert_array_equal(models[1].input_mask_, models[0].input_mask_)
+    assert models[1].input_mask_.sum() < 40
+    for a, b in zip(models[0].layers, models[1].layers):
+        np.testing.assert_array_equal(a.indices, b.indices)
