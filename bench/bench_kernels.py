@@ -105,15 +105,34 @@ def setcy_funcs(pat, data, X, D, nt):
     B = X.shape[1]
     y = np.empty((n_out, B), dtype=X.dtype)
     dx = np.empty((n_in, B), dtype=X.dtype)
+    dx_s = np.empty((n_in, B), dtype=X.dtype)
     g = np.empty(pat["nnz"], dtype=X.dtype)
     w, v = data.copy(), np.zeros_like(data)
     ti, tj, wi, wj, perm = pat["t_indptr"], pat["t_indices"], pat["w_indptr"], pat["w_indices"], pat["perm"]
     return {
         "forward": lambda: _kernels.spmm(ti, tj, data, None, X, y, None, nt),
         "backward": lambda: _kernels.spmm(wi, wj, data, perm, D, dx, None, nt),
+        "bwd-scatter": lambda: _kernels.spmm_scatter_owned(ti, tj, data, D, dx_s, nt),
         "sddmm": lambda: _kernels.sddmm(ti, tj, D, X, g, nt),
         "sddmm+update": lambda: _kernels.sddmm_momentum_update(ti, tj, D, X, w, v, LR, MU, WD, False, nt),
-    }, (y, dx, g)
+    }, (y, dx, g, dx_s)
+
+
+def logical_bytes(kernel, pat, B, itemsize):
+    """Bytes a kernel moves if nothing is reused from a cache: per connection its index(es), value (and
+    velocity) and the batch row it gathers or scatters; per row of the output (or of the rows read in
+    order) that row and its offset. Caches make the real traffic smaller, so bytes / time can exceed
+    the STREAM figure; far below it, the kernel is bound by latency or arithmetic, not bandwidth."""
+    nnz, n_in, n_out = pat["nnz"], pat["n_in"], pat["n_out"]
+    idx = pat["t_indices"].itemsize
+    row = B * itemsize
+    per_conn = {"forward": idx + itemsize + row,                  # index, value, gathered X row
+                "backward": 2 * idx + itemsize + row,             # transposed index, permutation, value, dY row
+                "bwd-scatter": idx + itemsize + 2 * row,          # index, value, out row read and written
+                "sddmm": idx + itemsize + row,                    # index, gradient written, gathered X row
+                "sddmm+update": idx + 4 * itemsize + row}[kernel]  # + value and velocity read and written
+    rows = n_in if kernel == "backward" else n_out
+    return nnz * per_conn + rows * (row + idx)
 
 
 def gather_sddmm(Xs, Ds, rows, cols, feature_major):
@@ -199,12 +218,12 @@ def bench_config(pat, dtype, B, args, rng):
         fns, outs = setcy_funcs(pat, data, X, D, nt)
         recs += [dict(kernel=k, impl="set_cy", threads=nt, note="", **timer(fn)) for k, fn in fns.items()]
     peers, refs = peer_records(pat, data, X, D, rng, timer)
-    fns, (y, dx, g) = setcy_funcs(pat, data, X, D, max(args.threads))
+    fns, (y, dx, g, dx_s) = setcy_funcs(pat, data, X, D, max(args.threads))
     for f in fns.values():
         f()
     sel, g_ref = refs["sddmm"]
     checks = {"forward": rel_err(y, refs["forward"]), "backward": rel_err(dx, refs["backward"]),
-              "sddmm": rel_err(g[sel], g_ref)}
+              "bwd-scatter": rel_err(dx_s, refs["backward"]), "sddmm": rel_err(g[sel], g_ref)}
     w1, v1, w2, v2 = data.copy(), np.zeros_like(data), data.copy(), np.zeros_like(data)
     _kernels.sddmm_momentum_update(pat["t_indptr"], pat["t_indices"], D, X, w1, v1, LR, MU, WD, False, 1)
     _kernels.momentum_update(w2, v2, g, LR, MU, WD, False, 1)
@@ -213,6 +232,8 @@ def bench_config(pat, dtype, B, args, rng):
     recs += peers + (torch_recs or [])
     for r in recs:
         r["gflops"] = 2.0 * pat["nnz"] * B / r["median_s"] / 1e9
+        if r["impl"] == "set_cy":
+            r["logical_gbs"] = logical_bytes(r["kernel"], pat, B, np.dtype(dtype).itemsize) / r["median_s"] / 1e9
     return recs, checks, torch_recs is not None
 
 
@@ -243,7 +264,9 @@ def add_speedups(recs):
             continue
         key = dict(shape=r["shape"], dtype=r["dtype"], batch=r["batch"])
         t, sp_ = r["median_s"], {}
-        if r["kernel"] in PRODUCT_KERNELS:
+        if r["kernel"] == "bwd-scatter":  # the compact storage's backward against the gathering one
+            sp_["gather"] = find(recs, impl="set_cy", kernel="backward", threads=r["threads"], **key)
+        elif r["kernel"] in PRODUCT_KERNELS:
             peers = ["scipy"] if r["kernel"] != "sddmm" else ["numpy gather bm", "numpy gather fm"]
             for peer in peers:
                 sp_[peer.replace("numpy gather ", "np-")] = find(recs, impl=peer, kernel=r["kernel"], **key)
@@ -263,12 +286,13 @@ def add_speedups(recs):
 def print_table(recs):
     """One line per measurement; speed-ups are (other time) / (set_cy time)."""
     print(f"\n{'shape':7} {'dtype':7} {'B':>4} {'kernel':12} {'impl':16} {'thr':>3} {'median ms':>10}"
-          f" {'min ms':>9} {'rate':>11}  speed-up of set_cy")
+          f" {'min ms':>9} {'rate':>11} {'logical':>10}  speed-up of set_cy")
     for r in recs:
         rate = f"{r['gbs']:7.2f} GB/s" if "gbs" in r else f"{r['gflops']:6.2f} GF/s"
+        moved = f"{r['logical_gbs']:6.1f} GB/s" if "logical_gbs" in r else ""
         ups = "  ".join(f"x{v:.2f} {k}" for k, v in r.get("speedup", {}).items())
         print(f"{r['shape']:7} {r['dtype']:7} {r['batch'] or '-':>4} {r['kernel']:12} {r['impl']:16}"
-              f" {r['threads']:>3} {r['median_s'] * 1e3:10.3f} {r['min_s'] * 1e3:9.3f} {rate:>11}  {ups}"
+              f" {r['threads']:>3} {r['median_s'] * 1e3:10.3f} {r['min_s'] * 1e3:9.3f} {rate:>11} {moved:>10}  {ups}"
               f"{'  [' + r['note'] + ']' if r['note'] else ''}")
 
 
@@ -420,7 +444,7 @@ def public_checks(pat, data, W, Xf, Df):
     """Max relative error of every public path against the internal kernels (same W, X, D)."""
     from set_cy import SparseLinear
 
-    fns, (y, dx, g) = setcy_funcs(pat, data, Xf, Df, 1)
+    fns, (y, dx, g, _) = setcy_funcs(pat, data, Xf, Df, 1)
     for k in PRODUCT_KERNELS:
         fns[k]()
     op = ops.SparseOperator(W, n_threads=1)
@@ -591,7 +615,11 @@ def main(argv=None):
           " np-bm / np-fm the NumPy gather SDDMM\nbatch-major (X[:, rows]) / feature-major (X_fm[rows])."
           " scipy.sparse and NumPy are single-threaded (timed once, compared with set_cy\nat every thread"
           " count); torch runs with torch.set_num_threads equal to set_cy's threads. 'update' is"
-          " batch-independent\n(rate counts w, v, g read and w, v written; small shapes stay in cache).")
+          " batch-independent\n(rate counts w, v, g read and w, v written; small shapes stay in cache)."
+          " 'logical' is bytes / time with every gathered or\nscattered batch row counted as moved (see"
+          f" logical_bytes), to read next to the STREAM figure above (triad {bw['triad_gbs']} GB/s, 1 thread)."
+          " 'bwd-scatter' is the\nbackward product of storage='compact' (no transposed index), x gather ="
+          " its speed over the gathering backward.")
     if not has_torch:
         print("torch peers: skipped: torch not installed")
     tol = {"float32": 1e-4, "float64": 1e-10}
