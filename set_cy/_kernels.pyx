@@ -484,9 +484,8 @@ def csr_transpose_index(const index_t[::1] indptr, const index_t[::1] indices, P
         out_indptr[0] = 0
 
 
-cdef void _compact(Py_ssize_t n_rows, const index_t* indptr, const index_t* indices, const floating* data,
-                   const floating* velocity, const uint8_t* keep, index_t* out_indptr, index_t* out_indices,
-                   floating* out_data, floating* out_velocity, int n_threads) noexcept nogil:
+cdef void _compact(Py_ssize_t n_rows, const index_t* indptr, const index_t* indices, const uint8_t* keep,
+                   index_t* out_indptr, index_t* out_indices, int n_threads) noexcept nogil:
     cdef Py_ssize_t r, k, q
     cdef index_t cnt
     out_indptr[0] = 0
@@ -502,34 +501,86 @@ cdef void _compact(Py_ssize_t n_rows, const index_t* indptr, const index_t* indi
         for k in range(indptr[r], indptr[r + 1]):
             if keep[k]:
                 out_indices[q] = indices[k]
-                if data != NULL:
-                    out_data[q] = data[k]
-                    out_velocity[q] = velocity[k]
                 q = q + 1
 
 
-def csr_compact(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
-                const floating[::1] velocity, const uint8_t[::1] keep, index_t[::1] out_indptr,
-                index_t[::1] out_indices, floating[::1] out_data, floating[::1] out_velocity,
-                int n_threads):
-    """Keep the entries with ``keep[k] != 0`` (pattern, values and velocity), rows in parallel."""
-    if out_indices.shape[0] == 0:
-        out_indptr[:] = 0
+def csr_compact_inplace(index_t[::1] indptr, index_t[::1] indices, floating[::1] data, floating[::1] velocity,
+                        const uint8_t[::1] keep):
+    """Keep the entries with ``keep[k] != 0``, in place; returns how many were kept.
+
+    The kept entries move, in order, to the front of ``indices``, ``data`` and ``velocity``, and
+    ``indptr`` becomes their row offsets. One sequential pass, O(nnz) and no extra memory: an entry
+    only moves towards the front, to a position already read.
+    """
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t r, k, start, end
+    cdef Py_ssize_t q = 0
+    if n_rows < 0:
+        return 0
+    with nogil:
+        start = indptr[0]
+        for r in range(n_rows):
+            end = indptr[r + 1]
+            indptr[r] = q
+            for k in range(start, end):
+                if keep[k]:
+                    indices[q] = indices[k]
+                    data[q] = data[k]
+                    velocity[q] = velocity[k]
+                    q = q + 1
+            start = end
+        indptr[n_rows] = q
+    return q
+
+
+def csr_merge_inplace(index_t[::1] indptr, index_t[::1] indices, floating[::1] data, floating[::1] velocity,
+                      const index_t[::1] b_indptr, const index_t[::1] b_indices, const floating[::1] b_data):
+    """Merge the sorted entries of ``b`` (disjoint from ``a``, velocity zero) into ``a``, in place.
+
+    ``a`` is the CSR matrix with offsets ``indptr`` whose entries are at the front of ``indices``,
+    ``data`` and ``velocity``; those arrays must have room for the entries of both. Rows are merged
+    from the last to the first, each from its end, so every entry is written at or after the position
+    it is read from: nothing is overwritten before it is read, and no extra memory is needed. O(nnz),
+    sequential. Afterwards ``indptr`` holds the offsets of the union.
+    """
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t r, i, j, q, a_start, b_start, out_start
+    if n_rows < 1:
         return
     with nogil:
-        _compact(indptr.shape[0] - 1, &indptr[0], &indices[0], &data[0], &velocity[0], &keep[0],
-                 &out_indptr[0], &out_indices[0], &out_data[0], &out_velocity[0], n_threads)
+        for r in range(n_rows - 1, -1, -1):
+            a_start = indptr[r]
+            i = indptr[r + 1] - 1
+            b_start = b_indptr[r]
+            j = b_indptr[r + 1] - 1
+            q = indptr[r + 1] + b_indptr[r + 1] - 1
+            out_start = a_start + b_start
+            while q >= out_start:
+                if j < b_start and q == i:  # the rest of a's row is already where it belongs
+                    break
+                if j < b_start or (i >= a_start and indices[i] > b_indices[j]):
+                    indices[q] = indices[i]
+                    data[q] = data[i]
+                    velocity[q] = velocity[i]
+                    i = i - 1
+                else:
+                    indices[q] = b_indices[j]
+                    data[q] = b_data[j]
+                    velocity[q] = 0
+                    j = j - 1
+                q = q - 1
+            indptr[r + 1] = indptr[r + 1] + b_indptr[r + 1]
 
 
 def csr_pattern_compact(const index_t[::1] indptr, const index_t[::1] indices, const uint8_t[::1] keep,
                         index_t[::1] out_indptr, index_t[::1] out_indices, int n_threads):
-    """Pattern-only :func:`csr_compact`."""
+    """The entries of a CSR pattern with ``keep[k] != 0``, rows in parallel, O(nnz)."""
     if out_indices.shape[0] == 0:
         out_indptr[:] = 0
         return
     with nogil:
-        _compact(indptr.shape[0] - 1, &indptr[0], &indices[0], <const double*>NULL, <const double*>NULL,
-                 &keep[0], &out_indptr[0], &out_indices[0], <double*>NULL, <double*>NULL, n_threads)
+        _compact(indptr.shape[0] - 1, &indptr[0], &indices[0], &keep[0], &out_indptr[0], &out_indices[0],
+                 n_threads)
 
 
 def coo_to_csr(const index_t[::1] rows, const index_t[::1] cols, index_t[::1] out_indptr,
@@ -591,10 +642,8 @@ def csr_contains(const index_t[::1] indptr, const index_t[::1] indices, const in
             out[m] = 1 if (lo < indptr[rows[m] + 1] and indices[lo] == c) else 0
 
 
-cdef void _merge(Py_ssize_t n_rows, const index_t* a_indptr, const index_t* a_indices, const floating* a_data,
-                 const floating* a_velocity, const index_t* b_indptr, const index_t* b_indices,
-                 const floating* b_data, index_t* out_indptr, index_t* out_indices, floating* out_data,
-                 floating* out_velocity, int n_threads) noexcept nogil:
+cdef void _merge(Py_ssize_t n_rows, const index_t* a_indptr, const index_t* a_indices, const index_t* b_indptr,
+                 const index_t* b_indices, index_t* out_indptr, index_t* out_indices, int n_threads) noexcept nogil:
     cdef Py_ssize_t r, i, j, q, i_end, j_end
     for r in range(n_rows + 1):
         out_indptr[r] = a_indptr[r] + b_indptr[r]
@@ -607,15 +656,9 @@ cdef void _merge(Py_ssize_t n_rows, const index_t* a_indptr, const index_t* a_in
         while i < i_end or j < j_end:
             if j >= j_end or (i < i_end and a_indices[i] < b_indices[j]):
                 out_indices[q] = a_indices[i]
-                if out_data != NULL:
-                    out_data[q] = a_data[i]
-                    out_velocity[q] = a_velocity[i]
                 i = i + 1
             else:
                 out_indices[q] = b_indices[j]
-                if out_data != NULL:
-                    out_data[q] = b_data[j]
-                    out_velocity[q] = 0
                 j = j + 1
             q = q + 1
 
@@ -624,38 +667,16 @@ cdef inline const index_t* _ptr(const index_t[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
-cdef inline const floating* _fptr(const floating[::1] a) noexcept nogil:
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-def csr_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices, const floating[::1] a_data,
-              const floating[::1] a_velocity, const index_t[::1] b_indptr, const index_t[::1] b_indices,
-              const floating[::1] b_data, index_t[::1] out_indptr, index_t[::1] out_indices,
-              floating[::1] out_data, floating[::1] out_velocity, int n_threads):
-    """Merge two CSR matrices with disjoint, sorted patterns row by row, O(nnz).
-
-    Entries from ``b`` get velocity zero (new connections carry no momentum).
-    """
-    if out_indices.shape[0] == 0:
-        out_indptr[:] = 0
-        return
-    with nogil:
-        _merge(a_indptr.shape[0] - 1, &a_indptr[0], _ptr(a_indices), _fptr(a_data), _fptr(a_velocity),
-               &b_indptr[0], _ptr(b_indices), _fptr(b_data), &out_indptr[0], &out_indices[0], &out_data[0],
-               &out_velocity[0], n_threads)
-
-
 def csr_pattern_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices, const index_t[::1] b_indptr,
                       const index_t[::1] b_indices, index_t[::1] out_indptr, index_t[::1] out_indices,
                       int n_threads):
-    """Pattern-only :func:`csr_merge`."""
+    """Union of two CSR patterns with disjoint, sorted rows, row by row in parallel, O(nnz)."""
     if out_indices.shape[0] == 0:
         out_indptr[:] = 0
         return
     with nogil:
-        _merge(a_indptr.shape[0] - 1, &a_indptr[0], _ptr(a_indices), <const double*>NULL, <const double*>NULL,
-               &b_indptr[0], _ptr(b_indices), <const double*>NULL, &out_indptr[0], &out_indices[0],
-               <double*>NULL, <double*>NULL, n_threads)
+        _merge(a_indptr.shape[0] - 1, &a_indptr[0], _ptr(a_indices), &b_indptr[0], _ptr(b_indices),
+               &out_indptr[0], &out_indices[0], n_threads)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ._validation import (
     resolve_n_threads,
 )
 from .evolution import select_to_remove
-from .patterns import draw_free_positions, draw_free_positions_in, transpose_pattern
+from .patterns import draw_free_positions, draw_free_positions_in, drop_entries, transpose_pattern
 from .sizing import check_storage, index_dtype_for, uses_scatter
 
 __all__ = ["SparseLayer", "INITS"]
@@ -301,25 +301,24 @@ class SparseLayer:
         if k == 0:
             return 0
         nt = self.n_threads
-        n_keep = self.nnz - k
-        k_indptr = np.empty_like(self.indptr)
-        k_indices = np.empty(n_keep, self.indices.dtype)
-        k_data = np.empty(n_keep, self.dtype)
-        k_vel = np.empty(n_keep, self.dtype)
-        _kernels.csr_compact(self.indptr, self.indices, self.data, self.velocity, keep, k_indptr, k_indices,
-                             k_data, k_vel, nt)
-        del keep
+        # the new positions are drawn among those not kept before the layer changes (a failure leaves it
+        # as it was); only the kept pattern is copied for that, not their values and velocities
+        k_indptr, k_indices = drop_entries(self.indptr, self.indices, keep, nt)
         if inputs is None:
             b_indptr, b_indices = draw_free_positions(rng, self.n_out, self.n_in, k, k_indptr, k_indices,
                                                       n_threads=nt)
         else:
             b_indptr, b_indices = draw_free_positions_in(rng, self.n_out, self.n_in, k, k_indptr, k_indices, inputs,
                                                          n_threads=nt)
+        del k_indptr, k_indices
         b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, k, self.n_in, self.n_out,
                              self.nnz, self.dtype)
-        # reuse the old arrays as the merge's output: same sizes
-        _kernels.csr_merge(k_indptr, k_indices, k_data, k_vel, b_indptr, b_indices, b_data, self.indptr,
-                           self.indices, self.data, self.velocity, nt)
+        # in the layer's own arrays: the kept connections move to the front, then the new ones are merged in
+        # from the back (no copy of the values and velocities)
+        _kernels.csr_compact_inplace(self.indptr, self.indices, self.data, self.velocity, keep)
+        del keep
+        _kernels.csr_merge_inplace(self.indptr, self.indices, self.data, self.velocity, b_indptr, b_indices, b_data)
+        del b_indptr, b_indices, b_data
         self._build_transpose()
         return k
 

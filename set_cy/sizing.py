@@ -102,9 +102,10 @@ def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", alloca
         offsets = (a + b + 2) if full else (b + 1)
         weights += k * (2 * val + (3 if full else 1) * idx) + offsets * idx + 2 * b * val
         build = k * (4 * idx + 1)
-        # evolution: the kept connections' index, value and velocity, the keep mask, the drawn positions,
-        # and (full) the new transposed index and permutation built while the old ones still exist
-        evolve = k * (1 + (3 if full else 1) * idx + 2 * val) + int(zeta * k) * (5 * idx + 1)
+        # evolution: the keep mask, a copy of the kept pattern and the drawn positions, then (full) the new
+        # transposed index and permutation built while the old ones still exist; values and velocities are
+        # compacted and merged in place
+        evolve = max(k * (1 + idx) + int(zeta * k) * (5 * idx + 1), 2 * idx * k if full else 0)
         transient = max(transient, build, evolve)
     B = int(batch_size)
     hidden = sizes[1:-1]

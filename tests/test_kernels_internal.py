@@ -67,44 +67,50 @@ def test_compact_contains_merge(index_dtype, nt):
     W = random_csr(15, 40, 0.3, np.float32, index_dtype, seed=nt, empty_rows=(2,))
     vel = rng.standard_normal(W.nnz).astype(np.float32)
     keep = (rng.random(W.nnz) < 0.6).astype(np.uint8)
-    k_indptr = np.empty_like(W.indptr)
-    k_indices = np.empty(int(keep.sum()), index_dtype)
-    k_data = np.empty(k_indices.size, np.float32)
-    k_vel = np.empty(k_indices.size, np.float32)
-    _kernels.csr_compact(W.indptr, W.indices, W.data, vel, keep, k_indptr, k_indices, k_data, k_vel, nt)
+    keep[W.indptr[5]:W.indptr[6]] = 0  # a row that loses everything
     coo = W.tocoo()
     sel = keep.astype(bool)
     rows_kept = coo.row[sel]
+    # the pattern alone, into new arrays
+    p_indptr = np.empty_like(W.indptr)
+    p_indices = np.empty(int(keep.sum()), index_dtype)
+    _kernels.csr_pattern_compact(W.indptr, W.indices, keep, p_indptr, p_indices, nt)
+    # pattern, values and velocities in place: the kept entries at the front
+    k_indptr, k_indices, k_data, k_vel = W.indptr.copy(), W.indices.copy(), W.data.copy(), vel.copy()
+    n = _kernels.csr_compact_inplace(k_indptr, k_indices, k_data, k_vel, keep)
+    assert n == sel.sum()
     np.testing.assert_array_equal(np.diff(k_indptr), np.bincount(rows_kept, minlength=15))
-    np.testing.assert_array_equal(k_indices, W.indices[sel])
-    np.testing.assert_array_equal(k_data, W.data[sel])
-    np.testing.assert_array_equal(k_vel, vel[sel])
+    np.testing.assert_array_equal(k_indptr, p_indptr)
+    np.testing.assert_array_equal(k_indices[:n], W.indices[sel])
+    np.testing.assert_array_equal(p_indices, W.indices[sel])
+    np.testing.assert_array_equal(k_data[:n], W.data[sel])
+    np.testing.assert_array_equal(k_vel[:n], vel[sel])
 
     # membership of every cell of the matrix against the dense mask of the kept pattern
     kept_dense = np.zeros((15, 40), bool)
     kept_dense[rows_kept, W.indices[sel]] = True
     rr, cc = np.meshgrid(np.arange(15), np.arange(40), indexing="ij")
     out = np.empty(rr.size, np.uint8)
-    _kernels.csr_contains(k_indptr, k_indices, rr.ravel().astype(index_dtype), cc.ravel().astype(index_dtype),
+    _kernels.csr_contains(k_indptr, k_indices[:n], rr.ravel().astype(index_dtype), cc.ravel().astype(index_dtype),
                           out, nt)
     np.testing.assert_array_equal(out.astype(bool), kept_dense.ravel())
 
-    # merge with a disjoint new pattern: union, sorted, new entries have zero velocity
+    # merge in place with a disjoint new pattern: union, sorted, new entries have zero velocity
     free_r, free_c = np.nonzero(~kept_dense)
     pick = np.sort(rng.choice(free_r.size, 25, replace=False))
     new_rows, new_cols = free_r[pick], free_c[pick]
     b_indptr = np.concatenate([[0], np.cumsum(np.bincount(new_rows, minlength=15))]).astype(index_dtype)
     b_data = rng.standard_normal(25).astype(np.float32)
-    n = k_indices.size + 25
-    o_indptr = np.empty_like(k_indptr)
-    o_indices, o_data, o_vel = np.empty(n, index_dtype), np.empty(n, np.float32), np.empty(n, np.float32)
-    _kernels.csr_merge(k_indptr, k_indices, k_data, k_vel, b_indptr, new_cols.astype(index_dtype), b_data,
-                       o_indptr, o_indices, o_data, o_vel, nt)
     dense_w = np.zeros((15, 40), np.float32)
     dense_v = np.zeros((15, 40), np.float32)
-    dense_w[rows_kept, k_indices] = k_data
-    dense_v[rows_kept, k_indices] = k_vel
+    dense_w[rows_kept, k_indices[:n]] = k_data[:n]
+    dense_v[rows_kept, k_indices[:n]] = k_vel[:n]
     dense_w[new_rows, new_cols] = b_data
+    m = n + 25
+    assert m <= W.nnz  # the arrays have room for the union
+    o_indptr, o_indices, o_data, o_vel = k_indptr, k_indices[:m], k_data[:m], k_vel[:m]
+    _kernels.csr_merge_inplace(o_indptr, o_indices, o_data, o_vel, b_indptr, new_cols.astype(index_dtype), b_data)
+    assert o_indptr[-1] == m
     rows_out = np.repeat(np.arange(15), np.diff(o_indptr))
     mask = np.zeros((15, 40), bool)
     mask[rows_out, o_indices] = True
@@ -112,6 +118,12 @@ def test_compact_contains_merge(index_dtype, nt):
                                                                new_rows * 40 + new_cols))
     np.testing.assert_array_equal(o_data, dense_w[rows_out, o_indices])
     np.testing.assert_array_equal(o_vel, dense_v[rows_out, o_indices])
+    # the pattern-only merge gives the same union
+    u_indptr = np.empty_like(p_indptr)
+    u_indices = np.empty(m, index_dtype)
+    _kernels.csr_pattern_merge(p_indptr, p_indices, b_indptr, new_cols.astype(index_dtype), u_indptr, u_indices, nt)
+    np.testing.assert_array_equal(u_indptr, o_indptr)
+    np.testing.assert_array_equal(u_indices, o_indices)
     for r in range(15):
         seg = o_indices[o_indptr[r]:o_indptr[r + 1]]
         assert np.all(np.diff(seg) > 0)
