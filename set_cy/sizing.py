@@ -102,10 +102,12 @@ def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", alloca
         offsets = (a + b + 2) if full else (b + 1)
         weights += k * (2 * val + (3 if full else 1) * idx) + offsets * idx + 2 * b * val
         build = k * (4 * idx + 1)
-        # evolution: the keep mask, a copy of the kept pattern and the drawn positions, then (full) the new
-        # transposed index and permutation built while the old ones still exist; values and velocities are
-        # compacted and merged in place
-        evolve = max(k * (1 + idx) + int(zeta * k) * (5 * idx + 1), 2 * idx * k if full else 0)
+        # evolution: choosing the connections to remove (int64 positions of the non-negative and negative
+        # weights, a copy of one sign's values and its argpartition: about 15 bytes per connection), then
+        # the keep mask, a copy of the kept pattern and the drawn positions, then (full) the new transposed
+        # index and permutation built while the old ones still exist; values and velocities are compacted
+        # and merged in place
+        evolve = max(15 * k, k * (1 + idx) + int(zeta * k) * (5 * idx + 1), 2 * idx * k if full else 0)
         transient = max(transient, build, evolve)
     B = int(batch_size)
     hidden = sizes[1:-1]
