@@ -626,20 +626,13 @@ def csr_sort_rows(const index_t[::1] indptr, index_t[::1] indices, uint8_t[::1] 
 def csr_contains(const index_t[::1] indptr, const index_t[::1] indices, const index_t[::1] rows,
                  const index_t[::1] cols, uint8_t[::1] out, int n_threads):
     """``out[m] = 1`` where ``(rows[m], cols[m])`` is stored in the CSR pattern (binary search per row)."""
-    cdef Py_ssize_t m, lo, hi, mid
-    cdef index_t c
+    cdef Py_ssize_t m, lo, hi
+    cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
     with nogil:
         for m in prange(rows.shape[0], schedule="static", num_threads=n_threads):
-            lo = indptr[rows[m]]
             hi = indptr[rows[m] + 1]
-            c = cols[m]
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if indices[mid] < c:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            out[m] = 1 if (lo < indptr[rows[m] + 1] and indices[lo] == c) else 0
+            lo = _lower_bound(p_idx, indptr[rows[m]], hi, cols[m])
+            out[m] = 1 if (lo < hi and p_idx[lo] == cols[m]) else 0
 
 
 cdef void _merge(Py_ssize_t n_rows, const index_t* a_indptr, const index_t* a_indices, const index_t* b_indptr,
