@@ -163,7 +163,7 @@ def check_csr(W, name="W", dtype=None):
     if indptr.ndim != 1 or indices.ndim != 1 or data.ndim != 1:
         raise ValueError(f"{name} is not a valid CSR structure: indptr, indices and data must be 1-D")
     idx_dtype = np.promote_types(indices.dtype, indptr.dtype)
-    if indptr.ndim != 1 or indptr.shape[0] != n_rows + 1:
+    if indptr.shape[0] != n_rows + 1:
         raise ValueError(f"{name}.indptr has length {indptr.shape[0]}, expected {n_rows + 1}")
     nnz = int(indptr[-1])
     if nnz < 0 or nnz > indices.shape[0] or nnz > data.shape[0]:
