@@ -37,6 +37,12 @@ says "upper bound"):
 - Embedded ranking (side result): the top-50 features (capped) of the fitted SET-MLP by
   ``feature_importances_`` (input strength), then each classifier fitted on them; beside it
   f_classif's top-50 with the same classifiers (these are the upper-bound fits at k = 50).
+- ``--reuse``: the two-phase search, the upper-bound fits and f_classif's embedded row do not
+  depend on SETClassifier, and the outer and inner splits only on (seed, fold, ``--folds``,
+  ``--inner-folds``): a run that changes only SET-MLP can copy them, per (seed, fold), from
+  earlier result files (checked: same data shape, folds, inner folds, ``ks`` and split sizes) and
+  compute only SET-MLP, static sparse and SET's embedded row. The record names its sources
+  (``reused_from``) and keeps the seconds the copied parts took (``reused_seconds``).
 - Stability (``--lr-sweep``): on the first outer training part of seed 0, SETClassifier with its
   defaults (and the fixed settings above) for learning rates 0.001 to 0.05; a fit counts as
   non-finite when ``loss_curve_`` holds a NaN or infinity.
@@ -135,6 +141,10 @@ def parse_args(argv=None):
     p.add_argument("--lr-sweep", action=argparse.BooleanOptionalAction, default=True,
                    help="stability line: SETClassifier defaults at learning rates " +
                         ", ".join(map(str, LR_SWEEP)) + " on the first training part of seed 0")
+    p.add_argument("--reuse", nargs="+", default=None, metavar="JSON",
+                   help="earlier result files: the two-phase search, the upper-bound fits and f_classif's embedded "
+                        "row of every (data set, seed, fold) they hold are taken from them instead of computed "
+                        "again (the splits and these methods do not depend on SETClassifier); the rest is computed")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/accuracy[_quick].json)")
     p.add_argument("--table", nargs="+", default=None, help="print the tables of these JSON files, merged")
     a = p.parse_args(argv)
@@ -404,8 +414,12 @@ def lr_sweep(Xtr, ytr, fixed, random_state, Xte=None, yte=None):
 # ------------------------------------------------------------------------------------------------
 # one outer fold, one data set
 # ------------------------------------------------------------------------------------------------
-def run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold):
-    """Every method on one outer split; returns the fold's JSON record."""
+def run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold, reused=None):
+    """Every method on one outer split; returns the fold's JSON record.
+
+    ``reused``: the record of the same (data set, seed, fold) from an earlier run (``--reuse``): its
+    two-phase search, upper-bound fits and f_classif embedded row are copied instead of computed.
+    """
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
@@ -420,9 +434,14 @@ def run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold):
         secs[name] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
 
-    tp = two_phase_search(ks, rs, inner_cv, args.mi_jobs).fit(Xtr, ytr)
-    acc["two_phase"] = float(tp.score(Xte, yte))
-    lap("two_phase")
+    if reused is None:
+        tp = two_phase_search(ks, rs, inner_cv, args.mi_jobs).fit(Xtr, ytr)
+        acc["two_phase"] = float(tp.score(Xte, yte))
+        two_phase = chosen(tp)
+        lap("two_phase")
+    else:
+        acc["two_phase"] = reused["accuracy"]["two_phase"]
+        two_phase = reused["two_phase"]
     sm = set_search(set_fixed_params(args), args.set_grid, rs, inner_cv).fit(Xtr, ytr)
     acc["set_mlp"] = float(sm.score(Xte, yte))
     lap("set_mlp")
@@ -431,14 +450,45 @@ def run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold):
     lap("static_sparse")
     scaler = StandardScaler().fit(Xtr)  # the pipelines' scaling, so the cached scores are reused
     Xs_tr, Xs_te = scaler.transform(Xtr), scaler.transform(Xte)
-    upper = upper_bound(Xs_tr, ytr, Xs_te, yte, ks, rs, args.mi_jobs)
-    lap("upper_bound")
+    if reused is None:
+        upper = upper_bound(Xs_tr, ytr, Xs_te, yte, ks, rs, args.mi_jobs)
+        lap("upper_bound")
+    else:
+        upper = {k: v for k, v in reused["accuracy"].items() if k.startswith("upper/")}
     k = min(EMBEDDED_K, Xtr.shape[1])
     acc.update(embedded_ranking(sm.best_estimator_.named_steps["set"], Xs_tr, ytr, Xs_te, yte, k, rs, upper))
     acc.update(upper)
     lap("embedded")
-    return dict(seed=seed, fold=fold, n_train=int(ytr.size), n_test=int(yte.size), accuracy=acc,
-                two_phase=chosen(tp), set_mlp=chosen(sm), seconds=secs)
+    rec = dict(seed=seed, fold=fold, n_train=int(ytr.size), n_test=int(yte.size), accuracy=acc,
+               two_phase=two_phase, set_mlp=chosen(sm), seconds=secs)
+    if reused is not None:
+        rec["reused_seconds"] = reused.get("reused_seconds") or {k: reused["seconds"][k]
+                                                                 for k in ("two_phase", "upper_bound")}
+    return rec
+
+
+def load_reused(paths, name, args, ks, n_samples, n_features):
+    """``{(seed, fold): record}`` of data set ``name`` from the ``--reuse`` files, and their provenance.
+
+    A file's records are used only when it ran the same outer and inner folds on data of the same
+    shape with the same ``ks``; later files win over earlier ones for the same (seed, fold).
+    """
+    folds, sources = {}, []
+    for path in paths or ():
+        with open(path, encoding="utf-8") as fh:
+            d = json.load(fh)
+        for ds in d["results"]:
+            if ds["dataset"] != name:
+                continue
+            same = ((ds["n_samples"], ds["n_features"], ds["n_folds"], ds["inner_folds"], ds["ks"])
+                    == (n_samples, n_features, args.folds, args.inner_folds, ks))
+            if not same:
+                raise ValueError(f"{path}: {name} was run with other folds, inner folds, ks or data; cannot reuse")
+            recs = [f for f in ds["folds"] if f["seed"] < args.seeds]
+            folds.update({(f["seed"], f["fold"]): f for f in recs})
+            sources.append(dict(path=os.path.basename(path), command=d["command"], commit=d["commit"],
+                                folds=len(recs)))
+    return folds, sources
 
 
 def run_dataset(name, args, log):
@@ -454,10 +504,15 @@ def run_dataset(name, args, log):
                seeds=list(range(args.seeds)),
                grid_sizes=dict(two_phase=two_phase_grid_size(ks), set_mlp=grid_size(args.set_grid)),
                lr_sweep=None, folds=[])
+    reused, out["reused_from"] = load_reused(args.reuse, name, args, ks, X.shape[0], X.shape[1])
     t0 = time.perf_counter()
     splits = [(seed, fold, tr, te) for seed in range(args.seeds)
               for fold, (tr, te) in enumerate(StratifiedKFold(n_splits=args.folds, shuffle=True,
                                                               random_state=seed).split(X, y))]
+    for seed, fold, tr, te in splits:
+        old = reused.get((seed, fold))
+        if old is not None and (old["n_train"], old["n_test"]) != (tr.size, te.size):
+            raise ValueError(f"{name} seed {seed} fold {fold}: the reused split has other sizes")
     if args.lr_sweep:
         tr = splits[0][2]
         t1 = time.perf_counter()
@@ -466,12 +521,14 @@ def run_dataset(name, args, log):
         log(f"{name} lr sweep: {sum(r['nonfinite'] for r in out['lr_sweep'])} of {len(LR_SWEEP)} "
             f"non-finite ({out['lr_sweep_seconds']:.1f} s)")
     if args.jobs == 1:
-        recs = (_fold_task(X[tr], y[tr], X[te], y[te], ks, args, seed, fold) for seed, fold, tr, te in splits)
+        recs = (_fold_task(X[tr], y[tr], X[te], y[te], ks, args, seed, fold, reused.get((seed, fold)))
+                for seed, fold, tr, te in splits)
     else:  # outer folds are independent: worker processes, results in order (each its own score cache)
         from joblib import Parallel, delayed
 
         recs = Parallel(n_jobs=args.jobs, return_as="generator")(
-            delayed(_fold_task)(X[tr], y[tr], X[te], y[te], ks, args, seed, fold) for seed, fold, tr, te in splits)
+            delayed(_fold_task)(X[tr], y[tr], X[te], y[te], ks, args, seed, fold, reused.get((seed, fold)))
+            for seed, fold, tr, te in splits)
     cache = dict(computed=0, reused=0)
     for rec, stats in recs:
         out["folds"].append(rec)
@@ -482,6 +539,7 @@ def run_dataset(name, args, log):
             f"two-phase {a['two_phase']:.3f} {rec['two_phase']['params']}, static {a['static_sparse']:.3f} "
             f"({sum(rec['seconds'].values()):.1f} s: {rec['seconds']})")
     out["seconds"] = time.perf_counter() - t0
+    out["reused_folds"] = sum("reused_seconds" in f for f in out["folds"])
     out["score_cache"] = cache
     _CACHE_STATS.update(cache)
     out["tests"] = {f"set_mlp-{other}": corrected_ttest(out, "set_mlp", other)
@@ -491,7 +549,7 @@ def run_dataset(name, args, log):
     return out
 
 
-def _fold_task(Xtr, ytr, Xte, yte, ks, args, seed, fold):
+def _fold_task(Xtr, ytr, Xte, yte, ks, args, seed, fold, reused=None):
     """:func:`run_fold` with this process's thread pools limited to ``args.threads`` and a fresh score cache
     (the folds share no data); returns the record and the cache's counts."""
     from sklearn.exceptions import ConvergenceWarning
@@ -502,7 +560,7 @@ def _fold_task(Xtr, ytr, Xte, yte, ks, args, seed, fold):
     _SCORE_CACHE.clear()
     _CACHE_STATS.update(computed=0, reused=0)
     with threadpool_limits(limits=args.threads):
-        rec = run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold)
+        rec = run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold, reused)
     return rec, dict(_CACHE_STATS)
 
 
@@ -596,9 +654,18 @@ def main_table(results):
         row = [f"{ds['dataset']} ({ds['n_samples']} x {ds['n_features']}, {ds['n_classes']})",
                cell(mean_std(ds, "set_mlp")), cell(mean_std(ds, "two_phase")), cell(mean_std(ds, "static_sparse")),
                f"{m:.3f} ± {s:.3f} ({name})", test_cell(ds["tests"]["set_mlp-two_phase"]),
-               test_cell(ds["tests"]["set_mlp-static_sparse"]), f"{ds['seconds']:.0f}"]
+               test_cell(ds["tests"]["set_mlp-static_sparse"]), seconds_cell(ds)]
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def seconds_cell(ds):
+    """Wall seconds of the run; with reused folds, also the seconds the reused parts took when computed."""
+    n = ds.get("reused_folds", 0)
+    if not n:
+        return f"{ds['seconds']:.0f}"
+    then = sum(sum(f["reused_seconds"].values()) for f in ds["folds"] if "reused_seconds" in f)
+    return f"{ds['seconds']:.0f} + {then:.0f} reused ({n} folds' two-phase)"
 
 
 def embedded_table(results):

@@ -50,3 +50,26 @@ def test_cached_scores_equal_the_direct_ones():
     assert ba._CACHE_STATS == {"computed": 2, "reused": 2}
     mi[:] = -1  # a caller changing its copy does not change the cache
     assert np.all(ba.CachedScore("mutual_info")(X, y) >= 0)
+
+
+def test_reuse_copies_the_two_phase_parts_and_recomputes_set_mlp(tmp_path, monkeypatch):
+    """A ``--reuse`` run gives the figures of a full run: copied two-phase and upper-bound parts,
+    SET-MLP computed again (the same, since nothing of it changed); mismatched runs are refused."""
+    import json
+
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=60, n_features=30, n_informative=5, random_state=0)
+    monkeypatch.setattr(ba, "load_full", lambda name: (X.astype(np.float32), y))
+    base = ["--quick", "--datasets", "colon", "--epochs", "3", "--no-lr-sweep"]
+    first, second = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    assert ba.main(base + ["--out", first]) == 0
+    assert ba.main(base + ["--out", second, "--reuse", first]) == 0
+    a, b = (json.load(open(p))["results"][0] for p in (first, second))
+    assert b["reused_folds"] == len(b["folds"]) == 3 and b["reused_from"][0]["folds"] == 3
+    for fa, fb in zip(a["folds"], b["folds"]):
+        assert fa["accuracy"] == fb["accuracy"] and fa["two_phase"] == fb["two_phase"]
+        assert "two_phase" not in fb["seconds"] and fb["reused_seconds"]["two_phase"] == fa["seconds"]["two_phase"]
+    assert "reused (3 folds' two-phase)" in ba.main_table([b])[2]
+    with pytest.raises(ValueError, match="other folds"):
+        ba.main(base + ["--folds", "2", "--out", str(tmp_path / "c.json"), "--reuse", first])
