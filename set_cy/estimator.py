@@ -89,6 +89,9 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         :meth:`set_cy.SparseMLP.prune_inputs`). The number of connections does not change. 0 turns
         it off.
     prune_every : int, default 5
+    prune_start : int >= 1 or None, default None
+        Epochs trained before the first pruning step (None: ``prune_every``); then one every
+        ``prune_every`` epochs.
     min_inputs : int, default 200
         The fewest inputs pruning keeps (all of them when there are fewer). Tune it like ``k`` of
         ``SelectKBest``: data whose signal lives in a handful of features want a low floor (Madelon, 20
@@ -152,7 +155,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
                  batch_size="auto", learning_rate=0.01, momentum=0.9, weight_decay=2e-4, epochs=100,
                  random_state=None, n_jobs=None, verbose=0, n_estimators=1, class_weight=None, clip_norm=1.0,
                  new_weights="zeros", lr_scaling="none", prune_inputs=0.3, prune_every=5, min_inputs=200,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
+                 prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.zeta = zeta
@@ -174,6 +177,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         self.prune_inputs = prune_inputs
         self.prune_every = prune_every
         self.min_inputs = min_inputs
+        self.prune_start = prune_start
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -268,6 +272,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             prune_inputs=prune,
             prune_every=check_int(self.prune_every, "prune_every", min_val=1),
             min_inputs=check_int(self.min_inputs, "min_inputs", min_val=1),
+            prune_start=None if self.prune_start is None else check_int(self.prune_start, "prune_start", min_val=1),
             stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
                           n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
                           tol=check_scalar(self.tol, "tol", min_val=0.0)),
@@ -323,7 +328,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
                     learning_rate=p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"],
                     zeta=p["zeta"], verbose=p["verbose"], new_weights=self.new_weights, clip_norm=p["clip_norm"],
                     class_weight=cw, prune_inputs=p["prune_inputs"], prune_every=p["prune_every"],
-                    min_inputs=p["min_inputs"], **(stopping or {}))
+                    min_inputs=p["min_inputs"], prune_start=p["prune_start"], **(stopping or {}))
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -358,8 +363,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
 
         The first call (on an unfitted estimator) builds the network; ``classes`` must list every
         class then. Every later call (after ``fit`` or ``partial_fit``) first does what ``fit`` does
-        between two epochs: an input-pruning step when the epochs trained so far are a multiple of
-        ``prune_every``, and one SET step (the fraction ``zeta`` of each layer's weakest connections
+        between two epochs: an input-pruning step when the epochs trained so far are ``prune_start``,
+        ``prune_start + prune_every``, ..., and one SET step (the fraction ``zeta`` of each layer's weakest connections
         replaced by new random ones); then one epoch of SGD over ``(X, y)``, shuffled. So ``k`` calls
         on the same data give the network that ``fit`` with ``epochs=k`` gives, and the returned
         network has always just been trained. The architecture parameters (``hidden_layer_sizes``,
@@ -399,8 +404,9 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             nets = self.networks_
             for net in nets:  # what fit does between two epochs: prune (on its schedule), then evolve
                 net.set_n_threads(p["n_threads"])
-                net._rewire(net.epochs_trained_, p["zeta"], (p["prune_inputs"], p["prune_every"], p["min_inputs"]),
-                            new_weights=self.new_weights)
+                start = p["prune_every"] if p["prune_start"] is None else p["prune_start"]
+                net._rewire(net.epochs_trained_, p["zeta"],
+                            (p["prune_inputs"], p["prune_every"], p["min_inputs"], start), new_weights=self.new_weights)
         done = nets[0].epochs_trained_
         p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
         self._train(nets, X, y_enc, p, epochs=done + 1, initial_epoch=done)

@@ -198,7 +198,7 @@ class SparseMLP(SparseNetwork):
             nesterov=False, zeta=0.3, zeta_schedule="constant", criterion="signed", new_weights="zeros",
             evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
             initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None,
-            clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=5, min_inputs=200,
+            clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=5, min_inputs=200, prune_start=None,
             early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
@@ -261,6 +261,11 @@ class SparseMLP(SparseNetwork):
             connections moved to the others (:meth:`prune_inputs`), down to ``min_inputs`` inputs.
         prune_every : int, default 5
         min_inputs : int, default 200
+        prune_start : int >= 1 or None, default None
+            Epochs trained before the first pruning step; then one every ``prune_every`` epochs
+            (pruning happens after epochs ``prune_start``, ``prune_start + prune_every``, ...).
+            None: ``prune_every``. A later start lets the network learn which inputs matter before
+            the strength ranking removes any.
         early_stopping : bool, default False
             Stop when the validation accuracy has not improved by more than ``tol`` for
             ``n_iter_no_change`` epochs, and end with the weights, topology and input mask of the best
@@ -297,6 +302,7 @@ class SparseMLP(SparseNetwork):
         prune_inputs = check_scalar(prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
         prune_every = check_int(prune_every, "prune_every", min_val=1)
         min_inputs = check_int(min_inputs, "min_inputs", min_val=1)
+        prune_start = prune_every if prune_start is None else check_int(prune_start, "prune_start", min_val=1)
         if backend != "openmp":
             used = [name for name, on in (("clip_norm", clip_norm is not None), ("class_weight", cw is not None),
                                           ("prune_inputs", prune_inputs > 0),
@@ -349,7 +355,7 @@ class SparseMLP(SparseNetwork):
                                   cbs, shuffle, None if validation_data is None else (X_val, y_val),
                                   self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw),
                                   zeta, zeta_schedule, criterion, new_weights, evolve_output,
-                                  (prune_inputs, prune_every, min_inputs), stopping)
+                                  (prune_inputs, prune_every, min_inputs, prune_start), stopping)
         finally:
             engine.close()
 
@@ -400,14 +406,14 @@ class SparseMLP(SparseNetwork):
     def _rewire(self, epochs_done, zeta, pruning, *, criterion="signed", new_weights="zeros", evolve_output=True):
         """What happens between two epochs: input pruning on its schedule, then one SET step.
 
-        ``pruning = (fraction, every, min_inputs)`` prunes when ``epochs_done`` is a multiple of
-        ``every``; ``zeta > 0`` evolves. Used by :meth:`fit` and by ``SETClassifier.partial_fit``, so
+        ``pruning = (fraction, every, min_inputs, start)`` prunes when ``epochs_done`` is ``start``,
+        ``start + every``, ...; ``zeta > 0`` evolves. Used by :meth:`fit` and by ``SETClassifier.partial_fit``, so
         that ``k`` one-epoch calls train the network of one ``k``-epoch fit. Returns whether the
         topology changed.
         """
-        fraction, every, min_inputs = pruning
+        fraction, every, min_inputs, start = pruning
         changed = False
-        if fraction > 0 and epochs_done % every == 0:
+        if fraction > 0 and epochs_done >= start and (epochs_done - start) % every == 0:
             changed = self.prune_inputs(fraction, min_inputs=min_inputs, new_weights=new_weights) > 0
         if zeta > 0:
             self.evolve(zeta, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)

@@ -80,6 +80,7 @@ def test_set_cy_imports_without_scikit_learn():
     ("dropout", 1.0), ("batch_size", 0), ("batch_size", 2.5), ("learning_rate", 0.0),
     ("momentum", 1.5), ("weight_decay", -1e-4), ("epochs", 0), ("epochs", True),
     ("random_state", -1), ("random_state", "seed"), ("n_jobs", 0), ("n_jobs", 1.5), ("verbose", -1),
+    ("prune_start", 0), ("prune_start", 2.5),
 ])
 def test_bad_parameters_raise_value_error_naming_them(param, value):
     X, y = _data(n=40)

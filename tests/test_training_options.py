@@ -104,13 +104,18 @@ def test_fit_prunes_on_schedule_and_records_the_inputs():
     hist = m.fit(X, y, epochs=9, batch_size=16, prune_inputs=0.5, prune_every=2, min_inputs=6, verbose=0)
     # pruned after epochs 2, 4, 6, 8 (not after the last, 9): 64 -> 32 -> 16 -> 8 -> 6
     assert hist["n_inputs"] == [64, 32, 32, 16, 16, 8, 8, 6, 6]
+    # a later start: after epochs 5 and 7 only
+    m = SparseMLP([64, 32, 2], epsilon=4, seed=0)
+    hist = m.fit(X, y, epochs=9, batch_size=16, prune_inputs=0.5, prune_every=2, min_inputs=6, prune_start=5,
+                 verbose=0)
+    assert hist["n_inputs"] == [64, 64, 64, 64, 32, 32, 16, 16, 16]
     with pytest.raises(ValueError, match="backend='openmp'"):
         m.fit(X, y, epochs=1, backend="threads", n_jobs=2, verbose=0)
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(prune_inputs=1.0), "prune_inputs"), (dict(prune_inputs=-0.1), "prune_inputs"),
-    (dict(prune_every=0), "prune_every"), (dict(min_inputs=0), "min_inputs"), (dict(clip_norm=0.0), "clip_norm"),
+    (dict(prune_every=0), "prune_every"), (dict(min_inputs=0), "min_inputs"), (dict(prune_start=0), "prune_start"), (dict(clip_norm=0.0), "clip_norm"),
     (dict(class_weight="auto"), "class_weight"), (dict(class_weight={5: 1.0}), "class_weight"),
     (dict(class_weight=[1.0, -1.0]), "class_weight"), (dict(new_weights="bad"), "new_weights"),
     (dict(clip_norm=1.0, backend="threads"), "openmp")])
@@ -250,6 +255,15 @@ def test_partial_fit_prunes_on_the_schedule_of_fit():
         inc.partial_fit(X, y, classes=["a", "b", "c"] if i == 0 else None)
     full = SETClassifier(epochs=7, **kw).fit(X, y)
     assert full.network_.active_inputs().size == 10  # 60 -> 30 -> 15 -> 10 after epochs 2, 4, 6
+    np.testing.assert_array_equal(inc.network_.input_mask_, full.network_.input_mask_)
+    assert inc.loss_curve_ == full.loss_curve_
+    np.testing.assert_array_equal(inc.predict_proba(X), full.predict_proba(X))
+    kw["prune_start"] = 5  # after epochs 5 and 7 only: 60 -> 30 by the end of 7 epochs
+    inc = SETClassifier(**kw)
+    for i in range(7):
+        inc.partial_fit(X, y, classes=["a", "b", "c"] if i == 0 else None)
+    full = SETClassifier(epochs=7, **kw).fit(X, y)
+    assert full.network_.active_inputs().size == 30
     np.testing.assert_array_equal(inc.network_.input_mask_, full.network_.input_mask_)
     assert inc.loss_curve_ == full.loss_curve_
     np.testing.assert_array_equal(inc.predict_proba(X), full.predict_proba(X))
