@@ -68,9 +68,11 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         (at least 1), as in joblib.
     verbose : int, default 0
         0: silent; 1: one line per epoch.
-    n_estimators : int, default 1
+    n_estimators : int, default 3
         Independently seeded sparse networks trained on the same data; :meth:`predict_proba`
-        averages their probabilities and ``feature_importances_`` their input strengths.
+        averages their probabilities and ``feature_importances_`` their input strengths. Each
+        network prunes its inputs on its own, so the ensemble also averages over the features
+        kept. 3 is the recipe (bench/README.md): it costs three fits.
     class_weight : None, "balanced" or dict, default None
         Weights of the classes in the loss, as in scikit-learn: ``"balanced"`` weighs class ``c``
         by ``n_samples / (n_classes * count_c)`` (the counts of the ``y`` of each ``fit`` or
@@ -153,7 +155,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(100,), *, epsilon=20, zeta=0.3, activation="relu", dropout=0.3,
                  batch_size="auto", learning_rate=0.01, momentum=0.9, weight_decay=2e-4, epochs=100,
-                 random_state=None, n_jobs=None, verbose=0, n_estimators=1, class_weight=None, clip_norm=1.0,
+                 random_state=None, n_jobs=None, verbose=0, n_estimators=3, class_weight=None, clip_norm=1.0,
                  new_weights="zeros", lr_scaling="none", prune_inputs=0.3, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
         self.hidden_layer_sizes = hidden_layer_sizes
