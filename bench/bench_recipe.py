@@ -12,6 +12,11 @@ Examples
 --------
     SET_CY_DATA=../shared/data python bench/bench_recipe.py --seeds 1
     SET_CY_DATA=../shared/data python bench/bench_recipe.py --datasets colon --variants recipe,no_pruning
+    SET_CY_DATA=../shared/data python bench/bench_recipe.py --datasets madelon --seeds 2 --base min_inputs=10 \
+        --variants n_estimators=1,n_estimators=1+prune_start=25,recipe
+
+A variant is a name of ``VARIANTS`` or SETClassifier parameters written ``name=value+name=value``;
+``--base`` adds parameters to every variant (``recipe`` then means the defaults with ``--base``).
 """
 import argparse
 import os
@@ -23,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
-from bench_accuracy import DATASETS, load_full, set_pipeline  # noqa: E402
+from bench_accuracy import DATASETS, load_full, parse_params, set_pipeline  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # each variant: the SETClassifier parameters that differ from its defaults
@@ -33,7 +38,7 @@ VARIANTS = {
     "no_pruning": {"prune_inputs": 0.0},
     "prune_inputs=0.5": {"prune_inputs": 0.5},
     "static": {"zeta": 0.0, "prune_inputs": 0.0},
-    "n_estimators=3": {"n_estimators": 3},
+    "n_estimators=1": {"n_estimators": 1},
     "class_weight=balanced": {"class_weight": "balanced"},
     "early_stopping": {"early_stopping": True},
     "all_relu": {"activation": "all_relu"},
@@ -49,10 +54,10 @@ VARIANTS = {
     "weight_decay=1e-3": {"weight_decay": 1e-3},
     "hidden=500x500": {"hidden_layer_sizes": (500, 500)},
     "hidden=1000": {"hidden_layer_sizes": (1000,)},
-    "before": {"clip_norm": None, "new_weights": "init", "prune_inputs": 0.0},
+    "before": {"clip_norm": None, "new_weights": "init", "prune_inputs": 0.0, "n_estimators": 1},
 }
 # the screening table of bench/README.md; the others are run by name (--variants)
-DEFAULT_VARIANTS = ("recipe", "min_inputs=10", "no_pruning", "prune_inputs=0.5", "static", "n_estimators=3",
+DEFAULT_VARIANTS = ("recipe", "min_inputs=10", "no_pruning", "prune_inputs=0.5", "static", "n_estimators=1",
                     "class_weight=balanced", "before")
 SPLIT_SEED0 = 100
 
@@ -61,17 +66,38 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma list")
-    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma list of " + ", ".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help="comma list of " + ", ".join(VARIANTS) + ", or SETClassifier parameters 'name=v+name=v'")
+    p.add_argument("--base", default="", help="SETClassifier parameters of every variant, 'name=v;name=v'")
     p.add_argument("--seeds", type=int, default=1, help="repetitions of the 5-fold CV (split seeds 100, 101, ...)")
     p.add_argument("--hidden", default="200,200", help="hidden_layer_sizes of SETClassifier")
     p.add_argument("--out", default=os.path.join(HERE, "results", "recipe.json"))
     a = p.parse_args(argv)
     a.datasets, a.variants = a.datasets.split(","), a.variants.split(",")
-    bad = [d for d in a.datasets if d not in DATASETS] + [v for v in a.variants if v not in VARIANTS]
+    bad = [d for d in a.datasets if d not in DATASETS]
     if bad:
-        p.error(f"unknown data sets or variants {bad}")
+        p.error(f"unknown data sets {bad}")
+    try:
+        a.base = parse_params(a.base)
+        a.params = {v: {**a.base, **variant_params(v)} for v in a.variants}
+    except ValueError as exc:
+        p.error(str(exc))
+    from set_cy import SETClassifier
+
+    unknown = sorted({k for params in a.params.values() for k in params} - set(SETClassifier().get_params()))
+    if unknown:
+        p.error(f"not SETClassifier parameters: {unknown}")
     a.hidden = tuple(int(h) for h in a.hidden.split(","))
     return a
+
+
+def variant_params(name):
+    """The parameters of a variant: its ``VARIANTS`` entry, or ``'name=v+name=v'`` parsed."""
+    if name in VARIANTS:
+        return dict(VARIANTS[name])
+    if "=" not in name:
+        raise ValueError(f"unknown variant {name!r}: not in VARIANTS and not 'name=value+...'")
+    return parse_params(name.replace("+", ";"))
 
 
 def cv_accuracy(X, y, params, seeds):
@@ -116,12 +142,12 @@ def main(argv=None):
             rec = {"dataset": name, "variants": {}}
             for v in args.variants:
                 t1 = time.perf_counter()
-                accs, bad = cv_accuracy(X, y, {"hidden_layer_sizes": args.hidden, "n_jobs": 1, **VARIANTS[v]}, seeds)
+                accs, bad = cv_accuracy(X, y, {"hidden_layer_sizes": args.hidden, "n_jobs": 1, **args.params[v]}, seeds)
                 rec["variants"][v] = dict(accuracy=accs, nonfinite=bad, seconds=time.perf_counter() - t1)
                 print(f"{name} {v}: {np.mean(accs):.3f} (non-finite fits {bad}, {time.perf_counter() - t1:.0f} s)",
                       flush=True)
             results.append(rec)
-    out = save_report(args.out, t0, info, load_start, variants={v: VARIANTS[v] for v in args.variants},
+    out = save_report(args.out, t0, info, load_start, variants=args.params, base=args.base,
                       split_seeds=seeds, results=results)
     print("\n" + table(results, args.variants))
     print(f"saved {args.out} ({out['seconds']:.0f} s)")
