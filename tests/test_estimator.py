@@ -34,8 +34,8 @@ def _data(n=300, d=20, informative=4, classes=3, seed=0, sep=2.0):
 
 
 def _small(**kw):
-    """A small, fast, single-threaded classifier (the machine is shared: no OpenMP spinning)."""
-    params = dict(hidden_layer_sizes=(32,), epsilon=5, epochs=20, random_state=0, n_jobs=1)
+    """A small, fast, single-threaded classifier of one network (the machine is shared: no OpenMP spinning)."""
+    params = dict(hidden_layer_sizes=(32,), epsilon=5, epochs=20, random_state=0, n_jobs=1, n_estimators=1)
     params.update(kw)
     return SETClassifier(**params)
 
