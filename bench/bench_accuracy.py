@@ -147,6 +147,9 @@ def parse_args(argv=None):
                         "again (the splits and these methods do not depend on SETClassifier); the rest is computed")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/accuracy[_quick].json)")
     p.add_argument("--table", nargs="+", default=None, help="print the tables of these JSON files, merged")
+    p.add_argument("--compare", nargs="+", default=None, metavar="JSON",
+                   help="with --table: SET-MLP of these result files (the 'before') against that of the --table "
+                        "files, on the (seed, fold) pairs both hold, per data set")
     a = p.parse_args(argv)
     if a.table:
         return a
@@ -730,8 +733,42 @@ def print_tables(paths):
     print("\n".join(meta) + "\n\n" + tables(results))
 
 
+def compare_table(before, after, key="set_mlp"):
+    """Markdown: ``key`` of two sets of data-set records on the (seed, fold) pairs both hold."""
+    lines = ["| data set | (seed, fold) pairs | before | after | after - before, corrected t-test |",
+             "|---|---|---|---|---|"]
+    old = {ds["dataset"]: ds for ds in before}
+    means = []
+    for ds in after:
+        if ds["dataset"] not in old:
+            continue
+        a = {(f["seed"], f["fold"]): f for f in old[ds["dataset"]]["folds"]}
+        pairs = [(a[(f["seed"], f["fold"])], f) for f in ds["folds"] if (f["seed"], f["fold"]) in a]
+        joined = {"folds": [dict(f, accuracy={"before": fa["accuracy"][key], "after": f["accuracy"][key]})
+                            for fa, f in pairs]}
+        test = corrected_ttest(joined, "after", "before")
+        means.append((mean_std(joined, "before")[0], mean_std(joined, "after")[0]))
+        lines.append(f"| {ds['dataset']} | {len(pairs)} | {mean_std(joined, 'before')[0]:.3f} | "
+                     f"{mean_std(joined, 'after')[0]:.3f} | {test_cell(test)} |")
+    if means:
+        b, a = np.mean(means, axis=0)
+        lines.append(f"| mean of the {len(means)} | | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+    return lines
+
+
+def load_results(paths):
+    results = []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            results += json.load(fh)["results"]
+    return results
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.table and args.compare:
+        print("\n".join(compare_table(load_results(args.compare), load_results(args.table))))
+        return 0
     if args.table:
         print_tables(args.table)
         return 0

@@ -73,3 +73,15 @@ def test_reuse_copies_the_two_phase_parts_and_recomputes_set_mlp(tmp_path, monke
     assert "reused (3 folds' two-phase)" in ba.main_table([b])[2]
     with pytest.raises(ValueError, match="other folds"):
         ba.main(base + ["--folds", "2", "--out", str(tmp_path / "c.json"), "--reuse", first])
+
+
+def test_compare_table_pairs_the_common_folds():
+    before = [{"dataset": "x", "folds": [{"seed": s, "fold": f, "n_test": 10, "n_train": 40,
+                                          "accuracy": {"set_mlp": 0.5}} for s in range(2) for f in range(2)]}]
+    after = [{"dataset": "x", "folds": [{"seed": s, "fold": f, "n_test": 10, "n_train": 40,
+                                         "accuracy": {"set_mlp": 0.6 + 0.1 * f}} for s in range(3) for f in range(2)]},
+             {"dataset": "only_after", "folds": []}]
+    lines = ba.compare_table(before, after)
+    assert len(lines) == 4  # header, rule, x, mean (only_after has no pair)
+    assert lines[2].startswith("| x | 4 | 0.500 | 0.650 |")
+    assert lines[3] == "| mean of the 1 | | 0.500 | 0.650 | +0.150 |"
