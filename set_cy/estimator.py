@@ -274,7 +274,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             prune_inputs=prune,
             prune_every=check_int(self.prune_every, "prune_every", min_val=1),
             min_inputs=check_int(self.min_inputs, "min_inputs", min_val=1),
-            prune_start=None if self.prune_start is None else check_int(self.prune_start, "prune_start", min_val=1),
+            prune_start=(check_int(self.prune_every, "prune_every", min_val=1) if self.prune_start is None
+                         else check_int(self.prune_start, "prune_start", min_val=1)),
             stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
                           n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
                           tol=check_scalar(self.tol, "tol", min_val=0.0)),
@@ -366,12 +367,12 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         The first call (on an unfitted estimator) builds the network; ``classes`` must list every
         class then. Every later call (after ``fit`` or ``partial_fit``) first does what ``fit`` does
         between two epochs: an input-pruning step when the epochs trained so far are ``prune_start``,
-        ``prune_start + prune_every``, ..., and one SET step (the fraction ``zeta`` of each layer's weakest connections
-        replaced by new random ones); then one epoch of SGD over ``(X, y)``, shuffled. So ``k`` calls
-        on the same data give the network that ``fit`` with ``epochs=k`` gives, and the returned
-        network has always just been trained. The architecture parameters (``hidden_layer_sizes``,
-        ``epsilon``, ``activation``, ``dropout``, ``random_state``, ``n_estimators``,
-        ``lr_scaling``) take effect at the first call; the training parameters and ``n_jobs`` are
+        ``prune_start + prune_every``, ..., and one SET step (the fraction ``zeta`` of each layer's
+        weakest connections replaced by new random ones); then one epoch of SGD over ``(X, y)``,
+        shuffled. So ``k`` calls on the same data give the network that ``fit`` with ``epochs=k``
+        gives, and the returned network has always just been trained. The architecture parameters
+        (``hidden_layer_sizes``, ``epsilon``, ``activation``, ``dropout``, ``random_state``,
+        ``n_estimators``, ``lr_scaling``) take effect at the first call; the training parameters and ``n_jobs`` are
         read at every call.
 
         Parameters
@@ -406,9 +407,9 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             nets = self.networks_
             for net in nets:  # what fit does between two epochs: prune (on its schedule), then evolve
                 net.set_n_threads(p["n_threads"])
-                start = p["prune_every"] if p["prune_start"] is None else p["prune_start"]
                 net._rewire(net.epochs_trained_, p["zeta"],
-                            (p["prune_inputs"], p["prune_every"], p["min_inputs"], start), new_weights=self.new_weights)
+                            (p["prune_inputs"], p["prune_every"], p["min_inputs"], p["prune_start"]),
+                            new_weights=self.new_weights)
         done = nets[0].epochs_trained_
         p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
         self._train(nets, X, y_enc, p, epochs=done + 1, initial_epoch=done)

@@ -407,8 +407,9 @@ class SparseMLP(SparseNetwork):
         """What happens between two epochs: input pruning on its schedule, then one SET step.
 
         ``pruning = (fraction, every, min_inputs, start)`` prunes when ``epochs_done`` is ``start``,
-        ``start + every``, ...; ``zeta > 0`` evolves. Used by :meth:`fit` and by ``SETClassifier.partial_fit``, so
-        that ``k`` one-epoch calls train the network of one ``k``-epoch fit. Returns whether the
+        ``start + every``, ...; ``zeta > 0`` evolves. Used by :meth:`fit` and by
+        ``SETClassifier.partial_fit``, so that ``k`` one-epoch calls train the network of one
+        ``k``-epoch fit. Returns whether the
         topology changed.
         """
         fraction, every, min_inputs, start = pruning

@@ -115,7 +115,8 @@ def test_fit_prunes_on_schedule_and_records_the_inputs():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(prune_inputs=1.0), "prune_inputs"), (dict(prune_inputs=-0.1), "prune_inputs"),
-    (dict(prune_every=0), "prune_every"), (dict(min_inputs=0), "min_inputs"), (dict(prune_start=0), "prune_start"), (dict(clip_norm=0.0), "clip_norm"),
+    (dict(prune_every=0), "prune_every"), (dict(min_inputs=0), "min_inputs"), (dict(prune_start=0), "prune_start"),
+    (dict(clip_norm=0.0), "clip_norm"),
     (dict(class_weight="auto"), "class_weight"), (dict(class_weight={5: 1.0}), "class_weight"),
     (dict(class_weight=[1.0, -1.0]), "class_weight"), (dict(new_weights="bad"), "new_weights"),
     (dict(clip_norm=1.0, backend="threads"), "openmp")])
