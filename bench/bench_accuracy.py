@@ -151,6 +151,8 @@ def parse_args(argv=None):
                    help="with --table: SET-MLP of these result files (the 'before') against that of the --table "
                         "files, on the (seed, fold) pairs both hold, per data set")
     a = p.parse_args(argv)
+    if a.compare and not a.table:
+        p.error("--compare needs --table (the 'after' files)")
     if a.table:
         return a
     a.datasets = (a.datasets or ("colon,lung_small" if a.quick else ",".join(DATASETS))).split(",")
