@@ -210,13 +210,17 @@ def two_phase_grid_size(ks):
     return len(SELECTORS) * len(ks) * len(CLASSIFIERS)
 
 
+def unknown_set_params(names):
+    """The sorted ``names`` that are not SETClassifier parameters."""
+    from set_cy import SETClassifier
+
+    return sorted(set(names) - set(SETClassifier().get_params()))
+
+
 def check_set_args(args):
     """Names of --set-grid and --set-params must be SETClassifier parameters; the SET grid must not
     be larger than the two-phase grid. Returns an error message or None."""
-    from set_cy import SETClassifier
-
-    known = set(SETClassifier().get_params())
-    unknown = sorted((set(args.set_grid) | set(args.set_params)) - known)
+    unknown = unknown_set_params(set(args.set_grid) | set(args.set_params))
     if unknown:
         return f"not SETClassifier parameters: {unknown}"
     if grid_size(args.set_grid) > two_phase_grid_size(KS):
@@ -479,9 +483,7 @@ def load_reused(paths, name, args, ks, n_samples, n_features):
     shape with the same ``ks``; later files win over earlier ones for the same (seed, fold).
     """
     folds, sources = {}, []
-    for path in paths or ():
-        with open(path, encoding="utf-8") as fh:
-            d = json.load(fh)
+    for path, d in read_reports(paths or ()):
         for ds in d["results"]:
             if ds["dataset"] != name:
                 continue
@@ -724,11 +726,23 @@ def tables(results):
 # ------------------------------------------------------------------------------------------------
 # main
 # ------------------------------------------------------------------------------------------------
-def print_tables(paths):
-    results, meta = [], []
+def read_reports(paths):
+    """``(path, report)`` of every result file, in order."""
+    reports = []
     for path in paths:
         with open(path, encoding="utf-8") as fh:
-            d = json.load(fh)
+            reports.append((path, json.load(fh)))
+    return reports
+
+
+def load_results(paths):
+    """The data-set records of every result file, merged."""
+    return [ds for _, d in read_reports(paths) for ds in d["results"]]
+
+
+def print_tables(paths):
+    results, meta = [], []
+    for path, d in read_reports(paths):
         results += d["results"]
         meta.append(f"{os.path.basename(path)}: {d['command']} (commit {d['commit']}, grid sizes {d['grid_sizes']}, "
                     f"load {d['loadavg_start']} -> {d['loadavg_end']}, {d['seconds']:.0f} s)")
@@ -756,14 +770,6 @@ def compare_table(before, after, key="set_mlp"):
         b, a = np.mean(means, axis=0)
         lines.append(f"| mean of the {len(means)} | | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
     return lines
-
-
-def load_results(paths):
-    results = []
-    for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            results += json.load(fh)["results"]
-    return results
 
 
 def main(argv=None):

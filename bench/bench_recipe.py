@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
-from bench_accuracy import DATASETS, load_full, parse_params, set_pipeline  # noqa: E402
+from bench_accuracy import DATASETS, load_full, parse_params, set_pipeline, unknown_set_params  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # each variant: the SETClassifier parameters that differ from its defaults
@@ -82,9 +82,7 @@ def parse_args(argv=None):
         a.params = {v: {**a.base, **variant_params(v)} for v in a.variants}
     except ValueError as exc:
         p.error(str(exc))
-    from set_cy import SETClassifier
-
-    unknown = sorted({k for params in a.params.values() for k in params} - set(SETClassifier().get_params()))
+    unknown = unknown_set_params(k for params in a.params.values() for k in params)
     if unknown:
         p.error(f"not SETClassifier parameters: {unknown}")
     a.hidden = tuple(int(h) for h in a.hidden.split(","))

@@ -274,8 +274,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             prune_inputs=prune,
             prune_every=check_int(self.prune_every, "prune_every", min_val=1),
             min_inputs=check_int(self.min_inputs, "min_inputs", min_val=1),
-            prune_start=(check_int(self.prune_every, "prune_every", min_val=1) if self.prune_start is None
-                         else check_int(self.prune_start, "prune_start", min_val=1)),
+            prune_start=None if self.prune_start is None else check_int(self.prune_start, "prune_start", min_val=1),
             stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
                           n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
                           tol=check_scalar(self.tol, "tol", min_val=0.0)),

@@ -302,7 +302,8 @@ class SparseMLP(SparseNetwork):
         prune_inputs = check_scalar(prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
         prune_every = check_int(prune_every, "prune_every", min_val=1)
         min_inputs = check_int(min_inputs, "min_inputs", min_val=1)
-        prune_start = prune_every if prune_start is None else check_int(prune_start, "prune_start", min_val=1)
+        if prune_start is not None:
+            prune_start = check_int(prune_start, "prune_start", min_val=1)
         if backend != "openmp":
             used = [name for name, on in (("clip_norm", clip_norm is not None), ("class_weight", cw is not None),
                                           ("prune_inputs", prune_inputs > 0),
@@ -407,12 +408,13 @@ class SparseMLP(SparseNetwork):
         """What happens between two epochs: input pruning on its schedule, then one SET step.
 
         ``pruning = (fraction, every, min_inputs, start)`` prunes when ``epochs_done`` is ``start``,
-        ``start + every``, ...; ``zeta > 0`` evolves. Used by :meth:`fit` and by
+        ``start + every``, ... (``start`` None: ``every``); ``zeta > 0`` evolves. Used by :meth:`fit` and by
         ``SETClassifier.partial_fit``, so that ``k`` one-epoch calls train the network of one
         ``k``-epoch fit. Returns whether the
         topology changed.
         """
         fraction, every, min_inputs, start = pruning
+        start = every if start is None else start
         changed = False
         if fraction > 0 and epochs_done >= start and (epochs_done - start) % every == 0:
             changed = self.prune_inputs(fraction, min_inputs=min_inputs, new_weights=new_weights) > 0
