@@ -67,6 +67,8 @@ cdef extern from "_rowkernels.h" nogil:
     float setcy_rowsum_f32(const float*, Py_ssize_t)
     double setcy_rowsum_f64(const double*, Py_ssize_t)
     void setcy_sort_i32(int32_t*, Py_ssize_t)
+    int setcy_outside_i32(const int32_t*, Py_ssize_t, int32_t)
+    int setcy_outside_i64(const int64_t*, Py_ssize_t, int64_t)
     void setcy_sort_i64(int64_t*, Py_ssize_t)
     void setcy_momentum_range_f32(float*, float*, const float*, Py_ssize_t, Py_ssize_t,
                                   float, float, float, int)
@@ -670,6 +672,44 @@ def csr_pattern_merge(const index_t[::1] a_indptr, const index_t[::1] a_indices,
     with nogil:
         _merge(a_indptr.shape[0] - 1, &a_indptr[0], _ptr(a_indices), &b_indptr[0], _ptr(b_indices),
                &out_indptr[0], &out_indices[0], n_threads)
+
+
+cdef inline bint _outside(const index_t[::1] a, Py_ssize_t hi) noexcept nogil:
+    """Whether some value of ``a`` lies outside ``[0, hi]``."""
+    if index_t is int32_t:
+        return setcy_outside_i32(_ptr(a), a.shape[0], <int32_t>hi)
+    else:
+        return setcy_outside_i64(_ptr(a), a.shape[0], <int64_t>hi)
+
+
+def pattern_outside(const index_t[::1] indptr, const index_t[::1] indices, const index_t[::1] t_indptr,
+                    const index_t[::1] t_indices, const index_t[::1] perm, Py_ssize_t n_in, Py_ssize_t n_out):
+    """The memory-safety part of a layer pattern's check, in one call (for callers that re-check often).
+
+    Returns -1 when the lengths do not fit ``n_in x n_out`` (``indptr``: ``n_out + 1``, ``t_indptr``:
+    ``n_in + 1``, the other three: ``len(indices)``), else the position (1-5, in argument order) of
+    the first array holding a value outside its range (offsets in ``[0, nnz]``, ``indices`` in
+    ``[0, n_in)``, ``t_indices`` in ``[0, n_out)``, ``perm`` in ``[0, nnz)``), else 0. Sortedness and
+    the transposed index matching are not looked at. The typed arguments refuse arrays of another
+    dtype, dimension or layout (ValueError / TypeError).
+    """
+    cdef Py_ssize_t nnz = indices.shape[0]
+    if (indptr.shape[0] != n_out + 1 or t_indptr.shape[0] != n_in + 1 or t_indices.shape[0] != nnz
+            or perm.shape[0] != nnz):
+        return -1
+    cdef int code = 0
+    with nogil:
+        if _outside(indptr, nnz):
+            code = 1
+        elif _outside(indices, n_in - 1):
+            code = 2
+        elif _outside(t_indptr, nnz):
+            code = 3
+        elif _outside(t_indices, n_out - 1):
+            code = 4
+        elif _outside(perm, nnz - 1):
+            code = 5
+    return code
 
 
 # --------------------------------------------------------------------------------------------------

@@ -94,25 +94,33 @@ _CHECKED_MAX = 1024
 
 
 def _check_pattern(pattern):
-    """Check a pattern's shapes (every call) and its content (once per version of its tensors).
+    """Check a pattern (its content once per version of its tensors, what memory safety needs on every call).
+
+    Returns NumPy views of its five tensors (``indptr, indices, t_indptr, t_indices, perm``).
 
     The content (canonical CSR, indices in range, the transposed index matching, see
     :func:`set_cy._validation.check_pattern`) costs O(nnz), so it is remembered per tensor object and
     torch's version counter: a module's buffers are checked at the first forward and after every
     in-place change (``load_state_dict``, :meth:`SparseLinear.evolve`, ``copy_``). Writes through a
     NumPy view of a buffer (``tensor.numpy()``) or through ``tensor.data`` bypass torch's counter: they are
-    caught by the cheap range checks run on every call (:func:`_check_bounds`, what memory safety
-    needs), not by the full check.
+    caught by the checks run on every call (:func:`_checked_arrays`: dtypes, lengths and ranges, one compiled
+    pass), not by the full check.
     """
     if not isinstance(pattern, SparsePattern):
         raise TypeError(f"pattern must be a SparsePattern, got {type(pattern).__name__}")
+    tensors = pattern[2:]
+    hit = _CHECKED.get(id(pattern.indptr))
+    if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)) and hit[1] == (
+            pattern.n_in, pattern.n_out, tuple(t._version for t in tensors)):
+        arrays = _checked_arrays(pattern)
+        if arrays is not None:
+            return arrays
     for name in ("n_in", "n_out"):
         check_int(getattr(pattern, name), f"pattern.{name}", min_val=1)
     idx_dtype = pattern.indices.dtype
     if idx_dtype not in _INDEX_DTYPES:
         raise TypeError(f"pattern indices must be int32 or int64, got {idx_dtype}")
-    for name in ("indptr", "indices", "t_indptr", "t_indices", "perm"):
-        t = getattr(pattern, name)
+    for name, t in zip(_PATTERN_FIELDS, tensors):
         _check_tensor(t, f"pattern.{name}", dtype=idx_dtype, ndim=1)
         if not t.is_contiguous():
             raise ValueError(f"pattern.{name} must be contiguous")
@@ -123,23 +131,20 @@ def _check_pattern(pattern):
                          f"{pattern.n_out + 1}), t_indptr {pattern.t_indptr.shape[0]} (expected n_in + 1 = "
                          f"{pattern.n_in + 1}), indices/t_indices/perm {nnz}/{pattern.t_indices.shape[0]}/"
                          f"{pattern.perm.shape[0]}")
-    tensors = tuple(getattr(pattern, name) for name in _PATTERN_FIELDS)
     stamp = (int(pattern.n_in), int(pattern.n_out), tuple(t._version for t in tensors))
-    hit = _CHECKED.get(id(pattern.indptr))
-    if hit is not None and hit[1] == stamp and all(ref() is t for ref, t in zip(hit[0], tensors)):
-        _check_bounds(pattern, nnz)  # writes through .data or .numpy() do not move the version counter
-        return
     arrays = [_np(t) for t in tensors]
     check_pattern(arrays[0], arrays[1], pattern.n_out, pattern.n_in, "pattern")
     check_transpose(*arrays[:2], pattern.n_in, *arrays[2:], name="pattern")
     if len(_CHECKED) >= _CHECKED_MAX:
         _CHECKED.clear()
     _CHECKED[id(pattern.indptr)] = (tuple(weakref.ref(t) for t in tensors), stamp)
+    return arrays
 
 
 def _check_arguments(X, values, bias, pattern):
-    """Check the arguments of :class:`SparseLinearFunction`; return ``bias`` made contiguous."""
-    _check_pattern(pattern)
+    """Check the arguments of :class:`SparseLinearFunction`; return ``bias`` made contiguous and the pattern's
+    arrays (see :func:`_check_pattern`)."""
+    arrays = _check_pattern(pattern)
     _check_tensor(values, "values", ndim=1)
     if values.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"values must be float32 or float64, got {values.dtype}")
@@ -155,25 +160,31 @@ def _check_arguments(X, values, bias, pattern):
         if bias.shape[0] != pattern.n_out:
             raise ValueError(f"bias must have shape ({pattern.n_out},), got {tuple(bias.shape)}")
         bias = bias if bias.is_contiguous() else bias.contiguous()
-    return bias
+    return bias, arrays
 
 
-def _check_bounds(pattern, nnz):
-    """What memory safety needs, checked on every call (a few vectorised reductions, O(nnz + n)):
-    offsets within ``[0, nnz]`` and indices within the dimension they index. Sortedness and the
-    transposed index matching the pattern (needed for correct results) are checked once per version."""
-    def out_of(t, hi):
-        if t.numel() == 0:
-            return False
-        lo_hi = torch.aminmax(t)
-        return int(lo_hi.min) < 0 or int(lo_hi.max) > hi
+def _checked_arrays(pattern):
+    """What memory safety needs, for a pattern whose content was checked before (one compiled pass, O(nnz + n)).
 
-    for name, t, hi in (("indptr", pattern.indptr, nnz), ("t_indptr", pattern.t_indptr, nnz),
-                        ("indices", pattern.indices, pattern.n_in - 1), ("t_indices", pattern.t_indices,
-                                                                          pattern.n_out - 1),
-                        ("perm", pattern.perm, nnz - 1)):
-        if out_of(t, hi):
-            raise ValueError(f"pattern.{name} has values outside [0, {hi}] (changed behind torch's back?)")
+    Returns NumPy views of the five tensors when they are still CPU tensors of one index dtype, 1-D and
+    contiguous, with the lengths of an ``n_in x n_out`` pattern; None when they are not (the caller then
+    runs the full check, which says what is wrong). Raises ValueError when an offset or index lies outside
+    the range it indexes. Sortedness and the transposed index matching the pattern (needed for correct
+    results, not for memory safety) are checked once per version.
+    """
+    try:
+        arrays = [_np(t) for t in pattern[2:]]
+        code = _kernels.pattern_outside(*arrays, pattern.n_in, pattern.n_out)
+    except (TypeError, ValueError, RuntimeError):  # replaced through .data by another dtype, device or layout
+        return None
+    if code < 0:
+        return None
+    if code:
+        nnz = pattern.indices.shape[0]
+        hi = (nnz, pattern.n_in - 1, nnz, pattern.n_out - 1, nnz - 1)[code - 1]
+        raise ValueError(f"pattern.{_PATTERN_FIELDS[code - 1]} has values outside [0, {hi}] (changed behind "
+                         f"torch's back?)")
+    return arrays
 
 
 class SparseLinearFunction(torch.autograd.Function):
@@ -188,36 +199,42 @@ class SparseLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, X, values, bias, pattern, n_threads):
-        bias = _check_arguments(X, values, bias, pattern)
+        bias, (indptr, indices, *_) = _check_arguments(X, values, bias, pattern)
         n_threads = check_int(n_threads, "n_threads", min_val=1, max_val=MAX_THREADS)
-        Xf = _feature_major(X)
+        Xt = X.detach().t()
+        Xf = (Xt if Xt.is_contiguous() else Xt.contiguous()).numpy()
         v = _np(values)
         out = np.empty((pattern.n_out, Xf.shape[1]), dtype=v.dtype)
-        _kernels.spmm(_np(pattern.indptr), _np(pattern.indices), v, None, Xf, out,
-                      None if bias is None else _np(bias), n_threads)
+        _kernels.spmm(indptr, indices, v, None, Xf, out, None if bias is None else _np(bias), n_threads)
         # saved as a (batch, n_in) tensor whose transpose is Xf: X itself when Xf is a view of it (so
         # autograd sees in-place changes of X), else the feature-major copy
-        X_saved = X if X.detach().t().is_contiguous() else torch.from_numpy(Xf).t()
+        X_saved = X if Xt.is_contiguous() else torch.from_numpy(Xf).t()
         ctx.save_for_backward(X_saved, values, pattern.indptr, pattern.indices, pattern.t_indptr,
                               pattern.t_indices, pattern.perm)
         ctx.n_threads = n_threads
+        ctx.n_in, ctx.n_out = pattern.n_in, pattern.n_out
         ctx.has_bias = bias is not None
         return torch.from_numpy(out).t()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dY):
-        X, values, indptr, indices, t_indptr, t_indices, perm = ctx.saved_tensors
+        X, values, *saved = ctx.saved_tensors
+        # torch's version check on unpacking misses writes through .numpy() or .data since the forward
+        arrays = _checked_arrays(SparsePattern(ctx.n_in, ctx.n_out, *saved))
+        if arrays is None:
+            raise RuntimeError("the pattern saved for backward was replaced through .data since the forward")
+        indptr, indices, t_indptr, t_indices, perm = arrays
         nt = ctx.n_threads
         dYf = _feature_major(dY)
         dX = g = gb = None
         if ctx.needs_input_grad[0]:
-            dXf = np.empty((t_indptr.shape[0] - 1, dYf.shape[1]), dtype=dYf.dtype)
-            _kernels.spmm(_np(t_indptr), _np(t_indices), _np(values), _np(perm), dYf, dXf, None, nt)
+            dXf = np.empty((ctx.n_in, dYf.shape[1]), dtype=dYf.dtype)
+            _kernels.spmm(t_indptr, t_indices, _np(values), perm, dYf, dXf, None, nt)
             dX = torch.from_numpy(dXf).t()
         if ctx.needs_input_grad[1]:
             gv = np.empty(values.shape[0], dtype=dYf.dtype)
-            _kernels.sddmm(_np(indptr), _np(indices), dYf, _feature_major(X), gv, nt)
+            _kernels.sddmm(indptr, indices, dYf, _feature_major(X), gv, nt)
             g = torch.from_numpy(gv)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = torch.from_numpy(dYf.sum(axis=1))

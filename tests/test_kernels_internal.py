@@ -50,6 +50,33 @@ def test_transpose_pattern_and_permuted_product(index_dtype):
     np.testing.assert_allclose(out, W.toarray().T @ D, **tol(np.float64))
 
 
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+def test_pattern_outside_matches_numpy(index_dtype):
+    """The per-call range check of the torch bridge: 0 for a valid pattern, the first bad array, -1 for lengths."""
+    W = random_csr(300, 200, 0.05, np.float32, index_dtype, seed=3, empty_rows=(0, 299))
+    arrays = [W.indptr, W.indices, *ops.transpose_pattern(W.indptr, W.indices, W.shape[1])]
+    n_in, n_out = W.shape[1], W.shape[0]  # W here is the storage (rows = outputs), as in a layer
+    assert _kernels.pattern_outside(*arrays, n_in, n_out) == 0
+    nnz = W.nnz
+    highs = (nnz, n_in - 1, nnz, n_out - 1, nnz - 1)
+    rng = np.random.default_rng(0)
+    for pos, hi in enumerate(highs):
+        for bad in (-1, hi + 1, np.iinfo(index_dtype).max, np.iinfo(index_dtype).min):
+            a = [x.copy() for x in arrays]
+            a[pos][rng.integers(len(a[pos]))] = bad
+            ref = next(k + 1 for k, (x, h) in enumerate(zip(a, highs)) if x.min() < 0 or x.max() > h)
+            assert _kernels.pattern_outside(*a, n_in, n_out) == ref == pos + 1
+        a = list(arrays)
+        a[pos] = a[pos][:-1]
+        assert _kernels.pattern_outside(*a, n_in, n_out) == -1
+    empty = [np.zeros(n_out + 1, index_dtype), np.zeros(0, index_dtype), np.zeros(n_in + 1, index_dtype),
+             np.zeros(0, index_dtype), np.zeros(0, index_dtype)]
+    assert _kernels.pattern_outside(*empty, n_in, n_out) == 0
+    with pytest.raises(ValueError):  # mixed index dtypes
+        _kernels.pattern_outside(arrays[0], arrays[1].astype(np.int64 if index_dtype == np.int32 else np.int32),
+                                 *arrays[2:], n_in, n_out)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_spmm_bias(dtype):
     W = random_csr(8, 6, 0.4, dtype, seed=1, empty_rows=(3,))

@@ -319,13 +319,31 @@ try:
     m(torch.ones(2, 6))
 except ValueError as exc:
     print("refused:", exc)
+m.indices.data[0] = 0
+X = torch.ones(2, 6, requires_grad=True)
+Y = m(X)  # checked forward; then a write torch does not count, before the backward reads the saved pattern
+m.perm.numpy()[1] = 10 ** 6
+try:
+    Y.sum().backward()
+except ValueError as exc:
+    print("refused:", exc)
+m.perm.numpy()[1] = 0
+m.t_indptr.data = torch.zeros(3, dtype=m.t_indptr.dtype)  # another length, through .data
+try:
+    m(X)
+except ValueError as exc:
+    print("refused:", exc)
 """
 
 
 def test_writes_torch_does_not_count_are_caught_before_the_kernels():
     res = subprocess.run([sys.executable, "-c", _DATA_WRITE_PROBE], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "refused: pattern.indices has values outside" in res.stdout, (
-        res.returncode, res.stdout, res.stderr[-2000:])
+    assert res.returncode == 0, (res.returncode, res.stdout, res.stderr[-2000:])
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3, res.stdout
+    assert lines[0].startswith("refused: pattern.indices has values outside")
+    assert lines[1].startswith("refused: pattern.perm has values outside")
+    assert lines[2].startswith("refused: inconsistent pattern: ")
 
 
 def test_a_state_dict_of_another_size_loads_nothing():
