@@ -354,20 +354,35 @@ def spmm_scatter_owned(const index_t[::1] indptr, const index_t[::1] indices, co
 
 
 def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:, ::1] A,
-          const floating[:, ::1] X, floating[::1] out, int n_threads):
-    """``out[k] = <A[r, :], X[indices[k], :]>`` for every stored entry ``k`` of CSR row ``r``."""
+          const floating[:, ::1] X, floating[::1] out, int n_threads, floating[::1] out_rowsum=None):
+    """``out[k] = <A[r, :], X[indices[k], :]>`` for every stored entry ``k`` of CSR row ``r``.
+
+    With ``out_rowsum`` (one per row), also ``out_rowsum[r] = sum(A[r, :])`` in the same pass: the bias
+    gradient of a layer, while its output gradient's row is in cache. An empty ``out`` computes only the
+    row sums.
+    """
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t B = A.shape[1]
     cdef Py_ssize_t r
-    if out.shape[0] == 0:
-        return
+    cdef floating* p_s = NULL
+    cdef floating* p_out = &out[0] if out.shape[0] > 0 else NULL
+    cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
+    if out_rowsum is not None and out_rowsum.shape[0] > 0:
+        p_s = &out_rowsum[0]
     if B == 0:
         out[:] = 0
+        if p_s != NULL:
+            out_rowsum[:] = 0
+        return
+    if n_rows == 0 or (p_out == NULL and p_s == NULL):
         return
     setcy_apply_schedule()
     with nogil:
         for r in prange(n_rows, schedule="runtime", num_threads=n_threads):
-            _sddmm_row(&A[r, 0], &indices[0], indptr[r], indptr[r + 1], &X[0, 0], B, &out[0])
+            if p_out != NULL and indptr[r + 1] > indptr[r]:
+                _sddmm_row(&A[r, 0], p_idx, indptr[r], indptr[r + 1], &X[0, 0], B, p_out)
+            if p_s != NULL:
+                p_s[r] = _rowsum(&A[r, 0], B)
 
 
 def sddmm_momentum_update(const index_t[::1] indptr, const index_t[::1] indices,

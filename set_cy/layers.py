@@ -225,8 +225,10 @@ class SparseLayer:
         """
         if out is None:
             out = np.empty_like(self.data)
-        _kernels.sddmm(self.indptr, self.indices, dY, X, out, self.n_threads)
-        return out, np.sum(dY, axis=1, out=out_bias)
+        if out_bias is None:
+            out_bias = np.empty(self.n_out, dtype=self.dtype)
+        _kernels.sddmm(self.indptr, self.indices, dY, X, out, self.n_threads, out_bias)
+        return out, out_bias
 
     def apply_gradient(self, grad, grad_bias, lr, momentum, weight_decay, nesterov=False, part=None):
         """Momentum SGD step from given gradients (weight decay on weights only, not on biases).

@@ -232,12 +232,13 @@ class SparseLinearFunction(torch.autograd.Function):
             dXf = np.empty((ctx.n_in, dYf.shape[1]), dtype=dYf.dtype)
             _kernels.spmm(t_indptr, t_indices, _np(values), perm, dYf, dXf, None, nt)
             dX = torch.from_numpy(dXf).t()
-        if ctx.needs_input_grad[1]:
-            gv = np.empty(values.shape[0], dtype=dYf.dtype)
-            _kernels.sddmm(indptr, indices, dYf, _feature_major(X), gv, nt)
-            g = torch.from_numpy(gv)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = torch.from_numpy(dYf.sum(axis=1))
+        want_g, want_gb = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
+        if want_g or want_gb:  # one pass gives both (the values' gradient of an empty array costs nothing)
+            gv = np.empty(values.shape[0] if want_g else 0, dtype=dYf.dtype)
+            gbv = np.empty(dYf.shape[0], dtype=dYf.dtype) if want_gb else None
+            _kernels.sddmm(indptr, indices, dYf, _feature_major(X), gv, nt, gbv)
+            g = torch.from_numpy(gv) if want_g else None
+            gb = torch.from_numpy(gbv) if want_gb else None
         return dX, g, gb, None, None
 
 

@@ -50,6 +50,26 @@ def test_transpose_pattern_and_permuted_product(index_dtype):
     np.testing.assert_allclose(out, W.toarray().T @ D, **tol(np.float64))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+@pytest.mark.parametrize("batch", [0, 1, 7, 33, 130])
+def test_sddmm_row_sums_in_the_same_pass(dtype, index_dtype, batch):
+    """``out_rowsum`` gets the bias gradient ``A.sum(1)`` of every row (empty ones too), with or without ``out``."""
+    Wt = random_csr(41, 29, 0.2, dtype, index_dtype, seed=batch, empty_rows=(0, 5, 40))
+    rng = np.random.default_rng(batch)
+    A = rng.standard_normal((41, batch)).astype(dtype)
+    X = rng.standard_normal((29, batch)).astype(dtype)
+    coo = Wt.tocoo()
+    for nt in THREADS:
+        g, s = np.full(Wt.nnz, np.nan, dtype), np.full(41, np.nan, dtype)
+        _kernels.sddmm(Wt.indptr, Wt.indices, A, X, g, nt, s)
+        np.testing.assert_allclose(g, (A @ X.T)[coo.row, coo.col], **tol(dtype))
+        np.testing.assert_allclose(s, A.sum(axis=1), **tol(dtype))
+        only = np.full(41, np.nan, dtype)
+        _kernels.sddmm(Wt.indptr, Wt.indices, A, X, np.empty(0, dtype), nt, only)
+        np.testing.assert_array_equal(only, s)
+
+
 @pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
 def test_pattern_outside_matches_numpy(index_dtype):
     """The per-call range check of the torch bridge: 0 for a valid pattern, the first bad array, -1 for lengths."""

@@ -107,6 +107,18 @@ def test_forward_backward_match_dense_torch(dtype):
     np.testing.assert_allclose(m.bias.grad.numpy(), dY.sum(0).numpy(), **t)
 
 
+def test_frozen_values_still_give_the_input_and_bias_gradients():
+    m = _module(torch.float64)
+    m.values.requires_grad_(False)
+    W = _dense(m)
+    X = torch.randn(5, m.n_in, dtype=torch.float64, requires_grad=True)
+    dY = torch.randn(5, m.n_out, dtype=torch.float64)
+    m(X).backward(dY)
+    assert m.values.grad is None
+    torch.testing.assert_close(X.grad, dY @ W.T)
+    torch.testing.assert_close(m.bias.grad, dY.sum(0))
+
+
 def test_two_layer_chain_matches_dense_and_passes_feature_major_views():
     a = _module(torch.float64, n_in=12, n_out=9, nnz=40, seed=1)
     b = _module(torch.float64, n_in=9, n_out=4, nnz=20, seed=2)
