@@ -25,7 +25,7 @@ import scipy.sparse as sp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_info, stream_bandwidth, time_call  # noqa: E402
 
-from set_cy import _kernels, ops  # noqa: E402
+from set_cy import _kernels, hugepages, ops  # noqa: E402
 
 # name -> (n_in, n_out, eps)
 SHAPES = {"a": (1000, 1000, 20), "b": (54675, 27000, 10), "c": (100000, 100000, 10),
@@ -61,6 +61,9 @@ def parse_args(argv=None):
                    help="instead of the kernel table: the public API (ops with a scipy W and with a prepared "
                         "SparseOperator, SparseLinear, the torch module under autograd) next to the internal "
                         "kernels, scipy and torch.sparse; float32, shapes a and c unless --shapes")
+    p.add_argument("--plain-arrays", action="store_true",
+                   help="operands as NumPy makes them (rng.standard_normal(...).astype: memory reused from freed "
+                        "arrays, often on 4 KiB pages) instead of set_cy.hugepages.empty, which the model uses")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                  "results", "kernels.json"))
     a = p.parse_args(argv)
@@ -75,6 +78,18 @@ def parse_args(argv=None):
     a.target_s = a.target_s if a.target_s is not None else (0.03 if a.quick else 0.2)
     a.min_repeats = 2 if a.quick else 3
     return a
+
+
+def operand(rng, shape, dtype, args):
+    """Standard normal values of ``shape``: on ``set_cy.hugepages.empty`` memory (like the model's buffers), or
+    as NumPy makes them with ``--plain-arrays`` (reused memory, often on 4 KiB pages, where the gathers of
+    the kernels miss the TLB). scipy and torch get the same arrays either way."""
+    a = rng.standard_normal(shape).astype(dtype)
+    if args.plain_arrays:
+        return a
+    out = hugepages.empty(a.shape, dtype)
+    out[...] = a
+    return out
 
 
 def random_pattern(n_in, n_out, nnz, rng):
@@ -209,9 +224,9 @@ def rel_err(a, ref):
 
 def bench_config(pat, dtype, B, args, rng):
     """All measurements for one (shape, dtype, batch): set_cy, peers and torch; plus correctness checks."""
-    data = rng.standard_normal(pat["nnz"]).astype(dtype)
-    X = rng.standard_normal((pat["n_in"], B)).astype(dtype)
-    D = rng.standard_normal((pat["n_out"], B)).astype(dtype)
+    data = operand(rng, pat["nnz"], dtype, args)
+    X = operand(rng, (pat["n_in"], B), dtype, args)
+    D = operand(rng, (pat["n_out"], B), dtype, args)
     timer = lambda fn: time_call(fn, args.target_s, args.min_repeats)  # noqa: E731
     recs = []
     for nt in args.threads:
@@ -337,9 +352,9 @@ def bench_schedules(pats, args, rng):
         for name, pat in pats.items():
             for dtype in args.dtypes:
                 for B in args.batches:
-                    data = rng.standard_normal(pat["nnz"]).astype(dtype)
-                    X = rng.standard_normal((pat["n_in"], B)).astype(dtype)
-                    D = rng.standard_normal((pat["n_out"], B)).astype(dtype)
+                    data = operand(rng, pat["nnz"], dtype, args)
+                    X = operand(rng, (pat["n_in"], B), dtype, args)
+                    D = operand(rng, (pat["n_out"], B), dtype, args)
                     fns, _ = setcy_funcs(pat, data, X, D, nt)
                     for k in PRODUCT_KERNELS:
                         ts = {}
@@ -370,9 +385,9 @@ def public_records(pat, B, args, rng):
     from set_cy import SparseLinear
 
     dtype = np.dtype(np.float32)
-    data = rng.standard_normal(pat["nnz"]).astype(dtype)
-    Xf = rng.standard_normal((pat["n_in"], B)).astype(dtype)   # feature-major buffers
-    Df = rng.standard_normal((pat["n_out"], B)).astype(dtype)
+    data = operand(rng, pat["nnz"], dtype, args)
+    Xf = operand(rng, (pat["n_in"], B), dtype, args)   # feature-major buffers
+    Df = operand(rng, (pat["n_out"], B), dtype, args)
     XC, DC = np.ascontiguousarray(Xf.T), np.ascontiguousarray(Df.T)   # batch-major, C-ordered
     XF, DF = Xf.T, Df.T                                                 # batch-major views, Fortran-ordered
     W = sp.csr_array((data[pat["perm"]], pat["w_indices"], pat["w_indptr"]), shape=(pat["n_in"], pat["n_out"]))
@@ -535,7 +550,7 @@ def public_targets(recs):
 def main_public(args):
     """``--public-api``: the public paths' table and targets; returns the JSON-able result."""
     t_start = time.perf_counter()
-    info = machine_info()
+    info = dict(machine_info(), operands="plain NumPy" if args.plain_arrays else "set_cy.hugepages.empty")
     print("Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     rng = np.random.default_rng(args.seed)
     recs, checks = [], []
@@ -588,7 +603,7 @@ def main(argv=None):
     if args.public_api:
         return main_public(args)
     t_start = time.perf_counter()
-    info = machine_info()
+    info = dict(machine_info(), operands="plain NumPy" if args.plain_arrays else "set_cy.hugepages.empty")
     if info["loadavg_1min"] is not None and info["loadavg_1min"] > 0.5:
         print(f"NOTE: 1-min load average {info['loadavg_1min']:.2f} > 0.5: the machine is shared or busy,"
               " timings are noisy.")

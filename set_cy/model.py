@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, hugepages
 from ._validation import LAYER_ARRAYS, check_float_dtype, check_int, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args
@@ -350,11 +350,12 @@ class SparseNetwork:
         widest = max(sizes[1:-1] + [sizes[0]]) if len(sizes) > 2 else sizes[0]
         scatter_rows = [layer.n_in for layer in self.layers[1:]
                         if layer.storage == "full" and uses_scatter(layer.nnz, self.dtype.itemsize, batch)]
+        # the kernels gather rows of these at random: fresh memory on huge pages (see set_cy.hugepages)
         self._buffers = {
-            "x": np.empty(sizes[0] * batch, self.dtype),
-            "act": [np.empty(s * batch, self.dtype) for s in sizes[1:]],
-            "delta": [np.empty(widest * batch, self.dtype), np.empty(widest * batch, self.dtype)],
-            "scratch": (np.empty((SCATTER_PARTS, max(scatter_rows) * batch), self.dtype)
+            "x": hugepages.empty(sizes[0] * batch, self.dtype),
+            "act": [hugepages.empty(s * batch, self.dtype) for s in sizes[1:]],
+            "delta": [hugepages.empty(widest * batch, self.dtype), hugepages.empty(widest * batch, self.dtype)],
+            "scratch": (hugepages.empty((SCATTER_PARTS, max(scatter_rows) * batch), self.dtype)
                         if scatter_rows else None),
         }
         self._buffer_batch = batch

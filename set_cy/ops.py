@@ -23,7 +23,7 @@ and call the kernels directly.
 import numpy as np
 import scipy.sparse as sp
 
-from . import _kernels
+from . import _kernels, hugepages
 from ._validation import check_csr, check_dense, check_scalar, resolve_n_threads
 from .patterns import transpose_pattern
 
@@ -150,8 +150,8 @@ def feature_major(A, name, n_features, dtype=None, n_threads=1):
         raise ValueError(f"{name} must have shape (batch, {n_features}), got {A.shape}")
     if A.T.flags.c_contiguous:
         return A.T, True
-    if A.flags.c_contiguous:
-        return _transpose(A, n_threads), False
+    if A.flags.c_contiguous:  # the kernels gather rows of the copy: on huge pages (see set_cy.hugepages)
+        return _transpose(A, n_threads, hugepages.empty((A.shape[1], A.shape[0]), A.dtype)), False
     return np.ascontiguousarray(A.T), False
 
 
