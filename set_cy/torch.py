@@ -201,14 +201,13 @@ class SparseLinearFunction(torch.autograd.Function):
     def forward(ctx, X, values, bias, pattern, n_threads):
         bias, (indptr, indices, *_) = _check_arguments(X, values, bias, pattern)
         n_threads = check_int(n_threads, "n_threads", min_val=1, max_val=MAX_THREADS)
-        Xt = X.detach().t()
-        Xf = (Xt if Xt.is_contiguous() else Xt.contiguous()).numpy()
+        Xf = _feature_major(X)
         v = _np(values)
         out = np.empty((pattern.n_out, Xf.shape[1]), dtype=v.dtype)
         _kernels.spmm(indptr, indices, v, None, Xf, out, None if bias is None else _np(bias), n_threads)
         # saved as a (batch, n_in) tensor whose transpose is Xf: X itself when Xf is a view of it (so
         # autograd sees in-place changes of X), else the feature-major copy
-        X_saved = X if Xt.is_contiguous() else torch.from_numpy(Xf).t()
+        X_saved = X if X.detach().t().is_contiguous() else torch.from_numpy(Xf).t()
         ctx.save_for_backward(X_saved, values, pattern.indptr, pattern.indices, pattern.t_indptr,
                               pattern.t_indices, pattern.perm)
         ctx.n_threads = n_threads
