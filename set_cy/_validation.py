@@ -81,9 +81,9 @@ def check_dense(a, name, ndim, dtype=None):
 
     Returns the array (not copied). ``dtype`` (optional) is the dtype it must have.
     """
-    if sp.issparse(a):
-        raise TypeError(f"{name} must be a dense numpy array, got a scipy.sparse {a.format} matrix")
     if not isinstance(a, np.ndarray):
+        if sp.issparse(a):
+            raise TypeError(f"{name} must be a dense numpy array, got a scipy.sparse {a.format} matrix")
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
