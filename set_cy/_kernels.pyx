@@ -13,7 +13,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t
-from libc.string cimport memset
+from libc.string cimport memcmp, memset
 
 import numpy as np
 
@@ -697,8 +697,21 @@ cdef inline bint _outside(const index_t[::1] a, Py_ssize_t hi) noexcept nogil:
         return setcy_outside_i64(_ptr(a), a.shape[0], <int64_t>hi)
 
 
+def same_values(const floating[::1] a, const floating[::1] b):
+    """Whether ``a`` and ``b`` hold the same bits (a sequential ``memcmp``; NaNs compare by their bits)."""
+    if a.shape[0] != b.shape[0]:
+        return False
+    if a.shape[0] == 0:
+        return True
+    cdef int diff
+    with nogil:
+        diff = memcmp(&a[0], &b[0], a.shape[0] * sizeof(floating))
+    return diff == 0
+
+
 def pattern_outside(const index_t[::1] indptr, const index_t[::1] indices, const index_t[::1] t_indptr,
-                    const index_t[::1] t_indices, const index_t[::1] perm, Py_ssize_t n_in, Py_ssize_t n_out):
+                    const index_t[::1] t_indices, const index_t[::1] perm, Py_ssize_t n_in, Py_ssize_t n_out,
+                    bint transposed=True):
     """The memory-safety part of a layer pattern's check, in one call (for callers that re-check often).
 
     Returns -1 when the lengths do not fit ``n_in x n_out`` (``indptr``: ``n_out + 1``, ``t_indptr``:
@@ -706,7 +719,8 @@ def pattern_outside(const index_t[::1] indptr, const index_t[::1] indices, const
     the first array holding a value outside its range (offsets in ``[0, nnz]``, ``indices`` in
     ``[0, n_in)``, ``t_indices`` in ``[0, n_out)``, ``perm`` in ``[0, nnz)``), else 0. Sortedness and
     the transposed index matching are not looked at. The typed arguments refuse arrays of another
-    dtype, dimension or layout (ValueError / TypeError).
+    dtype, dimension or layout (ValueError / TypeError). ``transposed=False`` leaves out the ranges of the
+    last three (what a forward product, which reads only ``indptr`` and ``indices``, needs).
     """
     cdef Py_ssize_t nnz = indices.shape[0]
     if (indptr.shape[0] != n_out + 1 or t_indptr.shape[0] != n_in + 1 or t_indices.shape[0] != nnz
@@ -718,11 +732,11 @@ def pattern_outside(const index_t[::1] indptr, const index_t[::1] indices, const
             code = 1
         elif _outside(indices, n_in - 1):
             code = 2
-        elif _outside(t_indptr, nnz):
+        elif transposed and _outside(t_indptr, nnz):
             code = 3
-        elif _outside(t_indices, n_out - 1):
+        elif transposed and _outside(t_indices, n_out - 1):
             code = 4
-        elif _outside(perm, nnz - 1):
+        elif transposed and _outside(perm, nnz - 1):
             code = 5
     return code
 

@@ -93,10 +93,12 @@ _CHECKED = {}
 _CHECKED_MAX = 1024
 
 
-def _check_pattern(pattern):
+def _check_pattern(pattern, transposed=True):
     """Check a pattern (its content once per version of its tensors, what memory safety needs on every call).
 
-    Returns NumPy views of its five tensors (``indptr, indices, t_indptr, t_indices, perm``).
+    Returns NumPy views of its five tensors (``indptr, indices, t_indptr, t_indices, perm``). With
+    ``transposed=False`` the per-call ranges are those of ``indptr`` and ``indices`` alone (all that a
+    forward product reads; the backward checks the saved pattern's five before it reads them).
 
     The content (canonical CSR, indices in range, the transposed index matching, see
     :func:`set_cy._validation.check_pattern`) costs O(nnz), so it is remembered per tensor object and
@@ -112,7 +114,7 @@ def _check_pattern(pattern):
     hit = _CHECKED.get(id(pattern.indptr))
     if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)) and hit[1] == (
             pattern.n_in, pattern.n_out, tuple(t._version for t in tensors)):
-        arrays = _checked_arrays(pattern)
+        arrays = _checked_arrays(pattern, transposed)
         if arrays is not None:
             return arrays
     for name in ("n_in", "n_out"):
@@ -144,7 +146,7 @@ def _check_pattern(pattern):
 def _check_arguments(X, values, bias, pattern):
     """Check the arguments of :class:`SparseLinearFunction`; return ``bias`` made contiguous and the pattern's
     arrays (see :func:`_check_pattern`)."""
-    arrays = _check_pattern(pattern)
+    arrays = _check_pattern(pattern, transposed=False)  # the forward product reads indptr and indices
     _check_tensor(values, "values", ndim=1)
     if values.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"values must be float32 or float64, got {values.dtype}")
@@ -163,18 +165,19 @@ def _check_arguments(X, values, bias, pattern):
     return bias, arrays
 
 
-def _checked_arrays(pattern):
+def _checked_arrays(pattern, transposed=True):
     """What memory safety needs, for a pattern whose content was checked before (one compiled pass, O(nnz + n)).
 
     Returns NumPy views of the five tensors when they are still CPU tensors of one index dtype, 1-D and
     contiguous, with the lengths of an ``n_in x n_out`` pattern; None when they are not (the caller then
     runs the full check, which says what is wrong). Raises ValueError when an offset or index lies outside
     the range it indexes. Sortedness and the transposed index matching the pattern (needed for correct
-    results, not for memory safety) are checked once per version.
+    results, not for memory safety) are checked once per version. ``transposed=False``: the ranges of
+    ``indptr`` and ``indices`` alone (see :func:`set_cy._kernels.pattern_outside`).
     """
     try:
         arrays = [_np(t) for t in pattern[2:]]
-        code = _kernels.pattern_outside(*arrays, pattern.n_in, pattern.n_out)
+        code = _kernels.pattern_outside(*arrays, pattern.n_in, pattern.n_out, transposed)
     except (TypeError, ValueError, RuntimeError):  # replaced through .data by another dtype, device or layout
         return None
     if code < 0:

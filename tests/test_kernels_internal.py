@@ -86,9 +86,12 @@ def test_pattern_outside_matches_numpy(index_dtype):
             a[pos][rng.integers(len(a[pos]))] = bad
             ref = next(k + 1 for k, (x, h) in enumerate(zip(a, highs)) if x.min() < 0 or x.max() > h)
             assert _kernels.pattern_outside(*a, n_in, n_out) == ref == pos + 1
+            # a forward product reads indptr and indices alone: the others' ranges are not its business
+            assert _kernels.pattern_outside(*a, n_in, n_out, False) == (ref if pos < 2 else 0)
         a = list(arrays)
         a[pos] = a[pos][:-1]
         assert _kernels.pattern_outside(*a, n_in, n_out) == -1
+        assert _kernels.pattern_outside(*a, n_in, n_out, False) == -1  # lengths are checked either way
     empty = [np.zeros(n_out + 1, index_dtype), np.zeros(0, index_dtype), np.zeros(n_in + 1, index_dtype),
              np.zeros(0, index_dtype), np.zeros(0, index_dtype)]
     assert _kernels.pattern_outside(*empty, n_in, n_out) == 0

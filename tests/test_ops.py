@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import set_cy
-from set_cy import ops
+from set_cy import _kernels, ops
 from set_cy._validation import resolve_n_threads
 
 # (n_in, n_out, batch, density, empty rows, empty cols)
@@ -251,6 +251,40 @@ def test_sparse_operator_matches_dense_in_every_layout(dtype, index_dtype, nt):
     assert ops.sddmm(X, D, op, out=go, n_threads=nt) is go
     np.testing.assert_allclose(go[op.csr_order], g, **t)
     np.testing.assert_array_equal(op.to_scipy().toarray(), Wd)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_operator_backward_sees_every_change_of_the_values(dtype):
+    """The transposed product reads a kept copy of the values: it must follow in-place writes and replacements."""
+    rng = np.random.default_rng(1)
+    W = random_csr(40, 25, 0.2, dtype, np.int32)
+    op = ops.SparseOperator(W, n_threads=2)
+    D = rng.standard_normal((6, 25)).astype(dtype)
+    dense = lambda: op.to_scipy().toarray()  # noqa: E731
+    t = tol(dtype)
+    np.testing.assert_allclose(ops.sparse_matmul_t(D, op), D @ dense().T, **t)
+    np.testing.assert_allclose(ops.sparse_matmul_t(D, op), D @ dense().T, **t)  # the kept copy
+    op.values[3] = 7.5  # one value, in place
+    np.testing.assert_allclose(ops.sparse_matmul_t(D, op), D @ dense().T, **t)
+    ops.momentum_update(op.values, np.zeros_like(op.values), np.ones_like(op.values), lr=0.1, momentum=0.0,
+                        weight_decay=0.0)
+    np.testing.assert_allclose(ops.sparse_matmul_t(D, op), D @ dense().T, **t)
+    op.values = rng.standard_normal(op.nnz).astype(dtype)  # a new array of the right shape
+    np.testing.assert_allclose(ops.sparse_matmul_t(D, op), D @ dense().T, **t)
+    v = op.values.copy()
+    v[0] = -0.0 if v[0] == 0 else -v[0]  # a change of the sign bit alone
+    op.values[0] = v[0]
+    np.testing.assert_allclose(ops.sparse_matmul_t(D, op), D @ dense().T, **t)
+
+
+def test_same_values_compares_bits():
+    a = np.array([1.0, np.nan, -0.0, 2.0])
+    assert _kernels.same_values(a, a.copy())
+    b = a.copy()
+    b[2] = 0.0
+    assert not _kernels.same_values(a, b)
+    assert not _kernels.same_values(a, a[:3].copy())
+    assert _kernels.same_values(np.zeros(0, np.float32), np.zeros(0, np.float32))
 
 
 def test_sparse_operator_pattern_is_frozen_and_values_are_live():
