@@ -49,7 +49,7 @@ class SparseOperator:
     values differ from that snapshot, which one sequential comparison per call finds, so any write to
     :attr:`values` is seen. Once made, the two copies take ``2 * nnz`` more values of memory. Without
     them the product would read each value through a permutation, one more random read per connection.
-    On a 100k x 100k layer at batch 32 that made it 1.6x slower.
+    On a 100k x 100k layer at batch 32 that made it 1.5x slower (``bench/bench_kernels.py --public-api``).
 
     Parameters
     ----------
