@@ -763,9 +763,9 @@ def compare_table(before, after, key="set_mlp"):
         joined = {"folds": [dict(f, accuracy={"before": fa["accuracy"][key], "after": f["accuracy"][key]})
                             for fa, f in pairs]}
         test = corrected_ttest(joined, "after", "before")
-        means.append((mean_std(joined, "before")[0], mean_std(joined, "after")[0]))
-        lines.append(f"| {ds['dataset']} | {len(pairs)} | {mean_std(joined, 'before')[0]:.3f} | "
-                     f"{mean_std(joined, 'after')[0]:.3f} | {test_cell(test)} |")
+        b, a = mean_std(joined, "before")[0], mean_std(joined, "after")[0]
+        means.append((b, a))
+        lines.append(f"| {ds['dataset']} | {len(pairs)} | {b:.3f} | {a:.3f} | {test_cell(test)} |")
     if means:
         b, a = np.mean(means, axis=0)
         lines.append(f"| mean of the {len(means)} | | {b:.3f} | {a:.3f} | {a - b:+.3f} |")

@@ -92,6 +92,11 @@ def operand(rng, shape, dtype, args):
     return out
 
 
+def run_info(args):
+    """The machine's description, and which memory the operands were put in (see :func:`operand`)."""
+    return dict(machine_info(), operands="plain NumPy" if args.plain_arrays else "set_cy.hugepages.empty")
+
+
 def random_pattern(n_in, n_out, nnz, rng):
     """Erdős–Rényi pattern of the layer: CSR of ``W^T`` (rows = outputs) and of ``W`` with ``perm``.
 
@@ -550,7 +555,7 @@ def public_targets(recs):
 def main_public(args):
     """``--public-api``: the public paths' table and targets; returns the JSON-able result."""
     t_start = time.perf_counter()
-    info = dict(machine_info(), operands="plain NumPy" if args.plain_arrays else "set_cy.hugepages.empty")
+    info = run_info(args)
     print("Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     rng = np.random.default_rng(args.seed)
     recs, checks = [], []
@@ -603,7 +608,7 @@ def main(argv=None):
     if args.public_api:
         return main_public(args)
     t_start = time.perf_counter()
-    info = dict(machine_info(), operands="plain NumPy" if args.plain_arrays else "set_cy.hugepages.empty")
+    info = run_info(args)
     if info["loadavg_1min"] is not None and info["loadavg_1min"] > 0.5:
         print(f"NOTE: 1-min load average {info['loadavg_1min']:.2f} > 0.5: the machine is shared or busy,"
               " timings are noisy.")

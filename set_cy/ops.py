@@ -170,9 +170,11 @@ def feature_major(A, name, n_features, dtype=None, n_threads=1):
         raise ValueError(f"{name} must have shape (batch, {n_features}), got {A.shape}")
     if A.T.flags.c_contiguous:
         return A.T, True
-    if A.flags.c_contiguous:  # the kernels gather rows of the copy: on huge pages (see set_cy.hugepages)
-        return _transpose(A, n_threads, hugepages.empty((A.shape[1], A.shape[0]), A.dtype)), False
-    return np.ascontiguousarray(A.T), False
+    out = hugepages.empty((A.shape[1], A.shape[0]), A.dtype)  # the kernels gather its rows (set_cy.hugepages)
+    if A.flags.c_contiguous:
+        return _transpose(A, n_threads, out), False
+    out[...] = A.T
+    return out, False
 
 
 def check_order(order):
