@@ -119,33 +119,47 @@ def random_pattern(n_in, n_out, nnz, rng):
             "out_of_k": rows.astype(np.int32)}
 
 
-def setcy_funcs(pat, data, X, D, nt):
-    """Closures running each set_cy kernel as a layer does, with preallocated outputs."""
+def setcy_funcs(pat, data, X, D, nt, gathered=None):
+    """Closures running each set_cy kernel as a layer does, with preallocated outputs. ``gathered``: the
+    ``(X, D)`` whose rows the products gather instead (bfloat16 copies, as with
+    ``activation_dtype="bfloat16"``); the scatter, which gathers no rows, is left out then."""
     n_in, n_out = pat["n_in"], pat["n_out"]
     B = X.shape[1]
-    y = np.empty((n_out, B), dtype=X.dtype)
-    dx = np.empty((n_in, B), dtype=X.dtype)
-    dx_s = np.empty((n_in, B), dtype=X.dtype)
-    g = np.empty(pat["nnz"], dtype=X.dtype)
+    Xg, Dg = gathered or (X, D)
+    y = np.empty((n_out, B), dtype=data.dtype)
+    dx = np.empty((n_in, B), dtype=data.dtype)
+    dx_s = np.empty((n_in, B), dtype=data.dtype)
+    g = np.empty(pat["nnz"], dtype=data.dtype)
     w, v = data.copy(), np.zeros_like(data)
     ti, tj, wi, wj, perm = pat["t_indptr"], pat["t_indices"], pat["w_indptr"], pat["w_indices"], pat["perm"]
-    return {
-        "forward": lambda: _kernels.spmm(ti, tj, data, None, X, y, None, nt),
-        "backward": lambda: _kernels.spmm(wi, wj, data, perm, D, dx, None, nt),
+    fns = {
+        "forward": lambda: _kernels.spmm(ti, tj, data, None, Xg, y, None, nt),
+        "backward": lambda: _kernels.spmm(wi, wj, data, perm, Dg, dx, None, nt),
         "bwd-scatter": lambda: _kernels.spmm_scatter_owned(ti, tj, data, D, dx_s, nt),
-        "sddmm": lambda: _kernels.sddmm(ti, tj, D, X, g, nt),
-        "sddmm+update": lambda: _kernels.sddmm_momentum_update(ti, tj, D, X, w, v, LR, MU, WD, False, nt),
-    }, (y, dx, g, dx_s)
+        "sddmm": lambda: _kernels.sddmm(ti, tj, D, Xg, g, nt),
+        "sddmm+update": lambda: _kernels.sddmm_momentum_update(ti, tj, D, Xg, w, v, LR, MU, WD, False, nt),
+    }
+    if gathered is not None:
+        del fns["bwd-scatter"]
+    return fns, (y, dx, g, dx_s)
 
 
-def logical_bytes(kernel, pat, B, itemsize):
+def bf16_copy(a, args):
+    """``a`` (float32) rounded to bfloat16, as its bits, in memory of the same kind as :func:`operand`'s."""
+    out = np.empty(a.shape, np.uint16) if args.plain_arrays else hugepages.empty(a.shape, np.uint16)
+    _kernels.to_bfloat16(a, out, 1)
+    return out
+
+
+def logical_bytes(kernel, pat, B, itemsize, row_itemsize=None):
     """Bytes a kernel moves if nothing is reused from a cache: per connection its index(es), value (and
     velocity) and the batch row it gathers or scatters; per row of the output (or of the rows read in
     order) that row and its offset. Caches make the real traffic smaller, so bytes / time can exceed
-    the STREAM figure; far below it, the kernel is bound by latency or arithmetic, not bandwidth."""
+    the STREAM figure; far below it, the kernel is bound by latency or arithmetic, not bandwidth.
+    ``row_itemsize``: bytes per element of the gathered rows (2 for bfloat16 copies; default ``itemsize``)."""
     nnz, n_in, n_out = pat["nnz"], pat["n_in"], pat["n_out"]
     idx = pat["t_indices"].itemsize
-    row = B * itemsize
+    row = B * (row_itemsize or itemsize)
     per_conn = {"forward": idx + itemsize + row,                  # index, value, gathered X row
                 "backward": 2 * idx + itemsize + row,             # transposed index, permutation, value, dY row
                 "bwd-scatter": idx + itemsize + 2 * row,          # index, value, out row read and written
@@ -237,6 +251,11 @@ def bench_config(pat, dtype, B, args, rng):
     for nt in args.threads:
         fns, outs = setcy_funcs(pat, data, X, D, nt)
         recs += [dict(kernel=k, impl="set_cy", threads=nt, note="", **timer(fn)) for k, fn in fns.items()]
+    if np.dtype(dtype) == np.float32:  # the same kernels gathering bfloat16 rows (activation_dtype="bfloat16")
+        halves = (bf16_copy(X, args), bf16_copy(D, args))
+        for nt in args.threads:
+            fns, _ = setcy_funcs(pat, data, X, D, nt, gathered=halves)
+            recs += [dict(kernel=k, impl="bf16 rows", threads=nt, note="", **timer(fn)) for k, fn in fns.items()]
     peers, refs = peer_records(pat, data, X, D, rng, timer)
     fns, (y, dx, g, dx_s) = setcy_funcs(pat, data, X, D, max(args.threads))
     for f in fns.values():
@@ -252,8 +271,9 @@ def bench_config(pat, dtype, B, args, rng):
     recs += peers + (torch_recs or [])
     for r in recs:
         r["gflops"] = 2.0 * pat["nnz"] * B / r["median_s"] / 1e9
-        if r["impl"] == "set_cy":
-            r["logical_gbs"] = logical_bytes(r["kernel"], pat, B, np.dtype(dtype).itemsize) / r["median_s"] / 1e9
+        if r["impl"] in ("set_cy", "bf16 rows"):
+            rows = 2 if r["impl"] == "bf16 rows" else None
+            r["logical_gbs"] = logical_bytes(r["kernel"], pat, B, np.dtype(dtype).itemsize, rows) / r["median_s"] / 1e9
     return recs, checks, torch_recs is not None
 
 
@@ -278,13 +298,16 @@ def find(recs, **kw):
 
 
 def add_speedups(recs):
-    """Speed-up columns of the set_cy rows: vs best scipy / NumPy peer, torch, 1 thread, unfused."""
+    """Speed-up columns of the set_cy rows: vs best scipy / NumPy peer, torch, 1 thread, unfused; of the
+    ``bf16 rows`` ones: vs the same kernel gathering float32 rows, 1 thread."""
     for r in recs:
-        if r["impl"] != "set_cy" or r["batch"] is None:
+        if r["impl"] not in ("set_cy", "bf16 rows") or r["batch"] is None:
             continue
         key = dict(shape=r["shape"], dtype=r["dtype"], batch=r["batch"])
         t, sp_ = r["median_s"], {}
-        if r["kernel"] == "bwd-scatter":  # the compact storage's backward against the gathering one
+        if r["impl"] == "bf16 rows":  # against the same kernel gathering float32 rows
+            sp_["f32-rows"] = find(recs, impl="set_cy", kernel=r["kernel"], threads=r["threads"], **key)
+        elif r["kernel"] == "bwd-scatter":  # the compact storage's backward against the gathering one
             sp_["gather"] = find(recs, impl="set_cy", kernel="backward", threads=r["threads"], **key)
         elif r["kernel"] in PRODUCT_KERNELS:
             peers = ["scipy"] if r["kernel"] != "sddmm" else ["numpy gather bm", "numpy gather fm"]
@@ -297,7 +320,7 @@ def add_speedups(recs):
                         dtype=r["dtype"], batch=None)]
             sp_["unfused"] = sum(unf) if None not in unf else None
         if r["threads"] != 1:
-            sp_["1thr"] = find(recs, impl="set_cy", kernel=r["kernel"], threads=1, **key)
+            sp_["1thr"] = find(recs, impl=r["impl"], kernel=r["kernel"], threads=1, **key)
         r["speedup"] = {k: v / t for k, v in sp_.items() if v is not None}
         if r["speedup"].get("1thr", 1.0) < 0.9:
             r["note"] = "slower than 1 thread: a core was probably busy with another process"

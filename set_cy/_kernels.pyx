@@ -4,7 +4,8 @@ Every dense operand is *feature-major*: a C-contiguous ``(n_features, batch)`` a
 given by ``indptr``, ``indices`` (same integer type, int32 or int64) and ``data``. The loops over rows
 run under ``prange``; each thread owns whole output rows, so results do not depend on the number of
 threads and no atomics are needed. The innermost loops live in ``_rowkernels.h``, compiled for several
-instruction sets and chosen at run time.
+instruction sets and chosen at run time. The operand whose rows a product gathers may also be bfloat16
+(its bits, uint16) under float32 values: read as float32, half the bytes per row (``to_bfloat16``).
 
 The callers (``set_cy.ops`` and the layers) guarantee shapes, dtypes, contiguity and canonical CSR
 (sorted, unique column indices per row); nothing here checks them.
@@ -12,7 +13,7 @@ The callers (``set_cy.ops`` and the layers) guarantee shapes, dtypes, contiguity
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from libc.string cimport memcmp, memset
 
 import numpy as np
@@ -20,6 +21,13 @@ import numpy as np
 ctypedef fused index_t:
     int32_t
     int64_t
+
+# The element type of an operand whose rows the products gather: the values' own type, or bfloat16
+# (its bits, uint16) under float32 values (see to_bfloat16). Other pairs raise TypeError.
+ctypedef fused gathered_t:
+    float
+    double
+    uint16_t
 
 cdef extern from "_rowkernels.h" nogil:
     int SET_CY_OPENMP
@@ -52,6 +60,19 @@ cdef extern from "_rowkernels.h" nogil:
                                         Py_ssize_t, double*, double*, double, double, double, int)
     void setcy_sddmm_update_row_f64_i64(const double*, const int64_t*, Py_ssize_t, Py_ssize_t, const double*,
                                         Py_ssize_t, double*, double*, double, double, double, int)
+    void setcy_spmm_row_bf_i32(const float*, const int32_t*, const int32_t*, Py_ssize_t, Py_ssize_t,
+                               const uint16_t*, Py_ssize_t, float, float*)
+    void setcy_spmm_row_bf_i64(const float*, const int64_t*, const int64_t*, Py_ssize_t, Py_ssize_t,
+                               const uint16_t*, Py_ssize_t, float, float*)
+    void setcy_sddmm_row_bf_i32(const float*, const int32_t*, Py_ssize_t, Py_ssize_t,
+                                const uint16_t*, Py_ssize_t, float*)
+    void setcy_sddmm_row_bf_i64(const float*, const int64_t*, Py_ssize_t, Py_ssize_t,
+                                const uint16_t*, Py_ssize_t, float*)
+    void setcy_sddmm_update_row_bf_i32(const float*, const int32_t*, Py_ssize_t, Py_ssize_t, const uint16_t*,
+                                       Py_ssize_t, float*, float*, float, float, float, int)
+    void setcy_sddmm_update_row_bf_i64(const float*, const int64_t*, Py_ssize_t, Py_ssize_t, const uint16_t*,
+                                       Py_ssize_t, float*, float*, float, float, float, int)
+    void setcy_to_bf16(const float*, uint16_t*, Py_ssize_t, Py_ssize_t)
     void setcy_relu_dropout_f32(float*, const uint8_t*, Py_ssize_t, Py_ssize_t, uint8_t, float)
     void setcy_relu_dropout_f64(double*, const uint8_t*, Py_ssize_t, Py_ssize_t, uint8_t, double)
     void setcy_relu_backward_f32(float*, const float*, Py_ssize_t, Py_ssize_t, float)
@@ -121,18 +142,26 @@ def get_row_schedule():
 # row helpers: one dispatch per (value, index) type pair, resolved at compile time
 # --------------------------------------------------------------------------------------------------
 cdef inline void _spmm_row(const floating* data, const index_t* perm, const index_t* idx,
-                           Py_ssize_t start, Py_ssize_t end, const floating* X, Py_ssize_t B,
+                           Py_ssize_t start, Py_ssize_t end, const gathered_t* X, Py_ssize_t B,
                            floating bias, floating* out) noexcept nogil:
-    if floating is float:
-        if index_t is int32_t:
-            setcy_spmm_row_f32_i32(data, perm, idx, start, end, X, B, bias, out)
-        else:
-            setcy_spmm_row_f32_i64(data, perm, idx, start, end, X, B, bias, out)
+    if gathered_t is uint16_t:
+        if floating is float:
+            if index_t is int32_t:
+                setcy_spmm_row_bf_i32(data, perm, idx, start, end, X, B, bias, out)
+            else:
+                setcy_spmm_row_bf_i64(data, perm, idx, start, end, X, B, bias, out)
+    elif gathered_t is float:
+        if floating is float:
+            if index_t is int32_t:
+                setcy_spmm_row_f32_i32(data, perm, idx, start, end, X, B, bias, out)
+            else:
+                setcy_spmm_row_f32_i64(data, perm, idx, start, end, X, B, bias, out)
     else:
-        if index_t is int32_t:
-            setcy_spmm_row_f64_i32(data, perm, idx, start, end, X, B, bias, out)
-        else:
-            setcy_spmm_row_f64_i64(data, perm, idx, start, end, X, B, bias, out)
+        if floating is double:
+            if index_t is int32_t:
+                setcy_spmm_row_f64_i32(data, perm, idx, start, end, X, B, bias, out)
+            else:
+                setcy_spmm_row_f64_i64(data, perm, idx, start, end, X, B, bias, out)
 
 
 cdef inline void _scatter_row(const floating* data, const index_t* idx, Py_ssize_t start, Py_ssize_t end,
@@ -150,33 +179,64 @@ cdef inline void _scatter_row(const floating* data, const index_t* idx, Py_ssize
 
 
 cdef inline void _sddmm_row(const floating* a, const index_t* idx, Py_ssize_t start, Py_ssize_t end,
-                            const floating* X, Py_ssize_t B, floating* g) noexcept nogil:
-    if floating is float:
-        if index_t is int32_t:
-            setcy_sddmm_row_f32_i32(a, idx, start, end, X, B, g)
-        else:
-            setcy_sddmm_row_f32_i64(a, idx, start, end, X, B, g)
+                            const gathered_t* X, Py_ssize_t B, floating* g) noexcept nogil:
+    if gathered_t is uint16_t:
+        if floating is float:
+            if index_t is int32_t:
+                setcy_sddmm_row_bf_i32(a, idx, start, end, X, B, g)
+            else:
+                setcy_sddmm_row_bf_i64(a, idx, start, end, X, B, g)
+    elif gathered_t is float:
+        if floating is float:
+            if index_t is int32_t:
+                setcy_sddmm_row_f32_i32(a, idx, start, end, X, B, g)
+            else:
+                setcy_sddmm_row_f32_i64(a, idx, start, end, X, B, g)
     else:
-        if index_t is int32_t:
-            setcy_sddmm_row_f64_i32(a, idx, start, end, X, B, g)
-        else:
-            setcy_sddmm_row_f64_i64(a, idx, start, end, X, B, g)
+        if floating is double:
+            if index_t is int32_t:
+                setcy_sddmm_row_f64_i32(a, idx, start, end, X, B, g)
+            else:
+                setcy_sddmm_row_f64_i64(a, idx, start, end, X, B, g)
 
 
 cdef inline void _sddmm_update_row(const floating* a, const index_t* idx, Py_ssize_t start,
-                                   Py_ssize_t end, const floating* X, Py_ssize_t B, floating* w,
+                                   Py_ssize_t end, const gathered_t* X, Py_ssize_t B, floating* w,
                                    floating* v, floating lr, floating mu, floating wd,
                                    int nesterov) noexcept nogil:
-    if floating is float:
-        if index_t is int32_t:
-            setcy_sddmm_update_row_f32_i32(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
-        else:
-            setcy_sddmm_update_row_f32_i64(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+    if gathered_t is uint16_t:
+        if floating is float:
+            if index_t is int32_t:
+                setcy_sddmm_update_row_bf_i32(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+            else:
+                setcy_sddmm_update_row_bf_i64(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+    elif gathered_t is float:
+        if floating is float:
+            if index_t is int32_t:
+                setcy_sddmm_update_row_f32_i32(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+            else:
+                setcy_sddmm_update_row_f32_i64(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
     else:
-        if index_t is int32_t:
-            setcy_sddmm_update_row_f64_i32(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
-        else:
-            setcy_sddmm_update_row_f64_i64(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+        if floating is double:
+            if index_t is int32_t:
+                setcy_sddmm_update_row_f64_i32(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+            else:
+                setcy_sddmm_update_row_f64_i64(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov)
+
+
+cdef inline int _check_gathered(const floating* values, const gathered_t* rows) except -1:
+    """TypeError unless the gathered rows' type goes with the values' (the same, or bfloat16 under float32)."""
+    cdef bint ok = False
+    if gathered_t is double:
+        if floating is double:
+            ok = True
+    else:
+        if floating is float:
+            ok = True
+    if not ok:
+        raise TypeError("the gathered operand must have the values' dtype (or be bfloat16 bits, uint16, "
+                        "under float32 values)")
+    return 0
 
 
 cdef inline floating _rowsum(const floating* a, Py_ssize_t B) noexcept nogil:
@@ -199,13 +259,15 @@ cdef inline void _momentum_range(floating* w, floating* v, const floating* g, Py
 # products and gradients
 # --------------------------------------------------------------------------------------------------
 def spmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
-         const index_t[::1] perm, const floating[:, ::1] X, floating[:, ::1] out,
+         const index_t[::1] perm, const gathered_t[:, ::1] X, floating[:, ::1] out,
          const floating[::1] bias, int n_threads):
     """``out[r, :] = bias[r] + sum_k data[p(k)] * X[indices[k], :]`` over the CSR rows ``r``.
 
     ``p(k) = perm[k]`` when ``perm`` is given (values stored in another order, e.g. the transposed
-    index of a layer), else ``k``. ``bias`` may be None. ``out`` has ``len(indptr) - 1`` rows.
+    index of a layer), else ``k``. ``bias`` may be None. ``out`` has ``len(indptr) - 1`` rows. ``X``
+    has the values' dtype, or holds bfloat16 bits (uint16) under float32 values: read as float32.
     """
+    _check_gathered(<const floating*>NULL, <const gathered_t*>NULL)
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t B = X.shape[1]
     cdef Py_ssize_t r
@@ -220,7 +282,7 @@ def spmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:
         return
     cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
     cdef const floating* p_data = &data[0] if data.shape[0] > 0 else NULL
-    cdef const floating* p_X = &X[0, 0] if X.shape[0] > 0 else NULL
+    cdef const gathered_t* p_X = &X[0, 0] if X.shape[0] > 0 else NULL
     setcy_apply_schedule()
     with nogil:
         for r in prange(n_rows, schedule="runtime", num_threads=n_threads):
@@ -354,8 +416,10 @@ def spmm_scatter_owned(const index_t[::1] indptr, const index_t[::1] indices, co
 
 
 def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[:, ::1] A,
-          const floating[:, ::1] X, floating[::1] out, int n_threads, floating[::1] out_rowsum=None):
+          const gathered_t[:, ::1] X, floating[::1] out, int n_threads, floating[::1] out_rowsum=None):
     """``out[k] = <A[r, :], X[indices[k], :]>`` for every stored entry ``k`` of CSR row ``r``.
+
+    ``X`` has ``A``'s dtype, or holds bfloat16 bits (uint16) under float32 ``A`` (see :func:`spmm`).
 
     With ``out_rowsum`` (one per row), also ``out_rowsum[r] = sum(A[r, :])`` in the same pass: the bias
     gradient of a layer, while its output gradient's row is in cache. An empty ``out`` computes only the
@@ -369,6 +433,7 @@ def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[
     cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
     if out_rowsum is not None and out_rowsum.shape[0] > 0:
         p_s = &out_rowsum[0]
+    _check_gathered(<const floating*>p_out, <const gathered_t*>NULL)
     if B == 0:
         out[:] = 0
         if p_s != NULL:
@@ -386,7 +451,7 @@ def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[
 
 
 def sddmm_momentum_update(const index_t[::1] indptr, const index_t[::1] indices,
-                          const floating[:, ::1] A, const floating[:, ::1] X, floating[::1] weights,
+                          const floating[:, ::1] A, const gathered_t[:, ::1] X, floating[::1] weights,
                           floating[::1] velocity, double lr, double momentum, double weight_decay,
                           bint nesterov, int n_threads, floating[::1] bias=None,
                           floating[::1] bias_velocity=None):
@@ -395,7 +460,7 @@ def sddmm_momentum_update(const index_t[::1] indptr, const index_t[::1] indices,
     ``g = <A[r, :], X[indices[k], :]>``, then ``v = momentum*v - lr*(g + weight_decay*w)`` and
     ``w += v`` (or ``w += momentum*v - lr*(g + weight_decay*w)`` with ``nesterov``). When ``bias``
     and ``bias_velocity`` are given, row ``r``'s bias gets the same step with gradient
-    ``sum(A[r, :])`` and no weight decay.
+    ``sum(A[r, :])`` and no weight decay. ``X`` as in :func:`sddmm`.
     """
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
     cdef Py_ssize_t B = A.shape[1]
@@ -410,6 +475,7 @@ def sddmm_momentum_update(const index_t[::1] indptr, const index_t[::1] indices,
     if bias is not None and bias_velocity is not None and bias.shape[0] > 0:
         p_b = &bias[0]
         p_bv = &bias_velocity[0]
+    _check_gathered(<const floating*>p_w, <const gathered_t*>NULL)
     if n_rows == 0:
         return
     if B == 0:
@@ -774,6 +840,24 @@ def gather_transpose(const floating[:, ::1] X, const int64_t[::1] rows, floating
 # --------------------------------------------------------------------------------------------------
 # element-wise steps of a ReLU layer, fused with inverted dropout
 # --------------------------------------------------------------------------------------------------
+def to_bfloat16(const float[:, ::1] src, uint16_t[:, ::1] dst, int n_threads):
+    """``dst = src`` rounded to bfloat16 (nearest even; NaN stays NaN), as its bits; same shapes."""
+    cdef Py_ssize_t n = src.shape[0] * src.shape[1]
+    cdef Py_ssize_t n_blocks = (n + ELEM_BLOCK - 1) // ELEM_BLOCK
+    cdef Py_ssize_t blk, start, end
+    if n == 0:
+        return
+    cdef const float* p_src = &src[0, 0]
+    cdef uint16_t* p_dst = &dst[0, 0]
+    with nogil:
+        for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
+            start = blk * ELEM_BLOCK
+            end = start + ELEM_BLOCK
+            if end > n:
+                end = n
+            setcy_to_bf16(p_src, p_dst, start, end)
+
+
 def relu_dropout(floating[:, ::1] Z, const uint8_t[:, ::1] rand, int threshold, double scale, int n_threads):
     """In place: ``Z = max(Z, 0)``, then, when ``rand`` is given, ``Z *= (rand >= threshold) * scale``."""
     cdef Py_ssize_t n = Z.shape[0] * Z.shape[1]

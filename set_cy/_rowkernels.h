@@ -150,6 +150,24 @@ SETCY_DEFINE_SMALL_B(V, I, SUF, 1) SETCY_DEFINE_SMALL_B(V, I, SUF, 2) SETCY_DEFI
 SETCY_DEFINE_SMALL_B(V, I, SUF, 4) SETCY_DEFINE_SMALL_B(V, I, SUF, 5) SETCY_DEFINE_SMALL_B(V, I, SUF, 6)    \
 SETCY_DEFINE_SMALL_B(V, I, SUF, 7) SETCY_DEFINE_SMALL_B(V, I, SUF, 8)
 
+/* bfloat16 as its bits (the upper half of a float32) in a uint16_t: widening is exact; narrowing rounds to
+ * nearest even and keeps NaN a NaN (a quiet one). */
+SETCY_INLINE float setcy_bf16_load(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+SETCY_INLINE uint16_t setcy_bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+#define SETCY_LD_SAME(x) (x)
+
 /* switch over the compiled small batch widths: FN<B> ARGS for B in 1..8, else falls through */
 #define SETCY_SMALL_B_SWITCH(B, FN, ARGS)                                                                  \
     switch (B) {                                                                                           \
@@ -159,47 +177,52 @@ SETCY_DEFINE_SMALL_B(V, I, SUF, 7) SETCY_DEFINE_SMALL_B(V, I, SUF, 8)
     default: break;                                                                                        \
     }
 
+#define SETCY_SMALL_SWITCH_1(B, FN, ARGS) SETCY_SMALL_B_SWITCH(B, FN, ARGS)
+#define SETCY_SMALL_SWITCH_0(B, FN, ARGS)
+
 /* One block of W (a compile-time constant) batch columns of an output row, kept in registers. */
-#define SETCY_SPMM_FIXED(V, W)                                                                             \
+#define SETCY_SPMM_FIXED(V, XV, LD, W)                                                                     \
     {                                                                                                      \
         V acc[W];                                                                                          \
         for (t = 0; t < (W); t++) acc[t] = bias;                                                           \
         for (k = start; k < end; k++) {                                                                    \
-            const V *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                                    \
+            const XV *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                                   \
             const V w = perm ? data[perm[k]] : data[k];                                                    \
             if (k + SETCY_PF < end) {                                                                      \
                 const char *p = (const char *)(X + (ptrdiff_t)idx[k + SETCY_PF] * B + b0);                 \
                 int l;                                                                                     \
-                for (l = 0; l < (W) * (int)sizeof(V); l += 64) SETCY_PREFETCH(p + l);                     \
+                for (l = 0; l < (W) * (int)sizeof(XV); l += 64) SETCY_PREFETCH(p + l);                    \
             }                                                                                              \
-            for (t = 0; t < (W); t++) acc[t] += w * x[t];                                                  \
+            for (t = 0; t < (W); t++) acc[t] += w * LD(x[t]);                                              \
         }                                                                                                  \
         for (t = 0; t < (W); t++) out[b0 + t] = acc[t];                                                    \
         b0 += (W);                                                                                         \
     }
 
-#define SETCY_DEFINE_ROW_KERNELS(V, I, SUF, CH)                                                            \
+/* The row kernels for values V, indices I, gathered rows of XV read through LD (V or bfloat16 bits);
+ * SMALL = 1 adds the unrolled small-batch variants (B <= 8), ZSUF names the zero-row test of V. */
+#define SETCY_DEFINE_ROW_KERNELS(V, I, SUF, CH, XV, LD, ZSUF, SMALL)                                        \
 /* out[0:B] = bias + sum_{k in [start, end)} w_k * X[idx[k], 0:B], w_k = data[perm[k]] or data[k]. */      \
 SETCY_CLONES static void setcy_spmm_row_##SUF(                                                             \
     const V *SETCY_RESTRICT data, const I *SETCY_RESTRICT perm, const I *SETCY_RESTRICT idx,             \
-    ptrdiff_t start, ptrdiff_t end, const V *SETCY_RESTRICT X, ptrdiff_t B, V bias,                      \
+    ptrdiff_t start, ptrdiff_t end, const XV *SETCY_RESTRICT X, ptrdiff_t B, V bias,                     \
     V *SETCY_RESTRICT out)                                                                                \
 {                                                                                                          \
     ptrdiff_t b0 = 0, k;                                                                                   \
     int t;                                                                                                 \
-    SETCY_SMALL_B_SWITCH(B, setcy_spmm_row_##SUF##_b, (data, perm, idx, start, end, X, bias, out))         \
+    SETCY_SMALL_SWITCH_##SMALL(B, setcy_spmm_row_##SUF##_b, (data, perm, idx, start, end, X, bias, out))  \
     while (b0 < B) {                                                                                       \
         const ptrdiff_t rem = B - b0;                                                                      \
-        if (rem >= CH) SETCY_SPMM_FIXED(V, CH)                                                             \
-        else if (rem >= CH / 2) SETCY_SPMM_FIXED(V, CH / 2)                                                \
-        else if (rem >= CH / 4) SETCY_SPMM_FIXED(V, CH / 4)                                                \
+        if (rem >= CH) SETCY_SPMM_FIXED(V, XV, LD, CH)                                                     \
+        else if (rem >= CH / 2) SETCY_SPMM_FIXED(V, XV, LD, CH / 2)                                        \
+        else if (rem >= CH / 4) SETCY_SPMM_FIXED(V, XV, LD, CH / 4)                                        \
         else {  /* fewer than CH / 4 columns left */                                                       \
             V acc[CH / 4];                                                                                 \
             for (t = 0; t < rem; t++) acc[t] = bias;                                                       \
             for (k = start; k < end; k++) {                                                                \
-                const V *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                                \
+                const XV *SETCY_RESTRICT x = X + (ptrdiff_t)idx[k] * B + b0;                               \
                 const V w = perm ? data[perm[k]] : data[k];                                                \
-                for (t = 0; t < rem; t++) acc[t] += w * x[t];                                              \
+                for (t = 0; t < rem; t++) acc[t] += w * LD(x[t]);                                          \
             }                                                                                              \
             for (t = 0; t < rem; t++) out[b0 + t] = acc[t];                                                \
             b0 = B;                                                                                        \
@@ -209,8 +232,8 @@ SETCY_CLONES static void setcy_spmm_row_##SUF(                                  
                                                                                                            \
 /* Four dot products <a, x_j>, j < 4, sharing the row a; SETCY_LANES independent lanes per product   \
  * and a pairwise reduction, so that it vectorises without -ffast-math. */                                \
-SETCY_INLINE void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RESTRICT x0,               \
-    const V *SETCY_RESTRICT x1, const V *SETCY_RESTRICT x2, const V *SETCY_RESTRICT x3, ptrdiff_t B,      \
+SETCY_INLINE void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const XV *SETCY_RESTRICT x0,              \
+    const XV *SETCY_RESTRICT x1, const XV *SETCY_RESTRICT x2, const XV *SETCY_RESTRICT x3, ptrdiff_t B,   \
     V *SETCY_RESTRICT s)                                                                                  \
 {                                                                                                          \
     enum { L = 64 / sizeof(V) };                                                                           \
@@ -221,8 +244,8 @@ SETCY_INLINE void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RES
     for (; b + L <= B; b += L) {                                                                           \
         for (t = 0; t < L; t++) {                                                                          \
             const V av = a[b + t];                                                                         \
-            c0[t] += av * x0[b + t]; c1[t] += av * x1[b + t];                                              \
-            c2[t] += av * x2[b + t]; c3[t] += av * x3[b + t];                                              \
+            c0[t] += av * LD(x0[b + t]); c1[t] += av * LD(x1[b + t]);                                      \
+            c2[t] += av * LD(x2[b + t]); c3[t] += av * LD(x3[b + t]);                                      \
         }                                                                                                  \
     }                                                                                                      \
     {   /* horizontal sums by halving in vector registers: 64 -> 32 -> 16 bytes, then the lanes */        \
@@ -241,7 +264,8 @@ SETCY_INLINE void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RES
         (void)t;                                                                                           \
     }                                                                                                      \
     for (; b < B; b++) {                                                                                   \
-        c0[0] += a[b] * x0[b]; c1[0] += a[b] * x1[b]; c2[0] += a[b] * x2[b]; c3[0] += a[b] * x3[b];         \
+        c0[0] += a[b] * LD(x0[b]); c1[0] += a[b] * LD(x1[b]);                                              \
+        c2[0] += a[b] * LD(x2[b]); c3[0] += a[b] * LD(x3[b]);                                              \
     }                                                                                                      \
     s[0] = c0[0]; s[1] = c1[0]; s[2] = c2[0]; s[3] = c3[0];                                                \
 }                                                                                                          \
@@ -249,16 +273,16 @@ SETCY_INLINE void setcy_dot4_##SUF(const V *SETCY_RESTRICT a, const V *SETCY_RES
 /* Dot products of the row a with the gathered rows X[idx[k], :] for k in [start, end), four at a time;  \
  * the tail repeats the last row (its extra results are discarded). */                                    \
 SETCY_INLINE void setcy_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,              \
-    ptrdiff_t k, ptrdiff_t end, const V *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT s)             \
+    ptrdiff_t k, ptrdiff_t end, const XV *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT s)            \
 {                                                                                                          \
-    const V *x[4];                                                                                         \
+    const XV *x[4];                                                                                        \
     int j;                                                                                                 \
     for (j = 0; j < 4; j++) x[j] = X + (ptrdiff_t)idx[(k + j < end) ? k + j : end - 1] * B;               \
     for (j = 0; j < 4; j++)                                                                                \
         if (k + j + 2 * 4 < end) {  /* the whole row, not just its first line */                           \
             const char *p = (const char *)(X + (ptrdiff_t)idx[k + j + 2 * 4] * B);                         \
             ptrdiff_t o;                                                                                   \
-            for (o = 0; o < B * (ptrdiff_t)sizeof(V); o += 64) SETCY_PREFETCH(p + o);                      \
+            for (o = 0; o < B * (ptrdiff_t)sizeof(XV); o += 64) SETCY_PREFETCH(p + o);                     \
         }                                                                                                  \
     setcy_dot4_##SUF(a, x[0], x[1], x[2], x[3], B, s);                                                    \
 }                                                                                                          \
@@ -266,12 +290,12 @@ SETCY_INLINE void setcy_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RES
 /* g[k] = <A_row[0:B], X[idx[k], 0:B]> for k in [start, end). */                                           \
 SETCY_CLONES static void setcy_sddmm_row_##SUF(                                                            \
     const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end,              \
-    const V *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT g)                                          \
+    const XV *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT g)                                         \
 {                                                                                                          \
     ptrdiff_t k;                                                                                           \
     int j;                                                                                                 \
     V s[4];                                                                                                \
-    SETCY_SMALL_B_SWITCH(B, setcy_sddmm_loop_##SUF##_b, (a, idx, start, end, X, g))                        \
+    SETCY_SMALL_SWITCH_##SMALL(B, setcy_sddmm_loop_##SUF##_b, (a, idx, start, end, X, g))                  \
     for (k = start; k < end; k += 4) {                                                                     \
         setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
         for (j = 0; j < 4 && k + j < end; j++) g[k + j] = s[j];                                            \
@@ -283,13 +307,13 @@ SETCY_CLONES static void setcy_sddmm_row_##SUF(                                 
  * v = mu*v - lr*(g + wd*w);  w += mu*v - lr*(g + wd*w)   (Nesterov)                                       */\
 SETCY_CLONES static void setcy_sddmm_update_row_##SUF(                                                     \
     const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end,              \
-    const V *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT w, V *SETCY_RESTRICT v,                    \
+    const XV *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT w, V *SETCY_RESTRICT v,                   \
     V lr, V mu, V wd, int nesterov)                                                                        \
 {                                                                                                          \
     ptrdiff_t k;                                                                                           \
     int j;                                                                                                 \
     V s[4];                                                                                                \
-    if (setcy_zero_row_##SUF(a, B)) {  /* zero gradient: no gathers, the same arithmetic as with g = 0 */   \
+    if (setcy_zero_row_##ZSUF(a, B)) {  /* zero gradient: no gathers, the same arithmetic as with g = 0 */   \
         for (k = start; k < end; k++) {                                                                    \
             const V step = lr * (wd * w[k]);                                                               \
             const V vk = mu * v[k] - step;                                                                 \
@@ -298,7 +322,7 @@ SETCY_CLONES static void setcy_sddmm_update_row_##SUF(                          
         }                                                                                                  \
         return;                                                                                            \
     }                                                                                                      \
-    SETCY_SMALL_B_SWITCH(B, setcy_update_loop_##SUF##_b, (a, idx, start, end, X, w, v, lr, mu, wd, nesterov))\
+    SETCY_SMALL_SWITCH_##SMALL(B, setcy_update_loop_##SUF##_b, (a, idx, start, end, X, w, v, lr, mu, wd, nesterov))\
     for (k = start; k < end; k += 4) {                                                                     \
         setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
         for (j = 0; j < 4 && k + j < end; j++) {                                                           \
@@ -334,10 +358,13 @@ SETCY_DEFINE_SCATTER(float, int64_t, f32_i64)
 SETCY_DEFINE_SCATTER(double, int32_t, f64_i32)
 SETCY_DEFINE_SCATTER(double, int64_t, f64_i64)
 
-SETCY_DEFINE_ROW_KERNELS(float, int32_t, f32_i32, SETCY_CH_f32)
-SETCY_DEFINE_ROW_KERNELS(float, int64_t, f32_i64, SETCY_CH_f32)
-SETCY_DEFINE_ROW_KERNELS(double, int32_t, f64_i32, SETCY_CH_f64)
-SETCY_DEFINE_ROW_KERNELS(double, int64_t, f64_i64, SETCY_CH_f64)
+SETCY_DEFINE_ROW_KERNELS(float, int32_t, f32_i32, SETCY_CH_f32, float, SETCY_LD_SAME, f32_i32, 1)
+SETCY_DEFINE_ROW_KERNELS(float, int64_t, f32_i64, SETCY_CH_f32, float, SETCY_LD_SAME, f32_i64, 1)
+SETCY_DEFINE_ROW_KERNELS(double, int32_t, f64_i32, SETCY_CH_f64, double, SETCY_LD_SAME, f64_i32, 1)
+SETCY_DEFINE_ROW_KERNELS(double, int64_t, f64_i64, SETCY_CH_f64, double, SETCY_LD_SAME, f64_i64, 1)
+/* float32 values and arithmetic over gathered rows stored as bfloat16 (half the bytes per gathered row) */
+SETCY_DEFINE_ROW_KERNELS(float, int32_t, bf_i32, SETCY_CH_f32, uint16_t, setcy_bf16_load, f32_i32, 0)
+SETCY_DEFINE_ROW_KERNELS(float, int64_t, bf_i64, SETCY_CH_f32, uint16_t, setcy_bf16_load, f32_i64, 0)
 
 #define SETCY_DEFINE_ROWSUM(V, SUF)                                                                        \
 /* sum of a[0:B] (lanes + pairwise reduction, as in the row kernels); one per value type. */               \
@@ -410,6 +437,14 @@ SETCY_CLONES static void setcy_relu_backward_##SUF(V *SETCY_RESTRICT d, const V 
 
 SETCY_DEFINE_RELU(float, f32)
 SETCY_DEFINE_RELU(double, f64)
+
+/* dst[i] = bfloat16(src[i]) for i in [start, end) (see setcy_bf16_round). */
+SETCY_CLONES static void setcy_to_bf16(const float *SETCY_RESTRICT src, uint16_t *SETCY_RESTRICT dst,
+                                       ptrdiff_t start, ptrdiff_t end)
+{
+    ptrdiff_t i;
+    for (i = start; i < end; i++) dst[i] = setcy_bf16_round(src[i]);
+}
 
 /* In-place ascending sort of a short integer segment: insertion sort up to 32 elements, else qsort. */
 #include <stdlib.h>

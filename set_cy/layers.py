@@ -203,25 +203,33 @@ class SparseLayer:
         """``out = W^T X + bias`` for inputs ``X`` (n_in, B) into ``out`` (n_out, B)."""
         _kernels.spmm(self.indptr, self.indices, self.data, None, X, out, self.bias, self.n_threads)
 
-    def backward_input(self, dY, out, scratch=None):
+    def gathers_backward(self, batch, scratch=True):
+        """Whether :meth:`backward_input` gathers rows of ``dY`` (walks the transposed index) at this batch."""
+        return self.storage == "full" and not (scratch and uses_scatter(self.nnz, self.data.itemsize, batch))
+
+    def backward_input(self, dY, out, scratch=None, dY_rows=None):
         """``out = W dY``: gradient with respect to the inputs, ``dY`` (n_out, B) -> ``out`` (n_in, B).
 
         With ``storage="compact"`` the rows of ``W^T`` are scattered, each thread owning a range of
         ``out``'s rows (no scratch). With a ``scratch`` array of shape ``(SCATTER_PARTS, >= n_in * B)``
         and a batch for which :func:`uses_scatter` holds, they are scattered into partial sums instead
-        of walking the transposed index.
+        of walking the transposed index. Otherwise the product gathers rows of ``dY_rows`` when given
+        (a bfloat16 copy of ``dY``, see :func:`set_cy._kernels.to_bfloat16`), else of ``dY``.
         """
-        if self.storage == "compact":
-            _kernels.spmm_scatter_owned(self.indptr, self.indices, self.data, dY, out, self.n_threads)
-        elif scratch is not None and uses_scatter(self.nnz, self.data.itemsize, dY.shape[1]):
-            _kernels.spmm_scatter(self.indptr, self.indices, self.data, dY, out, scratch, self.n_threads)
+        if not self.gathers_backward(dY.shape[1], scratch is not None):
+            if self.storage == "compact":
+                _kernels.spmm_scatter_owned(self.indptr, self.indices, self.data, dY, out, self.n_threads)
+            else:
+                _kernels.spmm_scatter(self.indptr, self.indices, self.data, dY, out, scratch, self.n_threads)
         else:
-            _kernels.spmm(self.t_indptr, self.t_indices, self.data, self.perm, dY, out, None, self.n_threads)
+            _kernels.spmm(self.t_indptr, self.t_indices, self.data, self.perm, dY if dY_rows is None else dY_rows,
+                          out, None, self.n_threads)
 
     def gradient(self, dY, X, out=None, out_bias=None):
         """Weight gradient at the stored connections (``sum_b dY[j, b] X[i, b]``) and bias gradient.
 
-        Written into ``out`` (nnz,) and ``out_bias`` (n_out,) when given; returns both.
+        Written into ``out`` (nnz,) and ``out_bias`` (n_out,) when given; returns both. ``X`` (gathered)
+        may be a bfloat16 copy of the inputs under float32 values, here and in :meth:`fused_update`.
         """
         if out is None:
             out = np.empty_like(self.data)

@@ -15,7 +15,14 @@ from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args
 from .layers import INITS, SparseLayer
 from .persistence import read_network_file, write_network_file
-from .sizing import ALLOCATIONS, SCATTER_PARTS, allocate_connections, check_storage, uses_scatter
+from .sizing import (
+    ALLOCATIONS,
+    SCATTER_PARTS,
+    allocate_connections,
+    check_activation_dtype,
+    check_storage,
+    uses_scatter,
+)
 
 __all__ = ["SparseNetwork", "LOSSES", "LR_SCALINGS"]
 
@@ -66,11 +73,19 @@ class SparseNetwork:
         backward product scatters instead of gathering, which costs some speed (``bench/README.md``
         has the figures). Training computes the same thing either way (equal up to rounding); the
         data-parallel backends need ``"full"``.
+    activation_dtype : {None, "bfloat16"}, default None
+        Type of the copies of the hidden activations and of their gradients that the sparse products
+        gather rows from. None: the network's dtype (exact training). ``"bfloat16"`` (float32 networks
+        only): the products read each gathered row in half the bytes, rounded to bfloat16 (8
+        significant bits), and still compute in float32; values, velocities, the input data, the
+        outputs and the loss stay float32. The batch buffers take ``2 * batch`` more bytes per hidden
+        neuron (:func:`set_cy.sizing.estimate_memory` counts them). ``bench/README.md`` has its speed
+        and accuracy against exact training.
     """
 
     def __init__(self, layer_sizes, *, epsilon=20, activation="relu", dropout=0.3, init="he_uniform",
                  dtype="float32", seed=None, n_threads=None, loss="cross_entropy", allocation="er",
-                 activation_alpha=None, lr_scaling="none", storage="full", _layers=None):
+                 activation_alpha=None, lr_scaling="none", storage="full", activation_dtype=None, _layers=None):
         sizes = [int(s) for s in layer_sizes] if not isinstance(layer_sizes, (str, bytes)) else None
         if sizes is None or len(sizes) < 2 or any(s < 1 for s in sizes) or \
                 any(not float(s).is_integer() for s in layer_sizes):
@@ -97,6 +112,7 @@ class SparseNetwork:
             raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
         self.lr_scaling = lr_scaling
         self.storage = check_storage(storage)
+        self.activation_dtype = check_activation_dtype(activation_dtype, self.dtype)
         self.n_threads = resolve_n_threads(n_threads)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -357,7 +373,14 @@ class SparseNetwork:
             "delta": [hugepages.empty(widest * batch, self.dtype), hugepages.empty(widest * batch, self.dtype)],
             "scratch": (hugepages.empty((SCATTER_PARTS, max(scatter_rows) * batch), self.dtype)
                         if scatter_rows else None),
+            # bfloat16 copies that the products gather from (activation_dtype="bfloat16"): one per hidden
+            # layer's activations, one for the hidden delta that the next backward product reads
+            "act16": [], "delta16": None,
         }
+        if self.activation_dtype == "bfloat16" and len(sizes) > 2:
+            self._buffers["act16"] = [hugepages.empty(s * batch, np.uint16) for s in sizes[1:-1]]
+            if self.storage == "full":
+                self._buffers["delta16"] = hugepages.empty(max(sizes[1:-1]) * batch, np.uint16)
         self._buffer_batch = batch
 
     @staticmethod
@@ -396,7 +419,7 @@ class SparseNetwork:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             z = self._view(self._buffers["act"][i], layer.n_out, B)
-            layer.forward(a, z)
+            layer.forward(self._gathered(i - 1, a) if i > 0 else a, z)
             if i < last:
                 thresh = int(round(self.dropout * 256)) if training else 0
                 rand = np.frombuffer(self.rng.bytes(z.size), np.uint8).reshape(z.shape) if thresh else None
@@ -406,6 +429,7 @@ class SparseNetwork:
                     _kernels.relu_dropout(z, rand, thresh, scale, self.n_threads)
                     states.append((None, None, scale))
                     a = z
+                    self._round_activations(i, z)
                     continue
                 st = self._acts[i].forward(z)
                 mask = None
@@ -414,10 +438,21 @@ class SparseNetwork:
                     z *= mask
                     z *= z.dtype.type(scale)
                 states.append((st, mask, scale))
+                self._round_activations(i, z)
             elif self.loss == "cross_entropy":
                 softmax_inplace(z)
             a = z
         return a, states
+
+    def _round_activations(self, i, z):
+        """With ``activation_dtype="bfloat16"``: the bfloat16 copy of hidden layer ``i``'s output ``z``."""
+        if self._buffers["act16"]:
+            _kernels.to_bfloat16(z, self._gathered(i, z), self.n_threads)
+
+    def _gathered(self, i, a):
+        """What the products gather from for hidden layer ``i``'s output ``a``: ``a``, or its bfloat16 copy."""
+        act16 = self._buffers["act16"]
+        return self._view(act16[i], a.shape[0], a.shape[1]) if act16 else a
 
     def _backward(self, xb, y, out, states, step=None, denom=None, weights=None):
         """Backward pass from the output block ``out``; returns the loss and the number of correct guesses.
@@ -445,6 +480,7 @@ class SparseNetwork:
         loss = float(np.mean(per_sample, dtype=np.float64))
         out *= out.dtype.type(1.0 / (B if denom is None else denom))  # the mean over the batch: the only division
         delta = out
+        delta_rows = None  # the bfloat16 copy of a hidden delta, when the products gather from one
         flip = 0
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
@@ -453,7 +489,7 @@ class SparseNetwork:
             if i > 0:
                 d_prev = self._view(self._buffers["delta"][flip], layer.n_in, B)
                 flip ^= 1
-                layer.backward_input(delta, d_prev, self._buffers["scratch"])
+                layer.backward_input(delta, d_prev, self._buffers["scratch"], delta_rows)
                 st, mask, scale = states[i - 1]
                 act = self._acts[i - 1]
                 if self.activation == "relu":
@@ -466,7 +502,14 @@ class SparseNetwork:
                     out_pre = x_in / x_in.dtype.type(scale) if (mask is not None and act.name in
                                                                  ("sigmoid", "tanh")) else x_in
                     act.backward(d_prev, out_pre, st)
-            step(i, delta, x_in)
+                below = self.layers[i - 1]  # its backward product reads d_prev: gathered rows, or a scatter
+                if (self._buffers["delta16"] is not None and i > 1
+                        and below.gathers_backward(B, self._buffers["scratch"] is not None)):
+                    delta_rows = self._view(self._buffers["delta16"], layer.n_in, B)
+                    _kernels.to_bfloat16(d_prev, delta_rows, self.n_threads)
+                else:
+                    delta_rows = None
+            step(i, delta, self._gathered(i - 1, x_in) if i > 0 else x_in)
             delta = d_prev
         return loss, correct
 
@@ -641,7 +684,7 @@ class SparseNetwork:
         return dict(layer_sizes=self.layer_sizes, epsilon=self.epsilon, activation=self.activation,
                     dropout=self.dropout, init=self.init, dtype=self.dtype.name, seed=self.seed,
                     loss=self.loss, allocation=self.allocation, activation_alpha=self.activation_alpha,
-                    lr_scaling=self.lr_scaling, storage=self.storage)
+                    lr_scaling=self.lr_scaling, storage=self.storage, activation_dtype=self.activation_dtype)
 
     def _extra_state(self):
         """JSON-serialisable state of subclasses (training progress); saved with the model."""

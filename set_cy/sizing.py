@@ -3,8 +3,8 @@ which backward product a layer runs and how much memory a network needs, without
 """
 import numpy as np
 
-__all__ = ["ALLOCATIONS", "allocate_connections", "check_storage", "estimate_memory", "index_dtype_for",
-           "SCATTER_PARTS", "STORAGES", "uses_scatter"]
+__all__ = ["ACTIVATION_DTYPES", "ALLOCATIONS", "allocate_connections", "check_activation_dtype", "check_storage",
+           "estimate_memory", "index_dtype_for", "SCATTER_PARTS", "STORAGES", "uses_scatter"]
 
 ALLOCATIONS = ("er", "erk", "uniform")
 
@@ -19,6 +19,23 @@ def check_storage(storage):
     if not isinstance(storage, str) or storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     return storage
+
+# What the products gather rows from for the hidden layers (see SparseNetwork's activation_dtype): None is
+# the network's own dtype; "bfloat16" keeps a bfloat16 copy of each hidden activation and delta.
+ACTIVATION_DTYPES = (None, "bfloat16")
+
+
+def check_activation_dtype(activation_dtype, dtype):
+    """``activation_dtype`` normalised (the network's own dtype name gives None), else ``ValueError``."""
+    if isinstance(activation_dtype, str) and activation_dtype == np.dtype(dtype).name:
+        return None
+    if activation_dtype is not None and (not isinstance(activation_dtype, str)
+                                         or activation_dtype not in ACTIVATION_DTYPES):
+        raise ValueError(f"activation_dtype must be None, 'bfloat16' or the network's dtype, got {activation_dtype!r}")
+    if activation_dtype == "bfloat16" and np.dtype(dtype) != np.float32:
+        raise ValueError(f"activation_dtype='bfloat16' needs dtype float32, not {np.dtype(dtype).name}")
+    return activation_dtype
+
 
 # Backward product for small batches: scattering the rows of W^T (values read in storage order) beats
 # gathering values through the permutation once the values no longer fit in cache. Measured with
@@ -74,13 +91,14 @@ def allocate_connections(layer_sizes, epsilon, allocation="er"):
 
 
 def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", allocation="er", zeta=0.3,
-                    storage="full"):
+                    storage="full", activation_dtype=None):
     """Bytes a network needs while training, without building it.
 
     Counts, per connection, the value, velocity, column index and, with ``storage="full"``, the
     transposed index and permutation; per neuron the biases and offsets; the feature-major
     activations, deltas and dropout bytes of one batch; and the transient arrays of the largest
-    layer's construction or evolution step (the larger of the two). The batch buffers and the
+    layer's construction or evolution step (the larger of the two); with ``activation_dtype="bfloat16"``
+    the bfloat16 copies of the hidden activations and delta too. The batch buffers and the
     transient arrays never coexist (evolution releases the buffers first, construction comes before
     them), so the total counts the larger of the two. Data and the interpreter are not included.
 
@@ -115,6 +133,8 @@ def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", alloca
     activations = B * val * (sizes[0] + sum(sizes[1:]) + 2 * widest) + B * (max(hidden) if hidden else 0)
     scatter = [a for k, a in zip(nnz[1:], sizes[1:-1]) if full and uses_scatter(k, val, B)]
     activations += SCATTER_PARTS * B * val * max(scatter, default=0)
+    if check_activation_dtype(activation_dtype, dtype) == "bfloat16" and hidden:
+        activations += 2 * B * (sum(hidden) + (max(hidden) if full else 0))
     total = weights + max(activations, transient)
     return {"weights": int(weights), "activations": int(activations), "transient": int(transient),
             "total": int(total), "connections": int(sum(nnz))}

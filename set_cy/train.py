@@ -30,7 +30,7 @@ from .evolution import CRITERIA, SCHEDULES
 from .model import LR_SCALINGS
 from .monitor import MemoryMonitor, format_bytes, system_memory
 from .parallel import BACKENDS, ParallelFitError
-from .sizing import STORAGES, estimate_memory
+from .sizing import STORAGES, check_activation_dtype, estimate_memory
 from .trainer import Callback, SparseMLP
 
 __all__ = ["main", "build_parser", "hidden_layer_sizes"]
@@ -110,6 +110,10 @@ def build_parser():
                       help="full (default): 20 bytes per connection (float32), the fastest backward product; "
                            "compact: no transposed index, 12 bytes per connection, the backward product "
                            "scatters (slower); needs --backend openmp")
+    arch.add_argument("--activation-dtype", choices=("float32", "bfloat16"), default=None,
+                      help="what the sparse products gather the hidden activations and their gradients from: "
+                           "the network's --dtype (default: exact), or bfloat16 copies (half the bytes per "
+                           "gathered row, float32 arithmetic; --dtype float32 only)")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="synthetic",
                       help="synthetic (default, embedded), a dataset name (see data/README.md) or a file path")
@@ -247,6 +251,7 @@ def main(argv=None):
         for k in RUN_OPTIONS:
             setattr(args, k, saved[k])
         args.storage = checkpoint.storage  # the checkpoint's layers decide
+        args.activation_dtype = checkpoint.activation_dtype
         if given_epochs is not None:
             args.epochs = given_epochs
         args.save = args.save or args.resume
@@ -263,6 +268,10 @@ def main(argv=None):
         parser.error("--scheduler and --local-steps apply to --backend dask only")
     if args.storage == "compact" and args.backend != "openmp":
         parser.error("--storage compact needs --backend openmp")
+    try:
+        args.activation_dtype = check_activation_dtype(args.activation_dtype, args.dtype)
+    except ValueError as exc:
+        parser.error(str(exc))
     n_threads = resolve_n_threads(args.n_threads)
 
     report = {"command": ["python", "-m", "set_cy.train"] + list(sys.argv[1:] if argv is None else argv),
@@ -319,7 +328,7 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
         sizes = [data.n_features] + hidden + [data.n_classes]
 
     est = estimate_memory(sizes, args.epsilon, args.batch_size, dtype=args.dtype, zeta=args.zeta,
-                          storage=args.storage)
+                          storage=args.storage, activation_dtype=args.activation_dtype)
     data_bytes = data.X_train.nbytes + data.X_test.nbytes
     est_total = est["total"] + data_bytes
     if args.backend in ("threads", "processes"):
@@ -331,11 +340,12 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
     available = system_memory()["available"] + data_bytes  # the data is already loaded
     limit = args.max_memory if args.max_memory is not None else available
     report["architecture"] = {"layer_sizes": sizes, "neurons": int(sum(sizes)), "connections": est["connections"],
-                              "storage": args.storage}
+                              "storage": args.storage, "activation_dtype": args.activation_dtype or args.dtype}
     report["memory_estimate"] = {**est, "data": int(data_bytes), "total_with_data": int(est_total),
                                  "limit": int(limit)}
     _say(args, f"architecture {'-'.join(map(str, sizes))} · {sum(sizes):,} neurons · "
-               f"{est['connections']:,} connections · {args.storage} storage · estimated memory "
+               f"{est['connections']:,} connections · {args.storage} storage"
+               f"{' · bfloat16 gathered activations' if args.activation_dtype else ''} · estimated memory "
                f"{format_bytes(est_total)} "
                f"(weights {format_bytes(est['weights'])}, activations {format_bytes(est['activations'])}, "
                f"data {format_bytes(data_bytes)})")
@@ -352,7 +362,8 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
     else:
         model = SparseMLP(sizes, epsilon=args.epsilon, activation=args.activation, dropout=args.dropout,
                           init=args.init, dtype=args.dtype, seed=args.seed, n_threads=n_threads,
-                          lr_scaling=args.lr_scaling, storage=args.storage)
+                          lr_scaling=args.lr_scaling, storage=args.storage,
+                          activation_dtype=args.activation_dtype)
         build_time = time.perf_counter() - t1
         model.meta_["cli_args"] = {k: getattr(args, k) for k in RUN_OPTIONS}
     report["build_time"] = build_time

@@ -24,3 +24,18 @@ def test_public_api_part_runs_and_agrees_with_the_kernels(tmp_path):
     # every target of the shape measured gets a ratio (the 0.8x / 2x ones at B=32; the layer ones need B=128)
     measured = [t for t in res["targets"] if t["ratio"] is not None]
     assert len(measured) == 6 and all(t["met"] in (True, False) for t in measured)
+
+
+def test_kernel_table_times_the_bfloat16_rows(tmp_path):
+    """float32: each gathering kernel also runs on bfloat16 copies of its rows, against the float32 rows."""
+    res = bench_kernels.main(["--quick", "--shapes", "a", "--batches", "32", "--dtypes", "float32", "--threads",
+                              "1", "--target-s", "0.002", "--out", str(tmp_path / "k.json")])
+    bf = {r["kernel"]: r for r in res["records"] if r["impl"] == "bf16 rows"}
+    assert set(bf) == {"forward", "backward", "sddmm", "sddmm+update"}
+    for r in bf.values():
+        assert r["median_s"] > 0 and r["logical_gbs"] > 0 and r["speedup"]["f32-rows"] > 0
+    f32 = {r["kernel"]: r for r in res["records"] if r["impl"] == "set_cy" and r["batch"] == 32}
+    # the same measured time moves fewer logical bytes with 2-byte rows
+    ratio = (bf["forward"]["logical_gbs"] * bf["forward"]["median_s"]) / (
+        f32["forward"]["logical_gbs"] * f32["forward"]["median_s"])
+    assert 0.5 < ratio < 1.0

@@ -135,17 +135,18 @@ def test_evolution_releases_the_batch_buffers():
     assert m._buffers is not None
 
 
-@pytest.mark.parametrize("storage", ["full", "compact"])
-def test_estimate_bounds_the_traced_peak_of_a_fit(storage):
+@pytest.mark.parametrize("storage,activation_dtype", [("full", None), ("compact", None), ("full", "bfloat16"),
+                                                      ("compact", "bfloat16")])
+def test_estimate_bounds_the_traced_peak_of_a_fit(storage, activation_dtype):
     import tracemalloc
 
     sizes, eps, batch = [200, 6000, 6000, 10], 20, 32
     X, y = _data(n=64, d=200, k=4)
-    est = estimate_memory(sizes, eps, batch, storage=storage)
+    est = estimate_memory(sizes, eps, batch, storage=storage, activation_dtype=activation_dtype)
     assert est["total"] == est["weights"] + max(est["activations"], est["transient"])
     tracemalloc.start()
     try:
-        m = SparseMLP(sizes, epsilon=eps, seed=0, storage=storage, n_threads=2)
+        m = SparseMLP(sizes, epsilon=eps, seed=0, storage=storage, n_threads=2, activation_dtype=activation_dtype)
         m.fit(X, y, epochs=2, batch_size=batch, verbose=0)  # build, an epoch, evolution, an epoch
         _, peak = tracemalloc.get_traced_memory()
     finally:

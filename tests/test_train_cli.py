@@ -59,6 +59,8 @@ def test_hidden_sizes_sum_exactly():
     (["--n-jobs", "0"], "expected a positive integer"),
     (["--storage", "compact", "--backend", "threads"], "--storage compact needs --backend openmp"),
     (["--storage", "tiny"], "invalid choice"),
+    (["--dtype", "float64", "--activation-dtype", "bfloat16"], "needs dtype float32"),
+    (["--activation-dtype", "float16"], "invalid choice"),
 ])
 def test_bad_arguments_are_argparse_errors(argv, msg, capsys):
     base = ["--dataset", "synthetic", "--samples", "300", "--features", "500", "--classes", "5", "--quiet"]
@@ -94,6 +96,31 @@ def test_compact_storage_from_the_cli(tmp_path):
     assert full["memory_estimate"]["weights"] - compact["memory_estimate"]["weights"] == saved
     assert SparseNetwork.load(tmp_path / "compact.npz").storage == "compact"
     assert [e["loss"] for e in compact["epochs"]] == pytest.approx([e["loss"] for e in full["epochs"]], rel=1e-3)
+
+
+def test_bfloat16_activations_from_the_cli(tmp_path):
+    """--activation-dtype bfloat16: named in the report, counted in the estimate, kept by the checkpoint, and
+    usable by a data-parallel backend (whose replicas are built from the model's configuration)."""
+    reports = {}
+    for a in ("float32", "bfloat16"):
+        report = tmp_path / f"{a}.json"
+        assert train.main(SMALL + ["--activation-dtype", a, "--report", str(report),
+                                   "--save", str(tmp_path / f"{a}.npz")]) == 0
+        reports[a] = json.loads(report.read_text())
+        assert reports[a]["architecture"]["activation_dtype"] == a
+    sizes = reports["float32"]["architecture"]["layer_sizes"]
+    batch = reports["float32"]["config"]["batch_size"]
+    extra = 2 * batch * (sum(sizes[1:-1]) + max(sizes[1:-1]))  # the copies of the activations and of a delta
+    assert reports["bfloat16"]["memory_estimate"]["activations"] - reports["float32"]["memory_estimate"][
+        "activations"] == extra
+    assert SparseNetwork.load(tmp_path / "bfloat16.npz").activation_dtype == "bfloat16"
+    assert SparseNetwork.load(tmp_path / "float32.npz").activation_dtype is None
+    losses = [[e["loss"] for e in reports[a]["epochs"]] for a in ("float32", "bfloat16")]
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=2e-2)
+    report = tmp_path / "threads.json"
+    assert train.main(SMALL + ["--activation-dtype", "bfloat16", "--backend", "threads", "--n-jobs", "2",
+                               "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["status"] == "completed"
 
 
 def test_missing_dataset_message(tmp_path, monkeypatch, capsys):
