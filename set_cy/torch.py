@@ -88,7 +88,8 @@ def _check_tensor(t, name, dtype=None, ndim=None):
 
 _PATTERN_FIELDS = ("indptr", "indices", "t_indptr", "t_indices", "perm")
 # Patterns whose content was checked: id(indptr) -> (weak references to the five tensors, (n_in, n_out, their
-# version counters)). A pattern is checked again when any tensor is another object or was changed in place.
+# version counters), NumPy views of them). A pattern is checked again when any tensor is another object or
+# was changed in place.
 _CHECKED = {}
 _CHECKED_MAX = 1024
 
@@ -114,7 +115,7 @@ def _check_pattern(pattern, transposed=True):
     hit = _CHECKED.get(id(pattern.indptr))
     if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)) and hit[1] == (
             pattern.n_in, pattern.n_out, tuple(t._version for t in tensors)):
-        arrays = _checked_arrays(pattern, transposed)
+        arrays = _checked_arrays(pattern, transposed, hit[2])
         if arrays is not None:
             return arrays
     for name in ("n_in", "n_out"):
@@ -139,7 +140,8 @@ def _check_pattern(pattern, transposed=True):
     check_transpose(*arrays[:2], pattern.n_in, *arrays[2:], name="pattern")
     if len(_CHECKED) >= _CHECKED_MAX:
         _CHECKED.clear()
-    _CHECKED[id(pattern.indptr)] = (tuple(weakref.ref(t) for t in tensors), stamp)
+    views = (arrays, tuple(t.data_ptr() for t in tensors), tuple(int(t.shape[0]) for t in tensors))
+    _CHECKED[id(pattern.indptr)] = (tuple(weakref.ref(t) for t in tensors), stamp, views)
     return arrays
 
 
@@ -165,7 +167,7 @@ def _check_arguments(X, values, bias, pattern):
     return bias, arrays
 
 
-def _checked_arrays(pattern, transposed=True):
+def _checked_arrays(pattern, transposed=True, views=None):
     """What memory safety needs, for a pattern whose content was checked before (one compiled pass, O(nnz + n)).
 
     Returns NumPy views of the five tensors when they are still CPU tensors of one index dtype, 1-D and
@@ -173,12 +175,20 @@ def _checked_arrays(pattern, transposed=True):
     runs the full check, which says what is wrong). Raises ValueError when an offset or index lies outside
     the range it indexes. Sortedness and the transposed index matching the pattern (needed for correct
     results, not for memory safety) are checked once per version. ``transposed=False``: the ranges of
-    ``indptr`` and ``indices`` alone (see :func:`set_cy._kernels.pattern_outside`).
+    ``indptr`` and ``indices`` alone (see :func:`set_cy._kernels.pattern_outside`). ``views``: ``(arrays,
+    addresses, lengths)`` made earlier from the same tensors, whose arrays are used again while every tensor
+    still has that address and length (a tensor whose ``.data`` was replaced gets new views; the kernels
+    only read the views, which keep their memory alive, and the ranges are checked on them).
     """
+    tensors = pattern[2:]
     try:
-        arrays = [_np(t) for t in pattern[2:]]
+        if views is not None and views[1] == tuple(t.data_ptr() for t in tensors) and \
+                views[2] == tuple(t.shape[0] for t in tensors):
+            arrays = views[0]
+        else:
+            arrays = [_np(t) for t in tensors]
         code = _kernels.pattern_outside(*arrays, pattern.n_in, pattern.n_out, transposed)
-    except (TypeError, ValueError, RuntimeError):  # replaced through .data by another dtype, device or layout
+    except (TypeError, ValueError, RuntimeError, IndexError):  # replaced through .data: dtype, device, layout
         return None
     if code < 0:
         return None
@@ -211,19 +221,26 @@ class SparseLinearFunction(torch.autograd.Function):
         # saved as a (batch, n_in) tensor whose transpose is Xf: X itself when Xf is a view of it (so
         # autograd sees in-place changes of X), else the feature-major copy
         X_saved = X if X.detach().t().is_contiguous() else torch.from_numpy(Xf).t()
-        ctx.save_for_backward(X_saved, values, pattern.indptr, pattern.indices, pattern.t_indptr,
-                              pattern.t_indices, pattern.perm)
+        ctx.save_for_backward(X_saved, values)
+        # the pattern's tensors are inputs that need no gradient: kept with their version counters (checked
+        # in the backward as save_for_backward would) rather than saved and unpacked
+        ctx.pattern, ctx.versions = pattern, tuple(t._version for t in pattern[2:])
         ctx.n_threads = n_threads
-        ctx.n_in, ctx.n_out = pattern.n_in, pattern.n_out
         ctx.has_bias = bias is not None
         return torch.from_numpy(out).t()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dY):
-        X, values, *saved = ctx.saved_tensors
-        # torch's version check on unpacking misses writes through .numpy() or .data since the forward
-        arrays = _checked_arrays(SparsePattern(ctx.n_in, ctx.n_out, *saved))
+        X, values = ctx.saved_tensors
+        pattern = ctx.pattern
+        if tuple(t._version for t in pattern[2:]) != ctx.versions:
+            raise RuntimeError("the pattern needed for gradient computation has been modified by an inplace "
+                               "operation since the forward (e.g. SparseLinear.evolve): run the forward again")
+        # the version counters miss writes through .numpy() or .data since the forward: the ranges are checked
+        hit = _CHECKED.get(id(pattern.indptr))
+        views = hit[2] if hit is not None and all(ref() is t for ref, t in zip(hit[0], pattern[2:])) else None
+        arrays = _checked_arrays(pattern, True, views)
         if arrays is None:
             raise RuntimeError("the pattern saved for backward was replaced through .data since the forward")
         indptr, indices, t_indptr, t_indices, perm = arrays
@@ -231,7 +248,7 @@ class SparseLinearFunction(torch.autograd.Function):
         dYf = _feature_major(dY)
         dX = g = gb = None
         if ctx.needs_input_grad[0]:
-            dXf = np.empty((ctx.n_in, dYf.shape[1]), dtype=dYf.dtype)
+            dXf = np.empty((pattern.n_in, dYf.shape[1]), dtype=dYf.dtype)
             _kernels.spmm(t_indptr, t_indices, _np(values), perm, dYf, dXf, None, nt)
             dX = torch.from_numpy(dXf).t()
         want_g, want_gb = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
@@ -401,7 +418,10 @@ class SparseLinear(nn.Module):
 
     def forward(self, X):
         """``X @ W + bias`` for ``X`` of shape (batch, n_in) (see :func:`sparse_linear`)."""
-        return sparse_linear(X, self.values, self.bias, self.pattern, n_threads=self.n_threads)
+        b = self._buffers  # (the pattern property, without five nn.Module attribute look-ups)
+        pattern = SparsePattern(self.n_in, self.n_out, b["indptr"], b["indices"], b["t_indptr"], b["t_indices"],
+                                b["perm"])
+        return SparseLinearFunction.apply(X, self.values, self.bias, pattern, resolve_n_threads(self.n_threads))
 
     def extra_repr(self):
         return (f"n_in={self.n_in}, n_out={self.n_out}, nnz={self.nnz}, bias={self.bias is not None}, "

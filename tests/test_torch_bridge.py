@@ -340,6 +340,19 @@ try:
 except ValueError as exc:
     print("refused:", exc)
 m.perm.numpy()[1] = 0
+good = m.indices.clone()
+m.indices.data = torch.full_like(good, 10 ** 6)  # the same length at another address, through .data
+try:
+    m(X)
+except ValueError as exc:
+    print("refused:", exc)
+m.indices.data = good
+Y = m(X)
+m.perm.data = torch.full_like(m.perm, 10 ** 6)  # between the forward and the backward
+try:
+    Y.sum().backward()
+except ValueError as exc:
+    print("refused:", exc)
 m.t_indptr.data = torch.zeros(3, dtype=m.t_indptr.dtype)  # another length, through .data
 try:
     m(X)
@@ -352,10 +365,12 @@ def test_writes_torch_does_not_count_are_caught_before_the_kernels():
     res = subprocess.run([sys.executable, "-c", _DATA_WRITE_PROBE], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, (res.returncode, res.stdout, res.stderr[-2000:])
     lines = res.stdout.splitlines()
-    assert len(lines) == 3, res.stdout
+    assert len(lines) == 5, res.stdout
     assert lines[0].startswith("refused: pattern.indices has values outside")
     assert lines[1].startswith("refused: pattern.perm has values outside")
-    assert lines[2].startswith("refused: inconsistent pattern: ")
+    assert lines[2].startswith("refused: pattern.indices has values outside")
+    assert lines[3].startswith("refused: pattern.perm has values outside")
+    assert lines[4].startswith("refused: inconsistent pattern: ")
 
 
 def test_a_state_dict_of_another_size_loads_nothing():
