@@ -39,3 +39,21 @@ def test_kernel_table_times_the_bfloat16_rows(tmp_path):
     ratio = (bf["forward"]["logical_gbs"] * bf["forward"]["median_s"]) / (
         f32["forward"]["logical_gbs"] * f32["forward"]["median_s"])
     assert 0.5 < ratio < 1.0
+
+
+def test_compare_builds_times_two_builds_interleaved(tmp_path):
+    """bench/compare_builds.py loads another build of the extension beside the installed one (here a copy of
+    it) and times both on the same calls: same results, so similar times."""
+    import shutil
+
+    import compare_builds
+
+    from set_cy import _kernels
+
+    other = tmp_path / os.path.basename(_kernels.__file__)
+    shutil.copy(_kernels.__file__, other)
+    for gathered in ("float32", "bfloat16"):
+        rows = compare_builds.main(["--other", str(other), "--shapes", "a", "--batches", "32", "--threads", "1",
+                                    "--rounds", "2", "--repeats", "1", "--gathered", gathered])
+        assert [r["kernel"] for r in rows] == list(compare_builds.KERNELS)
+        assert all(r["other_s"] > 0 and r["this_s"] > 0 for r in rows)
