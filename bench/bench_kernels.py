@@ -119,10 +119,11 @@ def random_pattern(n_in, n_out, nnz, rng):
             "out_of_k": rows.astype(np.int32)}
 
 
-def setcy_funcs(pat, data, X, D, nt, gathered=None):
+def setcy_funcs(pat, data, X, D, nt, gathered=None, kernels=_kernels):
     """Closures running each set_cy kernel as a layer does, with preallocated outputs. ``gathered``: the
     ``(X, D)`` whose rows the products gather instead (bfloat16 copies, as with
-    ``activation_dtype="bfloat16"``); the scatter, which gathers no rows, is left out then."""
+    ``activation_dtype="bfloat16"``); the scatter, which gathers no rows, is left out then. ``kernels``:
+    the extension module to call (another build of it in ``compare_builds.py``)."""
     n_in, n_out = pat["n_in"], pat["n_out"]
     B = X.shape[1]
     Xg, Dg = gathered or (X, D)
@@ -132,12 +133,13 @@ def setcy_funcs(pat, data, X, D, nt, gathered=None):
     g = np.empty(pat["nnz"], dtype=data.dtype)
     w, v = data.copy(), np.zeros_like(data)
     ti, tj, wi, wj, perm = pat["t_indptr"], pat["t_indices"], pat["w_indptr"], pat["w_indices"], pat["perm"]
+    K = kernels
     fns = {
-        "forward": lambda: _kernels.spmm(ti, tj, data, None, Xg, y, None, nt),
-        "backward": lambda: _kernels.spmm(wi, wj, data, perm, Dg, dx, None, nt),
-        "bwd-scatter": lambda: _kernels.spmm_scatter_owned(ti, tj, data, D, dx_s, nt),
-        "sddmm": lambda: _kernels.sddmm(ti, tj, D, Xg, g, nt),
-        "sddmm+update": lambda: _kernels.sddmm_momentum_update(ti, tj, D, Xg, w, v, LR, MU, WD, False, nt),
+        "forward": lambda: K.spmm(ti, tj, data, None, Xg, y, None, nt),
+        "backward": lambda: K.spmm(wi, wj, data, perm, Dg, dx, None, nt),
+        "bwd-scatter": lambda: K.spmm_scatter_owned(ti, tj, data, D, dx_s, nt),
+        "sddmm": lambda: K.sddmm(ti, tj, D, Xg, g, nt),
+        "sddmm+update": lambda: K.sddmm_momentum_update(ti, tj, D, Xg, w, v, LR, MU, WD, False, nt),
     }
     if gathered is not None:
         del fns["bwd-scatter"]

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_info  # noqa: E402
-from bench_kernels import LR, MU, SHAPES, WD, bf16_copy, operand, random_pattern  # noqa: E402
+from bench_kernels import SHAPES, bf16_copy, operand, random_pattern, setcy_funcs  # noqa: E402
 
 from set_cy import _kernels  # noqa: E402
 
@@ -40,20 +40,6 @@ def load_other(path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod, hits[0]
-
-
-def calls(K, pat, data, X, D, Xg, Dg, nt):
-    """The kernels of one build as a layer calls them, on preallocated outputs (their own, per build)."""
-    B = X.shape[1]
-    y = np.empty((pat["n_out"], B), np.float32)
-    dx = np.empty((pat["n_in"], B), np.float32)
-    g = np.empty(pat["nnz"], np.float32)
-    w, v = data.copy(), np.zeros_like(data)
-    ti, tj, wi, wj, perm = pat["t_indptr"], pat["t_indices"], pat["w_indptr"], pat["w_indices"], pat["perm"]
-    return {"forward": lambda: K.spmm(ti, tj, data, None, Xg, y, None, nt),
-            "backward": lambda: K.spmm(wi, wj, data, perm, Dg, dx, None, nt),
-            "sddmm": lambda: K.sddmm(ti, tj, D, Xg, g, nt),
-            "sddmm+update": lambda: K.sddmm_momentum_update(ti, tj, D, Xg, w, v, LR, MU, WD, False, nt)}
 
 
 def best_round(fn, repeats):
@@ -92,10 +78,10 @@ def main(argv=None):
         for B in (int(b) for b in args.batches.split(",")):
             X = operand(rng, (n_in, B), np.float32, args)
             D = operand(rng, (n_out, B), np.float32, args)
-            Xg, Dg = (X, D) if args.gathered == "float32" else (bf16_copy(X, args), bf16_copy(D, args))
+            halves = None if args.gathered == "float32" else (bf16_copy(X, args), bf16_copy(D, args))
             for nt in (int(t) for t in args.threads.split(",")):
-                fns = {name: calls(K, pat, data, X, D, Xg, Dg, nt) for name, K in (("this", _kernels),
-                                                                                     ("other", other))}
+                fns = {name: setcy_funcs(pat, data, X, D, nt, halves, K)[0] for name, K in (("this", _kernels),
+                                                                                          ("other", other))}
                 best = {(name, k): np.inf for name in fns for k in KERNELS}
                 for _ in range(args.rounds):
                     for k in KERNELS:

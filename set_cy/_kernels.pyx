@@ -433,7 +433,7 @@ def sddmm(const index_t[::1] indptr, const index_t[::1] indices, const floating[
     cdef const index_t* p_idx = &indices[0] if indices.shape[0] > 0 else NULL
     if out_rowsum is not None and out_rowsum.shape[0] > 0:
         p_s = &out_rowsum[0]
-    _check_gathered(<const floating*>p_out, <const gathered_t*>NULL)
+    _check_gathered(<const floating*>NULL, <const gathered_t*>NULL)
     if B == 0:
         out[:] = 0
         if p_s != NULL:
@@ -475,7 +475,7 @@ def sddmm_momentum_update(const index_t[::1] indptr, const index_t[::1] indices,
     if bias is not None and bias_velocity is not None and bias.shape[0] > 0:
         p_b = &bias[0]
         p_bv = &bias_velocity[0]
-    _check_gathered(<const floating*>p_w, <const gathered_t*>NULL)
+    _check_gathered(<const floating*>NULL, <const gathered_t*>NULL)
     if n_rows == 0:
         return
     if B == 0:

@@ -419,7 +419,7 @@ class SparseNetwork:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             z = self._view(self._buffers["act"][i], layer.n_out, B)
-            layer.forward(self._gathered(i - 1, a) if i > 0 else a, z)
+            layer.forward(self._gathered(i - 1, a), z)
             if i < last:
                 thresh = int(round(self.dropout * 256)) if training else 0
                 rand = np.frombuffer(self.rng.bytes(z.size), np.uint8).reshape(z.shape) if thresh else None
@@ -450,9 +450,10 @@ class SparseNetwork:
             _kernels.to_bfloat16(z, self._gathered(i, z), self.n_threads)
 
     def _gathered(self, i, a):
-        """What the products gather from for hidden layer ``i``'s output ``a``: ``a``, or its bfloat16 copy."""
+        """What the products gather from for hidden layer ``i``'s output ``a``: ``a``, or its bfloat16 copy
+        (``i = -1``: the input batch, never rounded)."""
         act16 = self._buffers["act16"]
-        return self._view(act16[i], a.shape[0], a.shape[1]) if act16 else a
+        return self._view(act16[i], a.shape[0], a.shape[1]) if act16 and i >= 0 else a
 
     def _backward(self, xb, y, out, states, step=None, denom=None, weights=None):
         """Backward pass from the output block ``out``; returns the loss and the number of correct guesses.
@@ -509,7 +510,7 @@ class SparseNetwork:
                     _kernels.to_bfloat16(d_prev, delta_rows, self.n_threads)
                 else:
                     delta_rows = None
-            step(i, delta, self._gathered(i - 1, x_in) if i > 0 else x_in)
+            step(i, delta, self._gathered(i - 1, x_in))
             delta = d_prev
         return loss, correct
 

@@ -94,6 +94,14 @@ _CHECKED = {}
 _CHECKED_MAX = 1024
 
 
+def _checked_entry(pattern):
+    """The :data:`_CHECKED` entry of ``pattern``'s five tensors (these very objects), or None."""
+    hit = _CHECKED.get(id(pattern.indptr))
+    if hit is not None and all(ref() is t for ref, t in zip(hit[0], pattern[2:])):
+        return hit
+    return None
+
+
 def _check_pattern(pattern, transposed=True):
     """Check a pattern (its content once per version of its tensors, what memory safety needs on every call).
 
@@ -112,9 +120,8 @@ def _check_pattern(pattern, transposed=True):
     if not isinstance(pattern, SparsePattern):
         raise TypeError(f"pattern must be a SparsePattern, got {type(pattern).__name__}")
     tensors = pattern[2:]
-    hit = _CHECKED.get(id(pattern.indptr))
-    if hit is not None and all(ref() is t for ref, t in zip(hit[0], tensors)) and hit[1] == (
-            pattern.n_in, pattern.n_out, tuple(t._version for t in tensors)):
+    hit = _checked_entry(pattern)
+    if hit is not None and hit[1] == (pattern.n_in, pattern.n_out, tuple(t._version for t in tensors)):
         arrays = _checked_arrays(pattern, transposed, hit[2])
         if arrays is not None:
             return arrays
@@ -238,9 +245,8 @@ class SparseLinearFunction(torch.autograd.Function):
             raise RuntimeError("the pattern needed for gradient computation has been modified by an inplace "
                                "operation since the forward (e.g. SparseLinear.evolve): run the forward again")
         # the version counters miss writes through .numpy() or .data since the forward: the ranges are checked
-        hit = _CHECKED.get(id(pattern.indptr))
-        views = hit[2] if hit is not None and all(ref() is t for ref, t in zip(hit[0], pattern[2:])) else None
-        arrays = _checked_arrays(pattern, True, views)
+        hit = _checked_entry(pattern)
+        arrays = _checked_arrays(pattern, True, None if hit is None else hit[2])
         if arrays is None:
             raise RuntimeError("the pattern saved for backward was replaced through .data since the forward")
         indptr, indices, t_indptr, t_indices, perm = arrays
