@@ -17,6 +17,7 @@ from ._validation import check_int, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS
 from .evolution import NEW_WEIGHTS
 from .model import LR_SCALINGS
+from .sizing import check_activation_dtype, check_storage
 from .trainer import SparseMLP
 
 __all__ = ["SETClassifier"]
@@ -107,6 +108,13 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     validation_fraction : float in (0, 1), default 0.1
     n_iter_no_change : int, default 10
     tol : float >= 0, default 1e-4
+    storage : {"full", "compact"}, default "full"
+        How the layers keep their connections (see :class:`set_cy.SparseMLP`): ``"compact"`` keeps no
+        transposed index, 8 bytes less per connection, for networks that would not fit otherwise.
+    activation_dtype : {None, "bfloat16"}, default None
+        Type of the copies of the hidden activations (and gradients) that the sparse products gather
+        from (see :class:`set_cy.SparseMLP`): None trains exactly in float32; ``"bfloat16"`` reads
+        half the bytes per gathered row, for very wide layers.
 
     Attributes
     ----------
@@ -157,7 +165,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
                  batch_size="auto", learning_rate=0.01, momentum=0.9, weight_decay=2e-4, epochs=100,
                  random_state=None, n_jobs=None, verbose=0, n_estimators=3, class_weight=None, clip_norm=1.0,
                  new_weights="zeros", lr_scaling="none", prune_inputs=0.3, prune_every=5, min_inputs=200,
-                 prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
+                 prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
+                 storage="full", activation_dtype=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.zeta = zeta
@@ -184,6 +193,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
+        self.storage = storage
+        self.activation_dtype = activation_dtype
 
     # ------------------------------------------------------------------------------------------
     # parameters
@@ -275,6 +286,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             prune_every=check_int(self.prune_every, "prune_every", min_val=1),
             min_inputs=check_int(self.min_inputs, "min_inputs", min_val=1),
             prune_start=None if self.prune_start is None else check_int(self.prune_start, "prune_start", min_val=1),
+            storage=check_storage(self.storage),
+            activation_dtype=check_activation_dtype(self.activation_dtype, np.float32),
             stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
                           n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
                           tol=check_scalar(self.tol, "tol", min_val=0.0)),
@@ -307,7 +320,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     def _build(self, n_features, p):
         nets = [SparseMLP([n_features, *p["hidden"], self.classes_.size], epsilon=p["epsilon"],
                           activation=self.activation, dropout=p["dropout"], seed=seed, n_threads=p["n_threads"],
-                          lr_scaling=self.lr_scaling)
+                          lr_scaling=self.lr_scaling, storage=p["storage"], activation_dtype=p["activation_dtype"])
                 for seed in self._seeds(p["n_estimators"])]
         logger.debug("SETClassifier: %d x %r", len(nets), nets[0])
         return nets

@@ -80,7 +80,7 @@ def test_set_cy_imports_without_scikit_learn():
     ("dropout", 1.0), ("batch_size", 0), ("batch_size", 2.5), ("learning_rate", 0.0),
     ("momentum", 1.5), ("weight_decay", -1e-4), ("epochs", 0), ("epochs", True),
     ("random_state", -1), ("random_state", "seed"), ("n_jobs", 0), ("n_jobs", 1.5), ("verbose", -1),
-    ("prune_start", 0), ("prune_start", 2.5),
+    ("prune_start", 0), ("prune_start", 2.5), ("storage", "dense"), ("activation_dtype", "float16"),
 ])
 def test_bad_parameters_raise_value_error_naming_them(param, value):
     X, y = _data(n=40)
@@ -117,6 +117,24 @@ def test_fitted_attributes():
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
     assert clf.score(X, y) > 0.75  # measured 0.843 (chance: 0.33)
+
+
+def test_storage_and_activation_dtype_reach_the_networks():
+    X, y = _data()
+    ref = _small(hidden_layer_sizes=(40, 30), epochs=8).fit(X, y)
+    for storage, activation_dtype in (("compact", None), ("full", "bfloat16"), ("compact", "bfloat16")):
+        clf = _small(hidden_layer_sizes=(40, 30), epochs=8, storage=storage, activation_dtype=activation_dtype)
+        assert clf.get_params()["storage"] == storage and clf.get_params()["activation_dtype"] == activation_dtype
+        clf.fit(X, y)
+        for net in clf.networks_:
+            assert net.storage == storage and net.activation_dtype == activation_dtype
+            assert all(layer.storage == storage for layer in net.layers)
+        if activation_dtype is None:  # the same training up to the rounding of the backward product's sums
+            np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X), rtol=1e-3, atol=1e-4)
+        else:
+            assert clf.score(X, y) > ref.score(X, y) - 0.05
+    # the float32 name is exact training, as None
+    assert _small(activation_dtype="float32").fit(X, y).network_.activation_dtype is None
 
 
 def test_string_labels():
