@@ -29,7 +29,9 @@ from set_cy import _kernels, hugepages, ops  # noqa: E402
 
 # name -> (n_in, n_out, eps)
 SHAPES = {"a": (1000, 1000, 20), "b": (54675, 27000, 10), "c": (100000, 100000, 10),
-          "b_small": (5467, 2700, 10)}
+          "b_small": (5467, 2700, 10),
+          # the output layers of the 1 M- and 10 M-neuron networks: 18 rows over every input (dense)
+          "out": (315000, 18, 20), "out10": (3300000, 18, 20)}
 LR, MU, WD = 1e-4, 0.9, 1e-4
 GATHER_FULL_MAX = 1_000_000   # above this many connections the NumPy gather is timed on a subset
 GATHER_SUBSET = 250_000
@@ -104,7 +106,8 @@ def random_pattern(n_in, n_out, nnz, rng):
     exactly ``nnz`` of them (not the smallest, which would favour the first rows).
     """
     total = n_in * n_out
-    keys = np.empty(0, dtype=np.int64)
+    nnz = min(nnz, total)  # eps * (n_in + n_out) caps at dense, as in the layers (an output layer's)
+    keys = np.empty(0, dtype=np.int64) if 2 * nnz < total else rng.choice(total, nnz, replace=False)
     while keys.size < nnz:
         extra = int(1.1 * (nnz - keys.size)) + 16
         keys = np.unique(np.concatenate([keys, rng.integers(0, total, extra, dtype=np.int64)]))
@@ -253,6 +256,17 @@ def bench_config(pat, dtype, B, args, rng):
     for nt in args.threads:
         fns, outs = setcy_funcs(pat, data, X, D, nt)
         recs += [dict(kernel=k, impl="set_cy", threads=nt, note="", **timer(fn)) for k, fn in fns.items()]
+    if _kernels.chunk_rows(pat["n_out"], pat["nnz"], pat["n_in"], B * np.dtype(dtype).itemsize):
+        # long rows run chunked (see _kernels.set_chunking): the same kernels with chunking off, side by side
+        saved = _kernels.get_chunking()
+        for nt in args.threads:
+            fns, _ = setcy_funcs(pat, data, X, D, nt)
+            for k, fn in fns.items():
+                _kernels.set_chunking(saved[0], 1 << 62, saved[2])
+                try:
+                    recs.append(dict(kernel=k, impl="unchunked", threads=nt, note="", **timer(fn)))
+                finally:
+                    _kernels.set_chunking(*saved)
     if np.dtype(dtype) == np.float32:  # the same kernels gathering bfloat16 rows (activation_dtype="bfloat16")
         halves = (bf16_copy(X, args), bf16_copy(D, args))
         for nt in args.threads:
@@ -309,6 +323,8 @@ def add_speedups(recs):
         t, sp_ = r["median_s"], {}
         if r["impl"] == "bf16 rows":  # against the same kernel gathering float32 rows
             sp_["f32-rows"] = find(recs, impl="set_cy", kernel=r["kernel"], threads=r["threads"], **key)
+        elif find(recs, impl="unchunked", kernel=r["kernel"], threads=r["threads"], **key):  # chunking on / off
+            sp_["unchunked"] = find(recs, impl="unchunked", kernel=r["kernel"], threads=r["threads"], **key)
         elif r["kernel"] == "bwd-scatter":  # the compact storage's backward against the gathering one
             sp_["gather"] = find(recs, impl="set_cy", kernel="backward", threads=r["threads"], **key)
         elif r["kernel"] in PRODUCT_KERNELS:

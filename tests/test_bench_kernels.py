@@ -57,3 +57,22 @@ def test_compare_builds_times_two_builds_interleaved(tmp_path):
                                     "--rounds", "2", "--repeats", "1", "--gathered", gathered])
         assert [r["kernel"] for r in rows] == list(compare_builds.KERNELS)
         assert all(r["other_s"] > 0 and r["this_s"] > 0 for r in rows)
+
+
+def test_kernel_table_times_chunked_loops_against_unchunked(tmp_path):
+    """Where a shape's rows run chunked (see _kernels.set_chunking), each kernel is also timed with chunking off;
+    the run's correctness checks use the chunked kernels. Chunking is forced here on the small shape (a)."""
+    from set_cy import _kernels
+
+    saved = _kernels.get_chunking()
+    _kernels.set_chunking(32 * 4 * 50, 0, 0)  # chunks of 50 of the 1000 input rows at batch 32
+    try:
+        res = bench_kernels.main(["--quick", "--shapes", "a", "--batches", "32", "--dtypes", "float32", "--threads",
+                                  "1", "--target-s", "0.002", "--out", str(tmp_path / "k.json")])
+    finally:
+        _kernels.set_chunking(*saved)
+    off = {r["kernel"] for r in res["records"] if r["impl"] == "unchunked"}
+    assert off == {"forward", "backward", "bwd-scatter", "sddmm", "sddmm+update"}
+    on = [r for r in res["records"] if r["impl"] == "set_cy" and r["batch"] == 32]
+    assert len(on) == 5 and all(r["speedup"]["unchunked"] > 0 for r in on)
+    assert all(err < 1e-4 for c in res["checks"] for err in c["max_rel_err"].values())
