@@ -31,7 +31,9 @@ from set_cy import _kernels, hugepages, ops  # noqa: E402
 SHAPES = {"a": (1000, 1000, 20), "b": (54675, 27000, 10), "c": (100000, 100000, 10),
           "b_small": (5467, 2700, 10),
           # the output layers of the 1 M- and 10 M-neuron networks: 18 rows over every input (dense)
-          "out": (315000, 18, 20), "out10": (3300000, 18, 20)}
+          "out": (315000, 18, 20), "out10": (3300000, 18, 20),
+          # a hidden layer of the 10 M-neuron network (132 M connections; several GB with its operands)
+          "h10": (3300000, 3300000, 20)}
 LR, MU, WD = 1e-4, 0.9, 1e-4
 GATHER_FULL_MAX = 1_000_000   # above this many connections the NumPy gather is timed on a subset
 GATHER_SUBSET = 250_000
@@ -132,7 +134,7 @@ def setcy_funcs(pat, data, X, D, nt, gathered=None, kernels=_kernels):
     Xg, Dg = gathered or (X, D)
     y = np.empty((n_out, B), dtype=data.dtype)
     dx = np.empty((n_in, B), dtype=data.dtype)
-    dx_s = np.empty((n_in, B), dtype=data.dtype)
+    dx_s = hugepages.empty((n_in, B), dtype=data.dtype)  # scattered into at random: huge pages, as the model's
     g = np.empty(pat["nnz"], dtype=data.dtype)
     w, v = data.copy(), np.zeros_like(data)
     ti, tj, wi, wj, perm = pat["t_indptr"], pat["t_indices"], pat["w_indptr"], pat["w_indices"], pat["perm"]
