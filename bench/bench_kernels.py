@@ -316,8 +316,8 @@ def find(recs, **kw):
 
 
 def add_speedups(recs):
-    """Speed-up columns of the set_cy rows: vs best scipy / NumPy peer, torch, 1 thread, unfused; of the
-    ``bf16 rows`` ones: vs the same kernel gathering float32 rows, 1 thread."""
+    """Speed-up columns of the set_cy rows: vs best scipy / NumPy peer, torch, chunking off (where a shape runs
+    chunked), 1 thread, unfused; of the ``bf16 rows`` ones: vs the same kernel gathering float32 rows, 1 thread."""
     for r in recs:
         if r["impl"] not in ("set_cy", "bf16 rows") or r["batch"] is None:
             continue
@@ -325,8 +325,6 @@ def add_speedups(recs):
         t, sp_ = r["median_s"], {}
         if r["impl"] == "bf16 rows":  # against the same kernel gathering float32 rows
             sp_["f32-rows"] = find(recs, impl="set_cy", kernel=r["kernel"], threads=r["threads"], **key)
-        elif find(recs, impl="unchunked", kernel=r["kernel"], threads=r["threads"], **key):  # chunking on / off
-            sp_["unchunked"] = find(recs, impl="unchunked", kernel=r["kernel"], threads=r["threads"], **key)
         elif r["kernel"] == "bwd-scatter":  # the compact storage's backward against the gathering one
             sp_["gather"] = find(recs, impl="set_cy", kernel="backward", threads=r["threads"], **key)
         elif r["kernel"] in PRODUCT_KERNELS:
@@ -339,6 +337,8 @@ def add_speedups(recs):
                    find(recs, impl="set_cy", kernel="update", threads=r["threads"], shape=r["shape"],
                         dtype=r["dtype"], batch=None)]
             sp_["unfused"] = sum(unf) if None not in unf else None
+        if r["impl"] == "set_cy":  # where the shape runs chunked: the same kernel with chunking off
+            sp_["unchunked"] = find(recs, impl="unchunked", kernel=r["kernel"], threads=r["threads"], **key)
         if r["threads"] != 1:
             sp_["1thr"] = find(recs, impl=r["impl"], kernel=r["kernel"], threads=1, **key)
         r["speedup"] = {k: v / t for k, v in sp_.items() if v is not None}
