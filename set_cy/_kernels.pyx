@@ -145,9 +145,10 @@ def get_row_schedule():
 # the rows are long enough, the loops walk the operand one chunk of its rows at a time instead, every row's
 # connections into the chunk before the next chunk, so that a chunk is read from memory once and then from the
 # L2: the forward product with each thread owning a range of output rows, the SDDMM and the scatter with each
-# thread owning a range of whole chunks. Measured on the 2-core machine, 2 threads, batch 32 (bench/README.md, "Long rows"): on a dense
-# 3.3 M x 18 layer the forward product 3.4x faster, the SDDMM (alone or with the update) and the scatter
-# 2.5x-2.6x; on 315k x 18 (its 40 MB operand in the L3) the forward 1.4x, the scatter 1.2x, the SDDMM 0.8x.
+# thread owning a range of whole chunks. Measured on the 2-core machine, 2 threads, batch 32 (bench/README.md,
+# "Long rows"): on a dense 3.3 M x 18 layer the forward product 3.4x faster, the SDDMM (alone or with the
+# update) and the scatter 2.5x-2.6x; on 315k x 18 (its 40 MB operand in the L3) the forward 1.4x, the scatter
+# 1.2x, the SDDMM 0.8x.
 cdef Py_ssize_t CHUNK_BYTES = 1 << 20       # operand rows per chunk: about this many bytes (a share of the L2)
 cdef Py_ssize_t CHUNK_MIN_BYTES = 4 << 20   # operands smaller than this stay in the L2 anyway: no chunks
 cdef Py_ssize_t CHUNK_MIN_PER_ROW = 64      # the mean connections of a row in one chunk, at least
