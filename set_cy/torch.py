@@ -73,6 +73,13 @@ def _feature_major(t):
     return ft.numpy()
 
 
+def _plain_tensor(t, dtype, ndim):
+    """Whether ``t`` is a dense CPU tensor of ``dtype`` and ``ndim`` dimensions (the per-call fast path;
+    :func:`_check_tensor` says what is wrong when it is not)."""
+    return (isinstance(t, torch.Tensor) and t.dtype == dtype and t.dim() == ndim and t.is_cpu
+            and t.layout == torch.strided)
+
+
 def _check_tensor(t, name, dtype=None, ndim=None):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -156,6 +163,12 @@ def _check_arguments(X, values, bias, pattern):
     """Check the arguments of :class:`SparseLinearFunction`; return ``bias`` made contiguous and the pattern's
     arrays (see :func:`_check_pattern`)."""
     arrays = _check_pattern(pattern, transposed=False)  # the forward product reads indptr and indices
+    dtype = values.dtype if isinstance(values, torch.Tensor) else None
+    if (dtype in _FLOAT_DTYPES and _plain_tensor(values, dtype, 1) and values.is_contiguous()
+            and values.shape[0] == pattern.indices.shape[0] and _plain_tensor(X, dtype, 2)
+            and X.shape[1] == pattern.n_in and (bias is None or (_plain_tensor(bias, dtype, 1)
+                                                 and bias.shape[0] == pattern.n_out and bias.is_contiguous()))):
+        return bias, arrays  # the usual case, in one expression; otherwise the checks below say what is wrong
     _check_tensor(values, "values", ndim=1)
     if values.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"values must be float32 or float64, got {values.dtype}")
@@ -220,15 +233,17 @@ class SparseLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, X, values, bias, pattern, n_threads):
         bias, (indptr, indices, *_) = _check_arguments(X, values, bias, pattern)
-        n_threads = check_int(n_threads, "n_threads", min_val=1, max_val=MAX_THREADS)
-        Xf = _feature_major(X)
+        if type(n_threads) is not int or not 0 < n_threads <= MAX_THREADS:
+            n_threads = check_int(n_threads, "n_threads", min_val=1, max_val=MAX_THREADS)
+        Xt = X.detach().t()
+        view = Xt.is_contiguous()
+        Xf = (Xt if view else Xt.contiguous()).numpy()
         v = _np(values)
         out = np.empty((pattern.n_out, Xf.shape[1]), dtype=v.dtype)
         _kernels.spmm(indptr, indices, v, None, Xf, out, None if bias is None else _np(bias), n_threads)
         # saved as a (batch, n_in) tensor whose transpose is Xf: X itself when Xf is a view of it (so
         # autograd sees in-place changes of X), else the feature-major copy
-        X_saved = X if X.detach().t().is_contiguous() else torch.from_numpy(Xf).t()
-        ctx.save_for_backward(X_saved, values)
+        ctx.save_for_backward(X if view else torch.from_numpy(Xf).t(), values)
         # the pattern's tensors are inputs that need no gradient: kept with their version counters (checked
         # in the backward as save_for_backward would) rather than saved and unpacked
         ctx.pattern, ctx.versions = pattern, tuple(t._version for t in pattern[2:])
