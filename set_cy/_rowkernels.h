@@ -177,6 +177,19 @@ SETCY_INLINE uint16_t setcy_bf16_round(float f)
     default: break;                                                                                        \
     }
 
+/* switch over the common wider batches: FN(PRE..., B, POST...) with B = 16, 32, 64 or 128 as a compile-time
+ * constant (FN always inlined), else falls through. The SDDMM's dot products unroll and address the gathered
+ * rows with a constant stride only then; the products' rows get the same from their blocks of SETCY_CH_*. */
+#define SETCY_EXPAND(...) __VA_ARGS__
+#define SETCY_WIDE_B_SWITCH(B, FN, PRE, POST)                                                              \
+    switch (B) {                                                                                           \
+    case 16: FN(SETCY_EXPAND PRE, 16, SETCY_EXPAND POST); return;                                          \
+    case 32: FN(SETCY_EXPAND PRE, 32, SETCY_EXPAND POST); return;                                          \
+    case 64: FN(SETCY_EXPAND PRE, 64, SETCY_EXPAND POST); return;                                          \
+    case 128: FN(SETCY_EXPAND PRE, 128, SETCY_EXPAND POST); return;                                        \
+    default: break;                                                                                        \
+    }
+
 #define SETCY_SMALL_SWITCH_1(B, FN, ARGS) SETCY_SMALL_B_SWITCH(B, FN, ARGS)
 #define SETCY_SMALL_SWITCH_0(B, FN, ARGS)
 
@@ -287,32 +300,53 @@ SETCY_INLINE void setcy_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RES
     setcy_dot4_##SUF(a, x[0], x[1], x[2], x[3], B, s);                                                    \
 }                                                                                                          \
                                                                                                            \
-/* g[k] = <A_row[0:B], X[idx[k], 0:B]> for k in [start, end). */                                           \
-SETCY_CLONES static void setcy_sddmm_row_##SUF(                                                            \
-    const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end,              \
-    const XV *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT g)                                         \
+/* g[k] = <A_row[0:B], X[idx[k], 0:B]> for k in [start, end), four at a time. */                             \
+SETCY_INLINE void setcy_sddmm_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,         \
+    ptrdiff_t start, ptrdiff_t end, const XV *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT g)        \
 {                                                                                                          \
     ptrdiff_t k;                                                                                           \
     int j;                                                                                                 \
     V s[4];                                                                                                \
-    SETCY_SMALL_SWITCH_##SMALL(B, setcy_sddmm_loop_##SUF##_b, (a, idx, start, end, X, g))                  \
     for (k = start; k < end; k += 4) {                                                                     \
         setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
         for (j = 0; j < 4 && k + j < end; j++) g[k + j] = s[j];                                            \
     }                                                                                                      \
 }                                                                                                          \
+SETCY_CLONES static void setcy_sddmm_row_##SUF(                                                            \
+    const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end,              \
+    const XV *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT g)                                         \
+{                                                                                                          \
+    SETCY_SMALL_SWITCH_##SMALL(B, setcy_sddmm_loop_##SUF##_b, (a, idx, start, end, X, g))                  \
+    SETCY_WIDE_B_SWITCH(B, setcy_sddmm_dots_##SUF, (a, idx, start, end, X), (g))                            \
+    setcy_sddmm_dots_##SUF(a, idx, start, end, X, B, g);                                                   \
+}                                                                                                          \
                                                                                                            \
 /* The same gradient, consumed at once by the momentum update (no gradient buffer):                      \
  * v = mu*v - lr*(g + wd*w);  w += v            (heavy ball)                                             \
  * v = mu*v - lr*(g + wd*w);  w += mu*v - lr*(g + wd*w)   (Nesterov)                                       */\
+SETCY_INLINE void setcy_update_dots_##SUF(const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx,        \
+    ptrdiff_t start, ptrdiff_t end, const XV *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT w,        \
+    V *SETCY_RESTRICT v, V lr, V mu, V wd, int nesterov)                                                   \
+{                                                                                                          \
+    ptrdiff_t k;                                                                                           \
+    int j;                                                                                                 \
+    V s[4];                                                                                                \
+    for (k = start; k < end; k += 4) {                                                                     \
+        setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
+        for (j = 0; j < 4 && k + j < end; j++) {                                                           \
+            const V step = lr * (s[j] + wd * w[k + j]);                                                    \
+            const V vk = mu * v[k + j] - step;                                                             \
+            v[k + j] = vk;                                                                                 \
+            w[k + j] += nesterov ? (mu * vk - step) : vk;                                                  \
+        }                                                                                                  \
+    }                                                                                                      \
+}                                                                                                          \
 SETCY_CLONES static void setcy_sddmm_update_row_##SUF(                                                     \
     const V *SETCY_RESTRICT a, const I *SETCY_RESTRICT idx, ptrdiff_t start, ptrdiff_t end,              \
     const XV *SETCY_RESTRICT X, ptrdiff_t B, V *SETCY_RESTRICT w, V *SETCY_RESTRICT v,                   \
     V lr, V mu, V wd, int nesterov)                                                                        \
 {                                                                                                          \
     ptrdiff_t k;                                                                                           \
-    int j;                                                                                                 \
-    V s[4];                                                                                                \
     if (setcy_zero_row_##ZSUF(a, B)) {  /* zero gradient: no gathers, the same arithmetic as with g = 0 */   \
         for (k = start; k < end; k++) {                                                                    \
             const V step = lr * (wd * w[k]);                                                               \
@@ -323,15 +357,8 @@ SETCY_CLONES static void setcy_sddmm_update_row_##SUF(                          
         return;                                                                                            \
     }                                                                                                      \
     SETCY_SMALL_SWITCH_##SMALL(B, setcy_update_loop_##SUF##_b, (a, idx, start, end, X, w, v, lr, mu, wd, nesterov))\
-    for (k = start; k < end; k += 4) {                                                                     \
-        setcy_dots_##SUF(a, idx, k, end, X, B, s);                                                         \
-        for (j = 0; j < 4 && k + j < end; j++) {                                                           \
-            const V step = lr * (s[j] + wd * w[k + j]);                                                    \
-            const V vk = mu * v[k + j] - step;                                                             \
-            v[k + j] = vk;                                                                                 \
-            w[k + j] += nesterov ? (mu * vk - step) : vk;                                                  \
-        }                                                                                                  \
-    }                                                                                                      \
+    SETCY_WIDE_B_SWITCH(B, setcy_update_dots_##SUF, (a, idx, start, end, X), (w, v, lr, mu, wd, nesterov))  \
+    setcy_update_dots_##SUF(a, idx, start, end, X, B, w, v, lr, mu, wd, nesterov);                        \
 }
 
 #define SETCY_DEFINE_SCATTER(V, I, SUF)                                                                    \

@@ -9,7 +9,7 @@ from set_cy import _kernels, ops
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
 @pytest.mark.parametrize("nesterov", [False, True])
-@pytest.mark.parametrize("batch", [1, 5, 70, 130])
+@pytest.mark.parametrize("batch", [1, 5, 16, 32, 64, 70, 128, 130])  # 16, 32, 64, 128: compiled-in widths
 def test_fused_sddmm_update_equals_unfused(dtype, index_dtype, nesterov, batch):
     # layer stored as CSR of W^T: rows = outputs, A = dY (n_out x batch), X = inputs (n_in x batch)
     Wt = random_csr(23, 31, 0.3, dtype, index_dtype, seed=batch, empty_rows=(4,))
@@ -52,7 +52,7 @@ def test_transpose_pattern_and_permuted_product(index_dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
-@pytest.mark.parametrize("batch", [0, 1, 7, 33, 130])
+@pytest.mark.parametrize("batch", [0, 1, 7, 16, 32, 33, 64, 128, 130])
 def test_sddmm_row_sums_in_the_same_pass(dtype, index_dtype, batch):
     """``out_rowsum`` gets the bias gradient ``A.sum(1)`` of every row (empty ones too), with or without ``out``."""
     Wt = random_csr(41, 29, 0.2, dtype, index_dtype, seed=batch, empty_rows=(0, 5, 40))
