@@ -179,7 +179,7 @@ SETCY_INLINE uint16_t setcy_bf16_round(float f)
 
 /* switch over the common wider batches: FN(PRE..., B, POST...) with B = 16, 32, 64 or 128 as a compile-time
  * constant (FN always inlined), else falls through. The SDDMM's dot products unroll and address the gathered
- * rows with a constant stride only then; the products' rows get the same from their blocks of SETCY_CH_*. */
+ * rows with a constant stride only then (the products unroll through their blocks of SETCY_CH_* columns). */
 #define SETCY_EXPAND(...) __VA_ARGS__
 #define SETCY_WIDE_B_SWITCH(B, FN, PRE, POST)                                                              \
     switch (B) {                                                                                           \
