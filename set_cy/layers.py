@@ -86,13 +86,16 @@ class SparseLayer:
         The arrays were built or checked by set_cy itself: skip the checks.
     name : str, default "layer"
         Prefix of the arrays' names in error messages (``"layer0"`` names ``layer0_indices``).
+    use_bias : bool, default True
+        False: the layer adds no bias (its ``bias`` stays zero and is never updated), as the linear
+        path of a network, whose outputs share the output layer's bias.
     """
 
     TRANSPOSE = ("t_indptr", "t_indices", "perm")
 
     def __init__(self, n_in, n_out, indptr, indices, data, *, bias=None, velocity=None, bias_velocity=None,
                  t_indptr=None, t_indices=None, perm=None, init="he_uniform", n_threads=1, trusted=False,
-                 name="layer", storage="full"):
+                 name="layer", storage="full", use_bias=True):
         transpose = (t_indptr, t_indices, perm)
         given = [a is not None for a in transpose]
         if any(given) and not all(given):
@@ -127,6 +130,7 @@ class SparseLayer:
         self.n_threads = n_threads
         self.lr_scale = 1.0  # multiplies the learning rate of this layer (see SparseNetwork's lr_scaling)
         self.storage = storage
+        self.use_bias = bool(use_bias)
         if all(given):
             self.t_indptr, self.t_indices, self.perm = transpose
         else:
@@ -134,13 +138,14 @@ class SparseLayer:
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def random(cls, n_in, n_out, nnz, rng, *, init="he_uniform", dtype=np.float32, n_threads=1, storage="full"):
+    def random(cls, n_in, n_out, nnz, rng, *, init="he_uniform", dtype=np.float32, n_threads=1, storage="full",
+               use_bias=True):
         """Erdős–Rényi layer: exactly ``nnz`` distinct connections at uniformly random positions."""
         idx = index_dtype_for(n_in, n_out, nnz)
         indptr, indices = draw_free_positions(rng, n_out, n_in, nnz, index_dtype=idx, n_threads=n_threads)
         data = init_values(rng, init, nnz, n_in, n_out, nnz, dtype)
         return cls(n_in, n_out, indptr, indices, data, init=init, n_threads=n_threads, trusted=True,
-                   storage=storage)
+                   storage=storage, use_bias=use_bias)
 
     @classmethod
     def from_scipy(cls, W, *, bias=None, init="he_uniform", n_threads=1):
@@ -201,7 +206,8 @@ class SparseLayer:
     # feature-major compute; buffers are C-contiguous (features, batch) and owned by the caller
     def forward(self, X, out):
         """``out = W^T X + bias`` for inputs ``X`` (n_in, B) into ``out`` (n_out, B)."""
-        _kernels.spmm(self.indptr, self.indices, self.data, None, X, out, self.bias, self.n_threads)
+        _kernels.spmm(self.indptr, self.indices, self.data, None, X, out, self.bias if self.use_bias else None,
+                      self.n_threads)
 
     def gathers_backward(self, batch, scratch=True):
         """Whether :meth:`backward_input` gathers rows of ``dY`` (walks the transposed index) at this batch."""
@@ -235,7 +241,9 @@ class SparseLayer:
             out = np.empty_like(self.data)
         if out_bias is None:
             out_bias = np.empty(self.n_out, dtype=self.dtype)
-        _kernels.sddmm(self.indptr, self.indices, dY, X, out, self.n_threads, out_bias)
+        _kernels.sddmm(self.indptr, self.indices, dY, X, out, self.n_threads, out_bias if self.use_bias else None)
+        if not self.use_bias:
+            out_bias[:] = 0
         return out, out_bias
 
     def apply_gradient(self, grad, grad_bias, lr, momentum, weight_decay, nesterov=False, part=None):
@@ -253,7 +261,8 @@ class SparseLayer:
             return
         _kernels.momentum_update(self.data, self.velocity, grad, scaled, momentum, weight_decay, nesterov,
                                  self.n_threads)
-        self.apply_bias_gradient(grad_bias, lr, momentum, nesterov)
+        if self.use_bias:
+            self.apply_bias_gradient(grad_bias, lr, momentum, nesterov)
 
     def part_range(self, part):
         """Connections ``lo:hi`` of part ``k`` of ``n_parts`` equal ranges, ``part = (k, n_parts)``."""
@@ -269,7 +278,8 @@ class SparseLayer:
         """Gradient and momentum step in one pass over the connections (no gradient buffer)."""
         _kernels.sddmm_momentum_update(self.indptr, self.indices, dY, X, self.data, self.velocity, lr * self.lr_scale,
                                        momentum,
-                                       weight_decay, nesterov, self.n_threads, self.bias, self.bias_velocity)
+                                       weight_decay, nesterov, self.n_threads, *((self.bias, self.bias_velocity)
+                                                                                 if self.use_bias else ()))
 
     # ------------------------------------------------------------------------------------------
     def evolve(self, zeta, rng, *, criterion="signed", new_weights="init", inputs=None):

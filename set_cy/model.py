@@ -81,11 +81,20 @@ class SparseNetwork:
         outputs and the loss stay float32. The batch buffers take ``2 * batch`` more bytes per hidden
         neuron (:func:`set_cy.sizing.estimate_memory` counts them). ``bench/README.md`` has its speed
         and accuracy against exact training.
+    linear_path : bool, default False
+        Add a linear model beside the hidden layers ("wide and deep"): a sparse layer from the inputs
+        straight to the outputs, whose products are added to the output layer's before the softmax
+        (:attr:`linear_layer`; no bias of its own). It gets ``epsilon * (n_in + n_out)`` connections
+        (at most all ``n_in * n_out``: dense for few classes), starts at zero, and is trained, rewired
+        by :meth:`evolve` and pruned with the inputs like the other layers; input strength counts its
+        connections too. So the network can represent a (sparse) logistic regression on its inputs.
+        Needs at least one hidden layer and ``backend="openmp"``.
     """
 
     def __init__(self, layer_sizes, *, epsilon=20, activation="relu", dropout=0.3, init="he_uniform",
                  dtype="float32", seed=None, n_threads=None, loss="cross_entropy", allocation="er",
-                 activation_alpha=None, lr_scaling="none", storage="full", activation_dtype=None, _layers=None):
+                 activation_alpha=None, lr_scaling="none", storage="full", activation_dtype=None, linear_path=False,
+                 _layers=None, _linear=None):
         sizes = [int(s) for s in layer_sizes] if not isinstance(layer_sizes, (str, bytes)) else None
         if sizes is None or len(sizes) < 2 or any(s < 1 for s in sizes) or \
                 any(not float(s).is_integer() for s in layer_sizes):
@@ -113,6 +122,11 @@ class SparseNetwork:
         self.lr_scaling = lr_scaling
         self.storage = check_storage(storage)
         self.activation_dtype = check_activation_dtype(activation_dtype, self.dtype)
+        if not isinstance(linear_path, (bool, np.bool_)):
+            raise ValueError(f"linear_path must be a bool, got {linear_path!r}")
+        if linear_path and len(sizes) < 3:
+            raise ValueError("linear_path needs at least one hidden layer (without one the network is linear)")
+        self.linear_path = bool(linear_path)
         self.n_threads = resolve_n_threads(n_threads)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -135,14 +149,32 @@ class SparseNetwork:
             self.layers = [SparseLayer.random(a, b, k, self.rng, init=init, dtype=self.dtype,
                                               n_threads=self.n_threads, storage=self.storage)
                            for a, b, k in zip(sizes[:-1], sizes[1:], nnz)]
+        # the linear path: its input gradient is never needed, so it keeps no transposed index ("compact")
+        self.linear_layer = None
+        if _linear is not None:  # from_layers, which checked it
+            if not self.linear_path:
+                raise ValueError("a linear layer was given but linear_path is False")
+            self.linear_layer = _linear
+            _linear.n_threads = self.n_threads
+        elif self.linear_path:
+            if _layers is not None:
+                raise ValueError("linear_path=True over existing layers needs the linear layer (from_layers' linear=)")
+            k = allocate_connections([sizes[0], sizes[-1]], self.epsilon)[0]
+            self.linear_layer = SparseLayer.random(sizes[0], sizes[-1], k, self.rng, init="zeros", dtype=self.dtype,
+                                                   n_threads=self.n_threads, storage="compact", use_bias=False)
         # "fan_in": one SGD step moves a neuron's input by about lr * fan_in * E[a^2] * delta, so a layer
         # whose neurons have more than FAN_IN_REF inputs learns proportionally slower (plain SGD lets
         # the dense 315k-input output layer of the 1M-neuron network blow up: loss 72 after an epoch).
         for layer in self.layers:
             layer.lr_scale = min(1.0, FAN_IN_REF / layer.fan_in) if lr_scaling == "fan_in" else 1.0
 
+    @property
+    def trained_layers(self):
+        """Every layer with trainable connections: :attr:`layers`, then the linear layer if there is one."""
+        return self.layers + ([self.linear_layer] if self.linear_layer is not None else [])
+
     @classmethod
-    def from_layers(cls, layers, *, n_threads=None, **config):
+    def from_layers(cls, layers, *, n_threads=None, linear=None, **config):
         """The one way to make a network over existing layers (loading, the parallel engines' replicas).
 
         The layers are used as they are (no copies): their arrays were checked when each
@@ -155,6 +187,9 @@ class SparseNetwork:
             Consecutive layers: each one's ``n_out`` is the next one's ``n_in``.
         n_threads : int or None
             Threads of the network and of every layer.
+        linear : SparseLayer, optional
+            The linear path (``linear_path=True``): ``n_in`` inputs to ``n_out`` outputs of the
+            network, ``storage="compact"``, ``use_bias=False``.
         **config
             The other parameters of the constructor; ``layer_sizes`` may be given and must then match
             the layers.
@@ -177,7 +212,15 @@ class SparseNetwork:
         bad = [i for i, layer in enumerate(layers) if layer.dtype != dtype]
         if bad:
             raise ValueError(f"layers {bad} are not {dtype} (the network's dtype)")
-        return cls(sizes, n_threads=n_threads, _layers=layers, **config)
+        if linear is not None:
+            if not isinstance(linear, SparseLayer):
+                raise TypeError("linear must be a SparseLayer")
+            if (linear.n_in, linear.n_out) != (sizes[0], sizes[-1]):
+                raise ValueError(f"the linear layer is {linear.n_in} -> {linear.n_out}, the network "
+                                 f"{sizes[0]} -> {sizes[-1]}")
+            if linear.dtype != dtype or linear.storage != "compact" or linear.use_bias:
+                raise ValueError(f"the linear layer must be {dtype}, storage='compact', use_bias=False")
+        return cls(sizes, n_threads=n_threads, _layers=layers, _linear=linear, **config)
 
     # ------------------------------------------------------------------------------------------
     # inspection
@@ -188,12 +231,13 @@ class SparseNetwork:
 
     @property
     def n_parameters(self):
-        """Stored connections plus biases."""
-        return int(sum(layer.nnz + layer.n_out for layer in self.layers))
+        """Stored connections plus biases (the linear path has none)."""
+        return int(sum(layer.nnz + layer.n_out * layer.use_bias for layer in self.trained_layers))
 
     @property
     def n_connections(self):
-        return int(sum(layer.nnz for layer in self.layers))
+        """Stored connections of every layer, the linear path's included."""
+        return int(sum(layer.nnz for layer in self.trained_layers))
 
     @property
     def densities(self):
@@ -209,11 +253,17 @@ class SparseNetwork:
         return [layer.bias.copy() for layer in self.layers]
 
     @property
+    def linear_weights(self):
+        """Weights of the linear path as a ``scipy.sparse.csr_array`` ``(n_in, n_out)`` (a copy), or None."""
+        return None if self.linear_layer is None else self.linear_layer.to_scipy()
+
+    @property
     def nbytes(self):
-        return int(sum(layer.nbytes for layer in self.layers))
+        return int(sum(layer.nbytes for layer in self.trained_layers))
 
     def input_strength(self, normalize=False):
-        """Strength of each input neuron: the sum of ``|w|`` over its connections in the first layer.
+        """Strength of each input neuron: the sum of ``|w|`` over its connections in the first layer
+        (and in the linear path, when the network has one).
 
         After SET training, strong inputs are the features the network relies on (QuickSelection's
         feature ranking); ``np.argsort(-strength)[:k]`` selects ``k`` features.
@@ -227,8 +277,10 @@ class SparseNetwork:
         -------
         ndarray of float64, shape (n_features,)
         """
-        layer = self.layers[0]
-        s = np.bincount(layer.indices, weights=np.abs(layer.data), minlength=layer.n_in).astype(np.float64)
+        s = np.zeros(self.layer_sizes[0], np.float64)
+        for layer in (self.layers[0], self.linear_layer):
+            if layer is not None:
+                s += np.bincount(layer.indices, weights=np.abs(layer.data), minlength=layer.n_in)
         if self.input_mask_ is not None:
             s[~self.input_mask_] = 0.0  # pruned inputs: their connections see zeros
         if normalize:
@@ -291,7 +343,9 @@ class SparseNetwork:
         mask = np.zeros(self.layer_sizes[0], dtype=bool)
         mask[kept] = True
         self._set_input_mask(mask)
-        self.layers[0].evolve(0.0, self.rng, new_weights=new_weights, inputs=kept)
+        for layer in (self.layers[0], self.linear_layer):
+            if layer is not None:
+                layer.evolve(0.0, self.rng, new_weights=new_weights, inputs=kept)
         return int(active.size - n_keep)
 
     def input_degree(self):
@@ -301,7 +355,7 @@ class SparseNetwork:
 
     def set_n_threads(self, n_threads):
         self.n_threads = resolve_n_threads(n_threads)
-        for layer in self.layers:
+        for layer in self.trained_layers:
             layer.n_threads = self.n_threads
 
     def __repr__(self):
@@ -376,6 +430,8 @@ class SparseNetwork:
             # bfloat16 copies that the products gather from (activation_dtype="bfloat16"): one per hidden
             # layer's activations, one for the hidden delta that the next backward product reads
             "act16": [], "delta16": None,
+            # the linear path's outputs, added to the output layer's
+            "linear": hugepages.empty(sizes[-1] * batch, self.dtype) if self.linear_layer is not None else None,
         }
         if self.activation_dtype == "bfloat16" and len(sizes) > 2:
             self._buffers["act16"] = [hugepages.empty(s * batch, np.uint16) for s in sizes[1:-1]]
@@ -420,6 +476,10 @@ class SparseNetwork:
         for i, layer in enumerate(self.layers):
             z = self._view(self._buffers["act"][i], layer.n_out, B)
             layer.forward(self._gathered(i - 1, a), z)
+            if i == last and self.linear_layer is not None:
+                lin = self._view(self._buffers["linear"], layer.n_out, B)
+                self.linear_layer.forward(xb, lin)
+                z += lin
             if i < last:
                 thresh = int(round(self.dropout * 256)) if training else 0
                 rand = np.frombuffer(self.rng.bytes(z.size), np.uint8).reshape(z.shape) if thresh else None
@@ -460,7 +520,8 @@ class SparseNetwork:
 
         ``step(layer_index, dY, X_in)`` consumes each layer's output gradient (already divided by
         ``denom``, the batch size by default: the mean over the batch) before the layer below is
-        processed, after the layer's input gradient has been computed from the current weights. A
+        processed, after the layer's input gradient has been computed from the current weights;
+        ``layer_index`` indexes :attr:`trained_layers` (the linear path, last, comes first). A
         data-parallel worker passes the size of the whole batch, so that the workers' gradients add
         up to the batch mean. The returned loss is the mean over ``out``'s columns either way.
         ``weights`` (one per sample, e.g. class weights) multiply each sample's loss and gradient.
@@ -481,6 +542,8 @@ class SparseNetwork:
         loss = float(np.mean(per_sample, dtype=np.float64))
         out *= out.dtype.type(1.0 / (B if denom is None else denom))  # the mean over the batch: the only division
         delta = out
+        if self.linear_layer is not None:
+            step(len(self.layers), delta, xb)
         delta_rows = None  # the bfloat16 copy of a hidden delta, when the products gather from one
         flip = 0
         for i in range(len(self.layers) - 1, -1, -1):
@@ -534,16 +597,16 @@ class SparseNetwork:
         weights = None if class_weight is None else class_weight[yb]
         if clip_norm is None:
             def step(i, dY, x_in):
-                self.layers[i].fused_update(dY, x_in, learning_rate, momentum, weight_decay, nesterov)
+                self.trained_layers[i].fused_update(dY, x_in, learning_rate, momentum, weight_decay, nesterov)
 
             return self._backward(xb, yb, out, states, step, weights=weights)
         grads = self._buffers.get("grads")
         if grads is None:
             grads = self._buffers["grads"] = [(np.empty_like(layer.data), np.empty_like(layer.bias))
-                                              for layer in self.layers]
+                                              for layer in self.trained_layers]
 
         def keep(i, dY, x_in):
-            self.layers[i].gradient(dY, x_in, *grads[i])
+            self.trained_layers[i].gradient(dY, x_in, *grads[i])
 
         loss, correct = self._backward(xb, yb, out, states, keep, weights=weights)
         sq = sum(float(np.einsum("i,i->", g, g, dtype=np.float64)) + float(np.einsum("i,i->", gb, gb, dtype=np.float64))
@@ -552,7 +615,7 @@ class SparseNetwork:
         if not np.isfinite(norm):
             return loss, correct
         scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
-        for layer, (g, gb) in zip(self.layers, grads):
+        for layer, (g, gb) in zip(self.trained_layers, grads):
             if scale < 1.0:
                 g *= g.dtype.type(scale)
                 gb *= gb.dtype.type(scale)
@@ -574,12 +637,13 @@ class SparseNetwork:
         -------
         loss : float
         grads : list of (ndarray (nnz,), ndarray (n_out,))
-            Gradient of the values, in each layer's storage order (CSR of W^T), and of the biases.
+            Gradient of the values, in each layer's storage order (CSR of W^T), and of the biases, per
+            layer of :attr:`trained_layers` (the linear path last; its bias gradient is zero).
         """
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
         rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-        grads = [(np.empty_like(layer.data), np.empty_like(layer.bias)) for layer in self.layers]
+        grads = [(np.empty_like(layer.data), np.empty_like(layer.bias)) for layer in self.trained_layers]
         loss, _ = self.gradients_into(X, y, rows, grads, training=training)
         return loss, grads
 
@@ -608,7 +672,7 @@ class SparseNetwork:
         res, states = self._forward(xb, training=training)
 
         def step(i, dY, x_in):
-            self.layers[i].gradient(dY, x_in, *out[i])
+            self.trained_layers[i].gradient(dY, x_in, *out[i])
 
         return self._backward(xb, y[rows], res, states, step, denom=denom)
 
@@ -663,7 +727,8 @@ class SparseNetwork:
         Returns
         -------
         list of int
-            Connections replaced per layer.
+            Connections replaced per layer (then in the linear path, when the network has one; it
+            evolves with the hidden layers, whatever ``evolve_output``).
 
         Notes
         -----
@@ -675,9 +740,13 @@ class SparseNetwork:
         self._release_buffers()
         n = len(self.layers) if evolve_output else len(self.layers) - 1
         inputs = None if self.input_mask_ is None else self.active_inputs()
-        return [layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights,
-                             inputs=inputs if i == 0 else None)
-                if i < n else 0 for i, layer in enumerate(self.layers)]
+        replaced = [layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights,
+                                 inputs=inputs if i == 0 else None)
+                    if i < n else 0 for i, layer in enumerate(self.layers)]
+        if self.linear_layer is not None:
+            replaced.append(self.linear_layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights,
+                                                     inputs=inputs))
+        return replaced
 
     # ------------------------------------------------------------------------------------------
     # persistence
@@ -685,7 +754,8 @@ class SparseNetwork:
         return dict(layer_sizes=self.layer_sizes, epsilon=self.epsilon, activation=self.activation,
                     dropout=self.dropout, init=self.init, dtype=self.dtype.name, seed=self.seed,
                     loss=self.loss, allocation=self.allocation, activation_alpha=self.activation_alpha,
-                    lr_scaling=self.lr_scaling, storage=self.storage, activation_dtype=self.activation_dtype)
+                    lr_scaling=self.lr_scaling, storage=self.storage, activation_dtype=self.activation_dtype,
+                    linear_path=self.linear_path)
 
     def _extra_state(self):
         """JSON-serialisable state of subclasses (training progress); saved with the model."""
@@ -696,7 +766,10 @@ class SparseNetwork:
         self.meta_ = dict(state.get("meta", {}))
 
     def _extra_arrays(self):
-        return {}
+        """Arrays saved beside the layers: the linear path's, as ``linear_<name>``."""
+        if self.linear_layer is None:
+            return {}
+        return {f"linear_{name}": getattr(self.linear_layer, name) for name in LAYER_ARRAYS}
 
     def _set_extra_arrays(self, arrays):
         pass
@@ -734,7 +807,19 @@ class SparseNetwork:
                     raise ValueError(f"layer{i}_data has dtype {arrays['data'].dtype}, expected {dtype}")
                 layers.append(SparseLayer(a, b, **arrays, init=cfg.get("init"), n_threads=nt, name=f"layer{i}",
                                           storage=cfg.get("storage", "full")))
-            model = cls.from_layers(layers, n_threads=nt, **cfg)
+            linear = None
+            if cfg.get("linear_path"):
+                extra = state["extra_arrays"]
+                missing = [f"extra_linear_{name}" for name in LAYER_ARRAYS if f"linear_{name}" not in extra]
+                if missing:
+                    raise ValueError(f"linear_path is set but the arrays {missing} are missing")
+                sizes = cfg["layer_sizes"]
+                arrays = {name: extra.pop(f"linear_{name}") for name in LAYER_ARRAYS}
+                linear = SparseLayer(sizes[0], sizes[-1], **arrays, init="zeros", n_threads=nt, name="extra_linear",
+                                     storage="compact", use_bias=False)
+                if linear.data.dtype != dtype:
+                    raise ValueError(f"extra_linear_data has dtype {linear.data.dtype}, expected {dtype}")
+            model = cls.from_layers(layers, n_threads=nt, linear=linear, **cfg)
             if state["input_mask"] is not None:
                 model._set_input_mask(state["input_mask"])
             model.rng.bit_generator.state = state["rng_state"]

@@ -179,9 +179,10 @@ class SparseMLP(SparseNetwork):
         self.train_state_ = ts
 
     def _extra_arrays(self):
+        arrays = super()._extra_arrays()
         if self.train_state_ is not None and self.train_state_.get("order") is not None:
-            return {"order": self.train_state_["order"]}
-        return {}
+            arrays["order"] = self.train_state_["order"]
+        return arrays
 
     def _set_extra_arrays(self, arrays):
         if self.train_state_ is not None and "order" in arrays:
@@ -278,7 +279,7 @@ class SparseMLP(SparseNetwork):
         tol : float, default 1e-4
 
         The options ``clip_norm``, ``class_weight`` and input pruning (and a network whose inputs were
-        pruned, or one with ``storage="compact"``) need ``backend="openmp"``.
+        pruned, one with ``storage="compact"`` or with a linear path) need ``backend="openmp"``.
 
         Returns
         -------
@@ -308,6 +309,7 @@ class SparseMLP(SparseNetwork):
             used = [name for name, on in (("clip_norm", clip_norm is not None), ("class_weight", cw is not None),
                                           ("prune_inputs", prune_inputs > 0),
                                           ("storage='compact'", self.storage == "compact"),
+                                          ("linear_path", self.linear_layer is not None),
                                           ("a network with pruned inputs", self.input_mask_ is not None)) if on]
             if used:
                 raise ValueError(f"{', '.join(used)} need backend='openmp', got backend={backend!r}")
@@ -394,12 +396,12 @@ class SparseMLP(SparseNetwork):
     def _snapshot(self):
         """Copies of every layer's arrays and of the input mask (for early stopping)."""
         mask = None if self.input_mask_ is None else self.input_mask_.copy()
-        return [{k: v.copy() for k, v in layer.arrays().items()} for layer in self.layers], mask
+        return [{k: v.copy() for k, v in layer.arrays().items()} for layer in self.trained_layers], mask
 
     def _restore(self, snapshot):
         """Put back a :meth:`_snapshot` in place (the arrays keep their identity: engines may share them)."""
         layers, mask = snapshot
-        for layer, arrays in zip(self.layers, layers):
+        for layer, arrays in zip(self.trained_layers, layers):
             for k, v in arrays.items():
                 getattr(layer, k)[...] = v
         self._set_input_mask(mask)

@@ -21,7 +21,7 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real datasets not fo
 def _fd_check(model, X, y, h=1e-6):
     _, grads = model.compute_gradients(X, y)
     worst = 0.0
-    for li, layer in enumerate(model.layers):
+    for li, layer in enumerate(model.trained_layers):
         for arr, gi in ((layer.data, 0), (layer.bias, 1)):
             for k in range(arr.size):
                 old = arr[k]
