@@ -1,4 +1,5 @@
-"""Accuracy of SET-MLP against a tuned two-phase pipeline (feature selection, then a classifier).
+"""Accuracy of SET-MLP against the baselines users run: single-phase models on all features and a tuned
+two-phase pipeline (feature selection, then a classifier).
 
 Data: the scikit-feature sets ALLAML, GLIOMA, colon, leukemia, lymphoma, lung_small, Arcene and
 Madelon, all samples (the loader's train/test split joined back), unstandardized.
@@ -20,13 +21,20 @@ says "upper bound"):
   of (X, y), mutual information with a fixed ``random_state``, so that each (data, score function)
   is computed once per training split, not once per grid point; the cache does not change any
   result (the searches run in this process, ``n_jobs=None``).
+- Single-phase comparators on all features, each tuned with ``GridSearchCV`` on the same inner
+  folds (:func:`single_phase_searches`): ``logreg``, ``Pipeline([StandardScaler,
+  LogisticRegression(max_iter=2000)])`` (L2) over C in {0.001, 0.01, 0.1, 1}; ``linear_svm``, the
+  same with ``LinearSVC(max_iter=5000)``; ``random_forest``, 500 trees, ``max_features`` in
+  {"sqrt", 0.1}.
+- ``best_comparator``: on each outer fold, the comparator (two-phase or single-phase) with the
+  best inner-fold score, the one a careful user would deploy; its outer test accuracy.
 - ``set_mlp``: :class:`set_cy.SETClassifier` in ``Pipeline([StandardScaler, SETClassifier])``,
-  tuned with ``GridSearchCV`` on the same inner folds over ``--set-grid`` (default ``min_inputs``
-  in {10, 200}, the floor of the input pruning, tuned as ``k`` is for the two-phase pipeline; never
-  more grid points than the two-phase grid). Every other parameter is SETClassifier's own default, the library's
-  recommended recipe, except ``random_state``, ``n_jobs`` (``--threads``), ``hidden_layer_sizes``
-  (``--hidden``) and, only when given, ``epochs`` and ``batch_size`` (``--set-params`` adds fixed
-  parameters, for experiments only).
+  tuned with ``GridSearchCV`` on the same inner folds over ``--set-grid`` (default: no input
+  pruning, or pruning down to ``min_inputs`` 10 or 200, 3 points, as ``k`` is tuned for the
+  two-phase pipeline; never more grid points than the two-phase grid). Every other parameter is
+  SETClassifier's own default, the library's recommended recipe, except ``random_state`` and
+  ``n_jobs`` (``--threads``), and, only when given, ``hidden_layer_sizes`` (``--hidden``),
+  ``epochs`` and ``batch_size`` (``--set-params`` adds fixed parameters, for experiments only).
 - ``static_sparse``, an ablation: the SET-MLP pipeline with the grid point chosen for SET-MLP on
   that fold, but ``zeta=0`` and ``prune_inputs=0`` (the topology never changes), fitted on the
   outer training part.
@@ -37,6 +45,10 @@ says "upper bound"):
 - Embedded ranking (side result): the top-50 features (capped) of the fitted SET-MLP by
   ``feature_importances_`` (input strength), then each classifier fitted on them; beside it
   f_classif's top-50 with the same classifiers (these are the upper-bound fits at k = 50).
+- Ranking stability: the top-50 features of each outer fold by ``feature_importances_``, by
+  f_classif and by L1 logistic regression (liblinear, C = 1, the sum of ``|coef|`` over the
+  classes) are stored (``top``); the table gives the mean Kuncheva index (and mean Jaccard index)
+  over every pair of outer folds (all seeds): 1 means the same genes on every resample.
 - ``--reuse``: the two-phase search, the upper-bound fits and f_classif's embedded row do not
   depend on SETClassifier, and the outer and inner splits only on (seed, fold, ``--folds``,
   ``--inner-folds``): a run that changes only SET-MLP can copy them, per (seed, fold), from
@@ -54,7 +66,7 @@ features takes most of them (``--mi-jobs`` runs it in several processes, same re
 
 Statistics: the accuracy of every method on every (seed, fold) is stored. The table gives the
 accuracy pooled over the folds of each seed (correct test predictions / samples), mean ± std over
-the seeds. SET-MLP is compared with ``two_phase`` and with ``static_sparse`` by the corrected
+the seeds. SET-MLP is compared with every comparator, ``best_comparator`` and ``static_sparse`` by the corrected
 resampled t-test of Nadeau & Bengio (2003) on the J = seeds x folds paired differences of fold
 accuracy: t = mean / sqrt((1/J + n_test/n_train) * var), var with ddof 1, Student t with J - 1
 degrees of freedom, two-sided p. Verdict: "win" (mean difference > 0, p < 0.05), "loss" (< 0,
@@ -64,11 +76,12 @@ Output: one JSON file, rewritten after every data set: ``command``, ``commit``, 
 ``loadavg_start``/``loadavg_end``, ``seconds``, ``args``, ``grid_sizes``, ``set_fixed_params`` and
 ``results``, one record per data set with its shape, ``ks``, ``grid_sizes``, ``seconds``,
 ``lr_sweep`` (learning_rate, nonfinite, final_loss), ``score_cache`` (score functions computed and
-reused), ``tests`` (``set_mlp-two_phase``, ``set_mlp-static_sparse``: mean_diff, t, p, J, verdict)
-and ``folds``: per (seed, fold) ``n_train``, ``n_test``, the chosen ``params`` and ``inner_score`` of
-``two_phase`` and ``set_mlp``, ``seconds`` per method and ``accuracy`` of ``set_mlp``,
-``two_phase``, ``static_sparse``, ``upper/<score function>/k=<k>/<classifier>`` and
-``embedded/<set|f_classif>/<classifier>``.
+reused), ``tests`` (``set_mlp-<comparator>``, ``set_mlp-best_comparator``, ``set_mlp-static_sparse``:
+mean_diff, t, p, J, verdict), ``stability`` and ``folds``: per (seed, fold) ``n_train``, ``n_test``,
+the chosen ``params`` and ``inner_score`` of ``two_phase``, each single-phase comparator and
+``set_mlp``, ``best_comparator`` (its name), ``top`` (the top-50 of each ranking), ``seconds`` per
+method and ``accuracy`` of ``set_mlp``, every comparator, ``best_comparator``, ``static_sparse``,
+``upper/<score function>/k=<k>/<classifier>`` and ``embedded/<set|f_classif>/<classifier>``.
 
 Examples
 --------
@@ -101,7 +114,15 @@ LR_SWEEP = (0.001, 0.005, 0.01, 0.02, 0.05)
 MI_RANDOM_STATE = 0
 ALPHA = 0.05
 TARGET_SECONDS = 600  # per small data set, 2 cores, default settings
-DEFAULT_SET_GRID = "min_inputs=10,200"
+# no input pruning (the default), or pruning down to 10 or 200 inputs: 3 points (logistic regression's C: 4)
+DEFAULT_SET_GRID = "prune_inputs=0|prune_inputs=0.3;min_inputs=10,200"
+SINGLE_PHASE_C = (0.001, 0.01, 0.1, 1.0)
+# every comparator of SET-MLP; the "best comparator" of an outer fold is the one of best inner score
+COMPARATORS = ("two_phase", "logreg", "linear_svm", "random_forest")
+COMPARATOR_LABELS = {"two_phase": "tuned two-phase", "logreg": "L2 logistic regression",
+                     "linear_svm": "linear SVM", "random_forest": "random forest",
+                     "best_comparator": "best comparator (inner folds)", "static_sparse": "static sparse"}
+RANKINGS = ("set", "f_classif", "l1_logreg")  # top-EMBEDDED_K feature sets whose stability is measured
 
 
 # ------------------------------------------------------------------------------------------------
@@ -122,7 +143,8 @@ def parse_args(argv=None):
                         f"look like ints, else floats; None and words as given) "
                         f"(default '{DEFAULT_SET_GRID}'; '' with --quick: "
                         "one point, the library defaults)")
-    p.add_argument("--hidden", default="200,200", help="hidden_layer_sizes of SETClassifier")
+    p.add_argument("--hidden", default=None,
+                   help="hidden_layer_sizes of SETClassifier, e.g. '200,200' (default: SETClassifier's default)")
     p.add_argument("--epochs", type=int, default=None,
                    help="SETClassifier epochs (default: SETClassifier's default; 20 with --quick)")
     p.add_argument("--batch-size", type=int, default=None, help="SETClassifier batch_size (default: its default)")
@@ -168,7 +190,8 @@ def parse_args(argv=None):
         a.set_grid = "" if a.quick else DEFAULT_SET_GRID
     a.set_grid = parse_grid(a.set_grid)
     a.set_params = parse_params(a.set_params)
-    a.hidden = [int(h) for h in a.hidden.split(",") if h.strip()]
+    if a.hidden is not None:
+        a.hidden = [int(h) for h in a.hidden.split(",") if h.strip()]
     a.out = a.out or os.path.join(HERE, "results", "accuracy_quick.json" if a.quick else "accuracy.json")
     return a
 
@@ -185,12 +208,20 @@ def parse_value(text):
 
 
 def parse_grid(text):
-    """``'learning_rate=0.005,0.02;min_inputs=20,200'`` -> ``{name: [values]}``; ``''`` -> ``{}`` (one point)."""
-    grid = {}
-    for part in filter(str.strip, text.split(";")):
-        name, values = part.split("=", 1)
-        grid[name.strip()] = [parse_value(v) for v in values.split(",")]
-    return grid
+    """A grid as ``GridSearchCV`` takes it: a list of ``{name: [values]}``, one per ``|``-separated part.
+
+    ``'learning_rate=0.005,0.02;min_inputs=20,200'`` -> ``[{learning_rate: [...], min_inputs: [...]}]`` (4
+    points); ``'prune_inputs=0|min_inputs=10,200'`` -> two sub-grids (3 points); ``''`` -> ``[{}]`` (one
+    point: the defaults).
+    """
+    grids = []
+    for alternative in text.split("|"):
+        grid = {}
+        for part in filter(str.strip, alternative.split(";")):
+            name, values = part.split("=", 1)
+            grid[name.strip()] = [parse_value(v) for v in values.split(",")]
+        grids.append(grid)
+    return grids
 
 
 def parse_params(text):
@@ -203,7 +234,14 @@ def parse_params(text):
 
 
 def grid_size(grid):
-    return math.prod(len(v) for v in grid.values())
+    """Points of a grid: a dict of value lists, or a list of them (GridSearchCV's forms)."""
+    grids = grid if isinstance(grid, list) else [grid]
+    return sum(math.prod(len(v) for v in g.values()) for g in grids)
+
+
+def grid_names(grid):
+    """Every parameter name of a list of sub-grids."""
+    return {name for g in grid for name in g}
 
 
 def two_phase_grid_size(ks):
@@ -220,7 +258,7 @@ def unknown_set_params(names):
 def check_set_args(args):
     """Names of --set-grid and --set-params must be SETClassifier parameters; the SET grid must not
     be larger than the two-phase grid. Returns an error message or None."""
-    unknown = unknown_set_params(set(args.set_grid) | set(args.set_params))
+    unknown = unknown_set_params(grid_names(args.set_grid) | set(args.set_params))
     if unknown:
         return f"not SETClassifier parameters: {unknown}"
     if grid_size(args.set_grid) > two_phase_grid_size(KS):
@@ -317,13 +355,93 @@ def classifier_name(clf):
 
 def set_fixed_params(args):
     """SETClassifier parameters fixed by the command line (everything else: its defaults)."""
-    params = dict(hidden_layer_sizes=tuple(args.hidden), n_jobs=args.threads)
+    params = dict(n_jobs=args.threads)
+    if args.hidden is not None:
+        params["hidden_layer_sizes"] = tuple(args.hidden)
     if args.epochs is not None:
         params["epochs"] = args.epochs
     if args.batch_size is not None:
         params["batch_size"] = args.batch_size
     params.update(args.set_params)
     return params
+
+
+def single_phase_searches(random_state, inner_cv):
+    """The single-phase comparators on all features, each a ``GridSearchCV`` on the inner folds.
+
+    ``logreg``: ``Pipeline(StandardScaler, LogisticRegression(max_iter=2000))`` (L2) over ``C``;
+    ``linear_svm``: ``Pipeline(StandardScaler, LinearSVC(max_iter=5000))`` over ``C``; both with
+    ``C`` in ``SINGLE_PHASE_C`` (4 points). ``random_forest``: ``RandomForestClassifier(500 trees)``
+    with ``max_features`` in {"sqrt", 0.1} (2 points; no scaling, trees do not need it).
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    def search(model, grid):
+        return GridSearchCV(model, grid, scoring="accuracy", cv=inner_cv, error_score="raise")
+
+    return {
+        "logreg": search(Pipeline([("scale", StandardScaler()),
+                                   ("clf", LogisticRegression(max_iter=2000))]), {"clf__C": list(SINGLE_PHASE_C)}),
+        "linear_svm": search(Pipeline([("scale", StandardScaler()),
+                                       ("clf", LinearSVC(max_iter=5000, random_state=random_state))]),
+                             {"clf__C": list(SINGLE_PHASE_C)}),
+        "random_forest": search(RandomForestClassifier(n_estimators=500, random_state=random_state, n_jobs=1),
+                                {"max_features": ["sqrt", 0.1]}),
+    }
+
+
+def single_phase_grid_sizes():
+    return {name: grid_size(s.param_grid) for name, s in single_phase_searches(0, 2).items()}
+
+
+def top_features(scores, k):
+    """Indices of the ``k`` largest ``scores`` (NaN lowest; ties by index), sorted."""
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    return np.sort(np.argsort(-scores, kind="stable")[:k]).tolist()
+
+
+def l1_ranking(Xs_tr, ytr, random_state):
+    """Feature scores of L1 logistic regression (liblinear, C=1) on the scaled training part: the sum of
+    ``|coef|`` over the classes."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    # scikit-learn 1.8 names the L1 penalty l1_ratio=1 ("penalty" is deprecated there); older ones need penalty="l1"
+    new = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 8)
+    l1 = dict(l1_ratio=1.0) if new else dict(penalty="l1")
+    clf = LogisticRegression(**l1, solver="liblinear", C=1.0, random_state=random_state).fit(Xs_tr, ytr)
+    return np.abs(clf.coef_).sum(axis=0)
+
+
+def kuncheva(sets, n_features):
+    """Mean Kuncheva consistency index of every pair of equal-size feature sets (1: identical, ~0: chance)."""
+    k = len(sets[0])
+    if not 0 < k < n_features or len(sets) < 2:
+        return math.nan
+    vals = [(len(set(a) & set(b)) * n_features - k * k) / (k * (n_features - k))
+            for i, a in enumerate(sets) for b in sets[i + 1:]]
+    return float(np.mean(vals))
+
+
+def jaccard(sets):
+    """Mean Jaccard index of every pair of feature sets."""
+    vals = [len(set(a) & set(b)) / len(set(a) | set(b)) for i, a in enumerate(sets) for b in sets[i + 1:]]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def stability(ds):
+    """``{ranking: {"kuncheva": ..., "jaccard": ...}}`` of the top-``EMBEDDED_K`` sets over all outer folds."""
+    out = {}
+    for name in RANKINGS:
+        sets = [f["top"][name] for f in ds["folds"] if "top" in f]
+        if sets:
+            out[name] = dict(kuncheva=kuncheva(sets, ds["n_features"]), jaccard=jaccard(sets))
+    return out
 
 
 def two_phase_search(ks, random_state, inner_cv, mi_jobs):
@@ -349,10 +467,11 @@ def set_pipeline(fixed, random_state):
 
 
 def set_search(fixed, set_grid, random_state, inner_cv):
-    """GridSearchCV of scaler -> SETClassifier over ``set_grid`` (``{}``: one point, the defaults)."""
+    """GridSearchCV of scaler -> SETClassifier over ``set_grid`` (a list of sub-grids; ``[{}]``: one point,
+    the defaults)."""
     from sklearn.model_selection import GridSearchCV
 
-    grid = {f"set__{name}": values for name, values in set_grid.items()}
+    grid = [{f"set__{name}": values for name, values in g.items()} for g in set_grid]
     return GridSearchCV(set_pipeline(fixed, random_state), grid, scoring="accuracy", cv=inner_cv, error_score="raise")
 
 
@@ -451,6 +570,15 @@ def run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold, reused=None):
     else:
         acc["two_phase"] = reused["accuracy"]["two_phase"]
         two_phase = reused["two_phase"]
+    single = {}
+    for name, search in single_phase_searches(rs, inner_cv).items():
+        search.fit(Xtr, ytr)
+        acc[name] = float(search.score(Xte, yte))
+        single[name] = chosen(search)
+        lap(name)
+    inner = {"two_phase": two_phase, **single}
+    best = max(COMPARATORS, key=lambda c: inner[c]["inner_score"])  # ties: the earlier in COMPARATORS
+    acc["best_comparator"] = acc[best]
     sm = set_search(set_fixed_params(args), args.set_grid, rs, inner_cv).fit(Xtr, ytr)
     acc["set_mlp"] = float(sm.score(Xte, yte))
     lap("set_mlp")
@@ -465,11 +593,15 @@ def run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold, reused=None):
     else:
         upper = {k: v for k, v in reused["accuracy"].items() if k.startswith("upper/")}
     k = min(EMBEDDED_K, Xtr.shape[1])
-    acc.update(embedded_ranking(sm.best_estimator_.named_steps["set"], Xs_tr, ytr, Xs_te, yte, k, rs, upper))
+    set_model = sm.best_estimator_.named_steps["set"]
+    acc.update(embedded_ranking(set_model, Xs_tr, ytr, Xs_te, yte, k, rs, upper))
     acc.update(upper)
+    top = dict(set=top_features(set_model.feature_importances_, k),
+               f_classif=top_features(CachedScore.scores(CachedScore("f_classif")(Xs_tr, ytr)), k),
+               l1_logreg=top_features(l1_ranking(Xs_tr, ytr, rs), k))
     lap("embedded")
     rec = dict(seed=seed, fold=fold, n_train=int(ytr.size), n_test=int(yte.size), accuracy=acc,
-               two_phase=two_phase, set_mlp=chosen(sm), seconds=secs)
+               two_phase=two_phase, set_mlp=chosen(sm), best_comparator=best, top=top, seconds=secs, **single)
     if reused is not None:
         rec["reused_seconds"] = reused.get("reused_seconds") or {k: reused["seconds"][k]
                                                                  for k in ("two_phase", "upper_bound")}
@@ -509,7 +641,8 @@ def run_dataset(name, args, log):
     out = dict(dataset=name, n_samples=int(X.shape[0]), n_features=int(X.shape[1]), n_classes=int(y.max()) + 1,
                class_counts=np.bincount(y).tolist(), ks=ks, n_folds=args.folds, inner_folds=args.inner_folds,
                seeds=list(range(args.seeds)),
-               grid_sizes=dict(two_phase=two_phase_grid_size(ks), set_mlp=grid_size(args.set_grid)),
+               grid_sizes=dict(two_phase=two_phase_grid_size(ks), **single_phase_grid_sizes(),
+                               set_mlp=grid_size(args.set_grid)),
                lr_sweep=None, folds=[])
     reused, out["reused_from"] = load_reused(args.reuse, name, args, ks, X.shape[0], X.shape[1])
     t0 = time.perf_counter()
@@ -550,7 +683,8 @@ def run_dataset(name, args, log):
     out["score_cache"] = cache
     _CACHE_STATS.update(cache)
     out["tests"] = {f"set_mlp-{other}": corrected_ttest(out, "set_mlp", other)
-                    for other in ("two_phase", "static_sparse")}
+                    for other in (*COMPARATORS, "best_comparator", "static_sparse")}
+    out["stability"] = stability(out)
     log(f"{name}: {out['seconds']:.0f} s (target <= {TARGET_SECONDS} s per small set on 2 cores with the "
         f"default settings); score functions computed {_CACHE_STATS['computed']}, reused {_CACHE_STATS['reused']}")
     return out
@@ -652,16 +786,34 @@ def best_upper(ds):
     return f"{sel}+{clf} {k}", *stats_[key]
 
 
+def has(ds, key):
+    """Whether every fold of a data set record holds an accuracy for ``key`` (older files lack some)."""
+    return all(key in f["accuracy"] for f in ds["folds"])
+
+
 def main_table(results):
-    head = ["data set (n x d, classes)", "SET-MLP", "tuned two-phase", "static sparse",
-            "best-in-hindsight, upper bound", "SET-MLP vs tuned two-phase", "SET-MLP vs static", "seconds"]
+    """Accuracy of SET-MLP, its static ablation and every comparator (mean ± std over the seeds)."""
+    keys = ["set_mlp", "static_sparse", *COMPARATORS, "best_comparator"]
+    head = ["data set (n x d, classes)", "SET-MLP"] + [COMPARATOR_LABELS[k] for k in keys[1:]] + [
+        "best-in-hindsight, upper bound", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ds in results:
         name, m, s = best_upper(ds)
-        row = [f"{ds['dataset']} ({ds['n_samples']} x {ds['n_features']}, {ds['n_classes']})",
-               cell(mean_std(ds, "set_mlp")), cell(mean_std(ds, "two_phase")), cell(mean_std(ds, "static_sparse")),
-               f"{m:.3f} ± {s:.3f} ({name})", test_cell(ds["tests"]["set_mlp-two_phase"]),
-               test_cell(ds["tests"]["set_mlp-static_sparse"]), seconds_cell(ds)]
+        row = [f"{ds['dataset']} ({ds['n_samples']} x {ds['n_features']}, {ds['n_classes']})"]
+        row += [cell(mean_std(ds, k)) if has(ds, k) else "-" for k in keys]
+        row += [f"{m:.3f} ± {s:.3f} ({name})", seconds_cell(ds)]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def tests_table(results):
+    """SET-MLP against each comparator and the static network: corrected resampled t-tests."""
+    others = [*COMPARATORS, "best_comparator", "static_sparse"]
+    head = ["data set"] + [f"SET-MLP vs {COMPARATOR_LABELS[k]}" for k in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ds in results:
+        row = [ds["dataset"]] + [test_cell(ds["tests"][f"set_mlp-{k}"]) if f"set_mlp-{k}" in ds["tests"] else "-"
+                                 for k in others]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -689,6 +841,18 @@ def embedded_table(results):
     return lines
 
 
+def ranking_stability_table(results):
+    """Kuncheva index (and mean Jaccard) of each ranking's top-``EMBEDDED_K`` over the outer folds."""
+    labels = {"set": "feature_importances_", "f_classif": "f_classif", "l1_logreg": "L1 logistic regression"}
+    head = ["data set"] + [f"{labels[r]}: Kuncheva (Jaccard)" for r in RANKINGS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ds in results:
+        st = ds.get("stability") or stability(ds)
+        lines.append("| " + " | ".join([ds["dataset"]] + [
+            f"{st[r]['kuncheva']:.3f} ({st[r]['jaccard']:.3f})" if r in st else "-" for r in RANKINGS]) + " |")
+    return lines
+
+
 def stability_table(results):
     lines = ["| data set | lr sweep: non-finite fits | non-finite at learning rates |", "|---|---|---|"]
     for ds in results:
@@ -704,23 +868,32 @@ def stability_table(results):
 def summary(results):
     n = len(results)
     lines = []
-    for other, label in (("two_phase", "tuned two-phase"), ("static_sparse", "static sparse")):
-        verdicts = [ds["tests"][f"set_mlp-{other}"]["verdict"] for ds in results]
-        lines.append(f"SET-MLP vs {label}: {verdicts.count('win')} wins, "
-                     f"{sum(v.startswith('tie') for v in verdicts)} ties, {verdicts.count('loss')} losses of {n} "
-                     f"(corrected resampled t-test, p < {ALPHA})")
-    ge = sum(mean_std(ds, "set_mlp")[0] >= mean_std(ds, "two_phase")[0] for ds in results)
-    lines.append(f"SET-MLP mean >= tuned two-phase mean on {ge} of {n} sets")
-    means = {k: np.mean([mean_std(ds, k)[0] for ds in results]) for k in ("set_mlp", "two_phase", "static_sparse")}
-    lines.append(f"mean accuracy over the {n} sets: SET-MLP {means['set_mlp']:.3f}, tuned two-phase "
-                 f"{means['two_phase']:.3f}, static sparse {means['static_sparse']:.3f}")
+    for other in (*COMPARATORS, "best_comparator", "static_sparse"):
+        sets = [ds for ds in results if f"set_mlp-{other}" in ds["tests"]]
+        if not sets:
+            continue
+        verdicts = [ds["tests"][f"set_mlp-{other}"]["verdict"] for ds in sets]
+        ge = sum(mean_std(ds, "set_mlp")[0] >= mean_std(ds, other)[0] for ds in sets)
+        lines.append(f"SET-MLP vs {COMPARATOR_LABELS[other]}: {verdicts.count('win')} wins, "
+                     f"{sum(v.startswith('tie') for v in verdicts)} ties, {verdicts.count('loss')} losses of "
+                     f"{len(sets)} (corrected resampled t-test, p < {ALPHA}); mean >= on {ge} of {len(sets)}")
+    keys = [k for k in ("set_mlp", *COMPARATORS, "best_comparator", "static_sparse")
+            if all(has(ds, k) for ds in results)]
+    means = {k: np.mean([mean_std(ds, k)[0] for ds in results]) for k in keys}
+    lines.append(f"mean accuracy over the {n} sets: " + ", ".join(
+        f"{COMPARATOR_LABELS.get(k, 'SET-MLP')} {v:.3f}" for k, v in means.items()))
+    stab = [st for st in (ds.get("stability") or stability(ds) for ds in results) if st.keys() >= {"set", "f_classif"}]
+    if stab:
+        ge = sum(st["set"]["kuncheva"] >= st["f_classif"]["kuncheva"] for st in stab)
+        both = stab
+        lines.append(f"top-{EMBEDDED_K} stability (Kuncheva): feature_importances_ >= f_classif on {ge} of {len(both)}")
     return lines
 
 
 def tables(results):
-    """Markdown: main comparison, embedded ranking, stability; then the summary lines."""
-    return "\n".join(main_table(results) + [""] + embedded_table(results) + [""] + stability_table(results)
-                     + [""] + summary(results))
+    """Markdown: accuracy, tests, embedded ranking, ranking stability, lr sweep; then the summary lines."""
+    return "\n".join(main_table(results) + [""] + tests_table(results) + [""] + embedded_table(results) + [""]
+                     + ranking_stability_table(results) + [""] + stability_table(results) + [""] + summary(results))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -792,14 +965,15 @@ def main(argv=None):
         return 2
     warnings.filterwarnings("ignore", category=UserWarning)  # few-member classes in StratifiedKFold, constant features
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
-    sizes = dict(two_phase=two_phase_grid_size(KS), set_mlp=grid_size(args.set_grid))
+    sizes = dict(two_phase=two_phase_grid_size(KS), **single_phase_grid_sizes(), set_mlp=grid_size(args.set_grid))
     info = machine_info()
     load_start = load_average()
     t0 = time.perf_counter()
     print(f"# {info['cpu']}, {info['cores']} cores; load {load_start}; commit {git_commit()}; seeds {args.seeds}, "
           f"folds {args.folds}, inner folds {args.inner_folds}, threads {args.threads} (SETClassifier and every "
           f"BLAS/OpenMP pool)\n# grid sizes: two-phase {sizes['two_phase']}, "
-          f"SET-MLP {sizes['set_mlp']} ({args.set_grid or 'library defaults'}); SETClassifier fixed "
+          f"SET-MLP {sizes['set_mlp']} ({args.set_grid if grid_names(args.set_grid) else 'library defaults'}); "
+          f"SETClassifier fixed "
           f"{set_fixed_params(args)}, everything else its defaults", flush=True)
     results = []
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

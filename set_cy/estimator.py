@@ -39,7 +39,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    hidden_layer_sizes : int or sequence of int, default (100,)
+    hidden_layer_sizes : int or sequence of int, default (200, 200)
         Neurons of each hidden layer; ``()`` gives a single sparse layer from inputs to classes.
     epsilon : float, default 20
         Sparsity level: a layer gets ``epsilon * (n_in + n_out)`` connections (at most all
@@ -85,12 +85,15 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         Values of the connections grown by evolution: zero, or drawn like the initial ones.
     lr_scaling : {"none", "fan_in"}, default "none"
         Per-layer learning-rate scaling (see :class:`set_cy.SparseMLP`).
-    prune_inputs : float in [0, 1), default 0.3
+    prune_inputs : float in [0, 1), default 0
         Feature selection inside the network: every ``prune_every`` epochs the fraction
         ``prune_inputs`` of the inputs still in use, the weakest by strength, are switched off and
-        their first-layer connections moved to the others, down to ``min_inputs`` inputs (see
-        :meth:`set_cy.SparseMLP.prune_inputs`). The number of connections does not change. 0 turns
-        it off.
+        their first-layer (and linear-path) connections moved to the others, down to ``min_inputs``
+        inputs (see :meth:`set_cy.SparseMLP.prune_inputs`). The number of connections does not
+        change. 0 (the default) turns it off: with the linear path, keeping every gene was better on
+        the microarray sets (bench/README.md); data whose signal lives in a few features want it
+        (Madelon: ``prune_inputs=0.3, min_inputs=10``). Tune it with ``min_inputs`` as
+        ``bench/bench_accuracy.py`` does.
     prune_every : int, default 5
     prune_start : int >= 1 or None, default None
         Epochs trained before the first pruning step (None: ``prune_every``); then one every
@@ -98,7 +101,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     min_inputs : int, default 200
         The fewest inputs pruning keeps (all of them when there are fewer). Tune it like ``k`` of
         ``SelectKBest``: data whose signal lives in a handful of features want a low floor (Madelon, 20
-        relevant features of 500: 10), microarrays the default (bench/README.md).
+        relevant features of 500: 10).
     early_stopping : bool, default False
         :meth:`fit` holds out a stratified ``validation_fraction`` of the training data, stops when
         its accuracy has not improved by more than ``tol`` for ``n_iter_no_change`` epochs and keeps
@@ -115,6 +118,12 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         Type of the copies of the hidden activations (and gradients) that the sparse products gather
         from (see :class:`set_cy.SparseMLP`): None trains exactly in float32; ``"bfloat16"`` reads
         half the bytes per gathered row, for very wide layers.
+    linear_path : bool, default True
+        Add a linear model beside the hidden layers: sparse connections from the inputs straight to
+        the outputs, starting at zero, trained, rewired and pruned with the rest (see
+        :class:`set_cy.SparseMLP`), so the network contains a (sparse) logistic regression on the genes
+        it keeps. ``feature_importances_`` counts their weights too. Ignored with
+        ``hidden_layer_sizes=()`` (that network is linear already).
 
     Attributes
     ----------
@@ -161,12 +170,12 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     True
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), *, epsilon=20, zeta=0.3, activation="relu", dropout=0.3,
+    def __init__(self, hidden_layer_sizes=(200, 200), *, epsilon=20, zeta=0.3, activation="relu", dropout=0.3,
                  batch_size="auto", learning_rate=0.01, momentum=0.9, weight_decay=2e-4, epochs=100,
                  random_state=None, n_jobs=None, verbose=0, n_estimators=3, class_weight=None, clip_norm=1.0,
-                 new_weights="zeros", lr_scaling="none", prune_inputs=0.3, prune_every=5, min_inputs=200,
+                 new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
-                 storage="full", activation_dtype=None):
+                 storage="full", activation_dtype=None, linear_path=True):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.zeta = zeta
@@ -195,6 +204,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.storage = storage
         self.activation_dtype = activation_dtype
+        self.linear_path = linear_path
 
     # ------------------------------------------------------------------------------------------
     # parameters
@@ -263,8 +273,9 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
         prune = check_scalar(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
-        if not isinstance(self.early_stopping, (bool, np.bool_)):
-            raise ValueError(f"early_stopping must be a bool, got {self.early_stopping!r}")
+        for name in ("early_stopping", "linear_path"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         fraction = check_scalar(self.validation_fraction, "validation_fraction", min_val=0.0, max_val=1.0,
                                 include_min=False, include_max=False)
         return dict(
@@ -320,7 +331,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     def _build(self, n_features, p):
         nets = [SparseMLP([n_features, *p["hidden"], self.classes_.size], epsilon=p["epsilon"],
                           activation=self.activation, dropout=p["dropout"], seed=seed, n_threads=p["n_threads"],
-                          lr_scaling=self.lr_scaling, storage=p["storage"], activation_dtype=p["activation_dtype"])
+                          lr_scaling=self.lr_scaling, storage=p["storage"], activation_dtype=p["activation_dtype"],
+                          linear_path=bool(self.linear_path) and bool(p["hidden"]))
                 for seed in self._seeds(p["n_estimators"])]
         logger.debug("SETClassifier: %d x %r", len(nets), nets[0])
         return nets
@@ -384,8 +396,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         shuffled. So ``k`` calls on the same data give the network that ``fit`` with ``epochs=k``
         gives, and the returned network has always just been trained. The architecture parameters
         (``hidden_layer_sizes``, ``epsilon``, ``activation``, ``dropout``, ``random_state``,
-        ``n_estimators``, ``lr_scaling``) take effect at the first call; the training parameters and ``n_jobs`` are
-        read at every call.
+        ``n_estimators``, ``lr_scaling``, ``linear_path``) take effect at the first call; the training
+        parameters and ``n_jobs`` are read at every call.
 
         Parameters
         ----------

@@ -85,3 +85,38 @@ def test_compare_table_pairs_the_common_folds():
     assert len(lines) == 4  # header, rule, x, mean (only_after has no pair)
     assert lines[2].startswith("| x | 4 | 0.500 | 0.650 |")
     assert lines[3] == "| mean of the 1 | | 0.500 | 0.650 | +0.150 |"
+
+
+def test_stability_indices_by_hand():
+    a, b, c = [0, 1, 2, 3], [0, 1, 2, 4], [5, 6, 7, 8]
+    # Kuncheva: (r * d - k^2) / (k * (d - k)), d = 20 features, k = 4
+    assert ba.kuncheva([a, b], 20) == pytest.approx((3 * 20 - 16) / (4 * 16))
+    assert ba.kuncheva([a, a, a], 20) == pytest.approx(1.0)
+    assert ba.kuncheva([a, b, c], 20) == pytest.approx(np.mean([(3 * 20 - 16) / 64, -16 / 64, -16 / 64]))
+    assert ba.jaccard([a, b, c]) == pytest.approx(np.mean([3 / 5, 0.0, 0.0]))
+    assert ba.top_features([0.1, np.nan, 3.0, 2.0, 3.0], 3) == [2, 3, 4]  # NaN lowest
+
+
+def test_quick_run_has_every_comparator_and_the_best_one_chosen_on_inner_folds(tmp_path, monkeypatch):
+    import json
+
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=60, n_features=30, n_informative=5, random_state=0)
+    monkeypatch.setattr(ba, "load_full", lambda name: (X.astype(np.float32), y))
+    out = str(tmp_path / "a.json")
+    assert ba.main(["--quick", "--datasets", "colon", "--epochs", "3", "--no-lr-sweep", "--out", out]) == 0
+    ds = json.load(open(out))["results"][0]
+    assert ds["grid_sizes"]["logreg"] == ds["grid_sizes"]["linear_svm"] == 4
+    for f in ds["folds"]:
+        inner = {c: f[c]["inner_score"] for c in ba.COMPARATORS}
+        best = f["best_comparator"]
+        assert inner[best] == max(inner.values())
+        assert f["accuracy"]["best_comparator"] == f["accuracy"][best]
+        assert f["logreg"]["params"]["C"] in ba.SINGLE_PHASE_C
+        assert all(len(f["top"][r]) == 30 for r in ba.RANKINGS)  # k = min(50, 30 features)
+    assert set(ds["tests"]) == {f"set_mlp-{k}" for k in (*ba.COMPARATORS, "best_comparator", "static_sparse")}
+    assert set(ds["stability"]) == set(ba.RANKINGS)
+    text = ba.tables([ds])
+    assert "L2 logistic regression" in text and "SET-MLP vs best comparator (inner folds)" in text
+    assert "top-50 stability (Kuncheva): feature_importances_ >= f_classif on" in text

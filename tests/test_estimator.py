@@ -47,6 +47,7 @@ def _small(**kw):
     SETClassifier(n_jobs=1),
     SETClassifier(hidden_layer_sizes=(24, 16), activation="tanh", epsilon=4, zeta=0.0, batch_size=8,
                   epochs=30, n_jobs=1),
+    SETClassifier(hidden_layer_sizes=(16,), linear_path=True, epsilon=4, n_estimators=1, n_jobs=1),
 ])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
@@ -81,6 +82,7 @@ def test_set_cy_imports_without_scikit_learn():
     ("momentum", 1.5), ("weight_decay", -1e-4), ("epochs", 0), ("epochs", True),
     ("random_state", -1), ("random_state", "seed"), ("n_jobs", 0), ("n_jobs", 1.5), ("verbose", -1),
     ("prune_start", 0), ("prune_start", 2.5), ("storage", "dense"), ("activation_dtype", "float16"),
+    ("linear_path", "yes"), ("linear_path", 1),
 ])
 def test_bad_parameters_raise_value_error_naming_them(param, value):
     X, y = _data(n=40)
@@ -305,3 +307,16 @@ def test_real_data_allaml():
     # of margin below the worst seed.
     assert acc >= 0.75 and acc > majority + 0.05, (acc, majority)
     assert clf.named_steps["set"].feature_importances_.shape == (7129,)
+
+
+def test_linear_path_reaches_every_network_and_the_importances():
+    X, y = _data(n=120)
+    clf = _small(linear_path=True, n_estimators=2).fit(X, y)
+    assert all(net.linear_layer is not None and net.linear_path for net in clf.networks_)
+    nets = clf.networks_
+    expected = np.mean([net.input_strength(normalize=True) for net in nets], axis=0)
+    np.testing.assert_allclose(clf.feature_importances_, expected)
+    assert not np.allclose(expected, np.mean([np.bincount(n.layers[0].indices, np.abs(n.layers[0].data), 20)
+                                              / np.abs(n.layers[0].data).sum() for n in nets], axis=0))
+    assert _small(linear_path=True, hidden_layer_sizes=()).fit(X, y).network_.linear_layer is None  # linear already
+    assert clf.score(X, y) > 0.8
