@@ -406,16 +406,18 @@ def top_features(scores, k):
 
 
 def l1_ranking(Xs_tr, ytr, random_state):
-    """Feature scores of L1 logistic regression (liblinear, C=1) on the scaled training part: the sum of
-    ``|coef|`` over the classes."""
+    """Feature scores of L1 logistic regression (liblinear, C=1, one against the rest for more than two
+    classes) on the scaled training part: the sum of ``|coef|`` over the classes."""
     import sklearn
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
 
     # scikit-learn 1.8 names the L1 penalty l1_ratio=1 ("penalty" is deprecated there); older ones need penalty="l1"
     new = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 8)
     l1 = dict(l1_ratio=1.0) if new else dict(penalty="l1")
-    clf = LogisticRegression(**l1, solver="liblinear", C=1.0, random_state=random_state).fit(Xs_tr, ytr)
-    return np.abs(clf.coef_).sum(axis=0)
+    clf = OneVsRestClassifier(LogisticRegression(**l1, solver="liblinear", C=1.0, random_state=random_state))
+    clf.fit(Xs_tr, ytr)
+    return sum(np.abs(est.coef_).sum(axis=0) for est in clf.estimators_)
 
 
 def kuncheva(sets, n_features):

@@ -12,7 +12,8 @@ Examples
 --------
     SET_CY_DATA=../shared/data python bench/bench_recipe.py --seeds 1
     SET_CY_DATA=../shared/data python bench/bench_recipe.py --datasets colon --variants recipe,no_pruning
-    SET_CY_DATA=../shared/data python bench/bench_recipe.py --datasets madelon --seeds 2 --base min_inputs=10 \
+    SET_CY_DATA=../shared/data python bench/bench_recipe.py --datasets madelon --seeds 2 \
+        --base 'prune_inputs=0.3;min_inputs=10' \
         --variants n_estimators=1,n_estimators=1+prune_start=25,recipe
 
 A variant is a name of ``VARIANTS`` or SETClassifier parameters written ``name=value+name=value``;
@@ -34,7 +35,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # each variant: the SETClassifier parameters that differ from its defaults
 VARIANTS = {
     "recipe": {},
-    "min_inputs=10": {"min_inputs": 10},
+    "no_linear_path": {"linear_path": False},
+    "pruning": {"prune_inputs": 0.3},
+    "min_inputs=10": {"prune_inputs": 0.3, "min_inputs": 10},
     "no_pruning": {"prune_inputs": 0.0},
     "prune_inputs=0.5": {"prune_inputs": 0.5},
     "static": {"zeta": 0.0, "prune_inputs": 0.0},
@@ -54,10 +57,10 @@ VARIANTS = {
     "weight_decay=1e-3": {"weight_decay": 1e-3},
     "hidden=500x500": {"hidden_layer_sizes": (500, 500)},
     "hidden=1000": {"hidden_layer_sizes": (1000,)},
-    "before": {"clip_norm": None, "new_weights": "init", "prune_inputs": 0.0, "n_estimators": 1},
+    "before": {"clip_norm": None, "new_weights": "init", "prune_inputs": 0.0, "n_estimators": 1, "linear_path": False},
 }
 # the screening table of bench/README.md; the others are run by name (--variants)
-DEFAULT_VARIANTS = ("recipe", "min_inputs=10", "no_pruning", "prune_inputs=0.5", "static", "n_estimators=1",
+DEFAULT_VARIANTS = ("recipe", "no_linear_path", "pruning", "min_inputs=10", "static", "n_estimators=1",
                     "class_weight=balanced", "before")
 SPLIT_SEED0 = 100
 
@@ -70,7 +73,7 @@ def parse_args(argv=None):
                    help="comma list of " + ", ".join(VARIANTS) + ", or SETClassifier parameters 'name=v+name=v'")
     p.add_argument("--base", default="", help="SETClassifier parameters of every variant, 'name=v;name=v'")
     p.add_argument("--seeds", type=int, default=1, help="repetitions of the 5-fold CV (split seeds 100, 101, ...)")
-    p.add_argument("--hidden", default="200,200", help="hidden_layer_sizes of SETClassifier")
+    p.add_argument("--hidden", default="200,200", help="hidden_layer_sizes of SETClassifier (its default)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "recipe.json"))
     a = p.parse_args(argv)
     a.datasets, a.variants = a.datasets.split(","), a.variants.split(",")

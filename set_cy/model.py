@@ -262,8 +262,13 @@ class SparseNetwork:
         return int(sum(layer.nbytes for layer in self.trained_layers))
 
     def input_strength(self, normalize=False):
-        """Strength of each input neuron: the sum of ``|w|`` over its connections in the first layer
-        (and in the linear path, when the network has one).
+        """Strength of each input neuron: the sum of ``|w|`` over its connections in the first layer.
+
+        With a linear path, each path's strengths are divided by their total first and the two
+        shares added: the first layer keeps most of its random initial values (an input's sum there
+        is mostly its degree and its draws), the linear path starts at zero and only holds what was
+        learnt, so neither scale dominates (the stability of the resulting gene lists is in
+        bench/README.md).
 
         After SET training, strong inputs are the features the network relies on (QuickSelection's
         feature ranking); ``np.argsort(-strength)[:k]`` selects ``k`` features.
@@ -277,10 +282,11 @@ class SparseNetwork:
         -------
         ndarray of float64, shape (n_features,)
         """
-        s = np.zeros(self.layer_sizes[0], np.float64)
-        for layer in (self.layers[0], self.linear_layer):
-            if layer is not None:
-                s += np.bincount(layer.indices, weights=np.abs(layer.data), minlength=layer.n_in)
+        paths = [np.bincount(layer.indices, weights=np.abs(layer.data), minlength=layer.n_in).astype(np.float64)
+                 for layer in (self.layers[0], self.linear_layer) if layer is not None]
+        s = paths[0]
+        if len(paths) == 2 and all(p.sum() > 0 for p in paths):
+            s = s / s.sum() + paths[1] / paths[1].sum()
         if self.input_mask_ is not None:
             s[~self.input_mask_] = 0.0  # pruned inputs: their connections see zeros
         if normalize:

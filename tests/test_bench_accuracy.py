@@ -102,7 +102,8 @@ def test_quick_run_has_every_comparator_and_the_best_one_chosen_on_inner_folds(t
 
     from sklearn.datasets import make_classification
 
-    X, y = make_classification(n_samples=60, n_features=30, n_informative=5, random_state=0)
+    # three classes: every comparator and ranking must take more than two
+    X, y = make_classification(n_samples=60, n_features=30, n_informative=5, n_classes=3, random_state=0)
     monkeypatch.setattr(ba, "load_full", lambda name: (X.astype(np.float32), y))
     out = str(tmp_path / "a.json")
     assert ba.main(["--quick", "--datasets", "colon", "--epochs", "3", "--no-lr-sweep", "--out", out]) == 0

@@ -97,9 +97,13 @@ def test_evolution_and_input_pruning_keep_the_invariants():
     assert lin.nnz == nnz and np.count_nonzero(lin.velocity == 0) == replaced[-1]
     _canonical(lin)
     strength = m.input_strength()
-    expected = np.bincount(m.layers[0].indices, np.abs(m.layers[0].data), 40) + np.bincount(lin.indices,
-                                                                                             np.abs(lin.data), 40)
-    np.testing.assert_allclose(strength, expected)
+    first = np.bincount(m.layers[0].indices, np.abs(m.layers[0].data), 40)
+    linear = np.bincount(lin.indices, np.abs(lin.data), 40)
+    np.testing.assert_allclose(strength, first / first.sum() + linear / linear.sum())  # each path's share
+    saved = lin.data.copy()
+    lin.data[:] = 0  # a linear path that learnt nothing yet: the first layer's sums alone
+    np.testing.assert_allclose(m.input_strength(), first)
+    lin.data[:] = saved
     m.prune_inputs(0.5, min_inputs=10)
     kept = m.active_inputs()
     assert kept.size == 20 and lin.nnz == nnz
