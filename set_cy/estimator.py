@@ -147,10 +147,14 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         Weights of each layer of ``network_``, shape ``(n_in, n_out)`` (copies).
     intercepts_ : list of ndarray
         Biases of each layer of ``network_`` (copies).
+    linear_coef_ : scipy.sparse.csr_array of shape (n_features_in_, n_outputs) or None
+        Weights of the linear path of ``network_`` (a copy); None without one.
     feature_importances_ : ndarray of shape (n_features_in_,)
-        Strength of each input neuron (sum of ``|w|`` over its connections in the first layer; zero
-        for pruned inputs), normalised to sum to 1 and averaged over the networks: the features SET
-        kept strong connections to. Used by :class:`sklearn.feature_selection.SelectFromModel`.
+        Strength of each input neuron, normalised to sum to 1 and averaged over the networks: the
+        sum of ``|w|`` over its first-layer connections, as a share of that layer's total, plus
+        (with a linear path) the same share in the linear path; zero for pruned inputs
+        (:meth:`SparseNetwork.input_strength`). The features SET kept strong connections to. Used
+        by :class:`sklearn.feature_selection.SelectFromModel`.
 
     Notes
     -----
@@ -505,6 +509,11 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     def intercepts_(self):
         check_is_fitted(self)
         return self.network_.biases
+
+    @property
+    def linear_coef_(self):
+        check_is_fitted(self)
+        return self.network_.linear_weights
 
     @property
     def feature_importances_(self):

@@ -112,8 +112,12 @@ def test_fitted_attributes():
     assert fi.shape == (20,) and np.all(fi >= 0)
     assert fi.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(fi, clf.network_.input_strength(normalize=True))
-    strength = np.asarray(abs(clf.coefs_[0]).sum(axis=1)).ravel()  # sum of |w| of each input's connections
+    # each path's sum of |w| over an input's connections, as a share of the path's total, added
+    shares = [np.asarray(abs(W).sum(axis=1)).ravel() for W in (clf.coefs_[0], clf.linear_coef_)]
+    assert clf.linear_coef_.shape == (20, 3) and clf.linear_coef_.nnz > 0 and shares[1].sum() > 0
+    strength = sum(s / s.sum() for s in shares)
     np.testing.assert_allclose(fi, strength / strength.sum(), rtol=1e-5)
+    assert not np.allclose(fi, shares[0] / shares[0].sum(), rtol=1e-3)  # the linear path counts
     proba = clf.predict_proba(X)
     assert proba.dtype == np.float64 and proba.shape == (300, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
@@ -319,4 +323,6 @@ def test_linear_path_reaches_every_network_and_the_importances():
     assert not np.allclose(expected, np.mean([np.bincount(n.layers[0].indices, np.abs(n.layers[0].data), 20)
                                               / np.abs(n.layers[0].data).sum() for n in nets], axis=0))
     assert _small(linear_path=True, hidden_layer_sizes=()).fit(X, y).network_.linear_layer is None  # linear already
+    assert _small(linear_path=False, epochs=2).fit(X, y).linear_coef_ is None
+    np.testing.assert_array_equal(clf.linear_coef_.toarray(), clf.network_.linear_layer.to_scipy().toarray())
     assert clf.score(X, y) > 0.8
