@@ -92,8 +92,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         inputs (see :meth:`set_cy.SparseMLP.prune_inputs`). The number of connections does not
         change. 0 (the default) turns it off: with the linear path, keeping every gene was better on
         the microarray sets (bench/README.md); data whose signal lives in a few features want it
-        (Madelon: ``prune_inputs=0.3, min_inputs=10``). Tune it with ``min_inputs`` as
-        ``bench/bench_accuracy.py`` does.
+        (Madelon: ``prune_inputs=0.3, min_inputs=10`` with ``linear_path=False``: with the linear
+        path the network fits the linear part first and the pruning loses most of Madelon's relevant
+        features). Tune it with ``min_inputs`` and ``linear_path`` as ``bench/bench_accuracy.py``
+        does.
     prune_every : int, default 5
     prune_start : int >= 1 or None, default None
         Epochs trained before the first pruning step (None: ``prune_every``); then one every

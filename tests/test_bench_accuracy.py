@@ -121,3 +121,12 @@ def test_quick_run_has_every_comparator_and_the_best_one_chosen_on_inner_folds(t
     text = ba.tables([ds])
     assert "L2 logistic regression" in text and "SET-MLP vs best comparator (inner folds)" in text
     assert "top-50 stability (Kuncheva): feature_importances_ >= f_classif on" in text
+
+
+def test_parse_params_and_the_default_grid():
+    assert ba.parse_params("linear_path=False;min_inputs=10;clip_norm=None;new_weights=init;lr=0.02") == {
+        "linear_path": False, "min_inputs": 10, "clip_norm": None, "new_weights": "init", "lr": 0.02}
+    assert ba.parse_value("True") is True and ba.parse_value("False") is False
+    grid = ba.parse_grid(ba.DEFAULT_SET_GRID)
+    assert ba.grid_size(grid) == 3 and not ba.unknown_set_params(ba.grid_names(grid))
+    assert {"linear_path": [False], "prune_inputs": [0.3], "min_inputs": [10]} in grid
