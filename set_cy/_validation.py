@@ -106,9 +106,13 @@ def check_pattern(indptr, indices, n_rows, n_cols, name="pattern", *, hint=""):
     indptr, indices = np.asarray(indptr), np.asarray(indices)
     if indptr.ndim != 1 or indices.ndim != 1:
         raise ValueError(f"{name}: indptr and indices must be 1-D, got shapes {indptr.shape} and {indices.shape}")
-    if indptr.dtype not in INDEX_DTYPES or indices.dtype != indptr.dtype:
-        raise ValueError(f"{name}: indptr and indices must share dtype int32 or int64, got "
-                         f"{indptr.dtype} and {indices.dtype}")
+    for label, a in (("indptr", indptr), ("indices", indices)):
+        if a.dtype not in INDEX_DTYPES:
+            raise ValueError(f"{name}: {label} has dtype {a.dtype}; indptr and indices must share dtype int32 or "
+                             f"int64")
+    if indices.dtype != indptr.dtype:
+        raise ValueError(f"{name}: indptr and indices must share dtype int32 or int64, got indptr {indptr.dtype} "
+                         f"and indices {indices.dtype}")
     nnz = indices.shape[0]
     if max(n_rows, n_cols, nnz) >= np.iinfo(indices.dtype).max:
         raise ValueError(f"{name}: {indices.dtype} cannot index a {n_rows} x {n_cols} pattern with {nnz} entries")

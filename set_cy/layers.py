@@ -24,7 +24,7 @@ from ._validation import (
 )
 from .evolution import select_to_remove
 from .patterns import draw_free_positions, draw_free_positions_in, drop_entries, transpose_pattern
-from .sizing import check_storage, index_dtype_for, uses_scatter
+from .sizing import check_fits, check_storage, index_dtype_for, layer_bytes, uses_scatter
 
 __all__ = ["SparseLayer", "INITS"]
 
@@ -110,6 +110,14 @@ class SparseLayer:
             n_threads = resolve_n_threads(n_threads)
             data = np.asarray(data)
             dtype = check_float_dtype(data.dtype, f"{name}_data")
+            if data.ndim == 1:  # what is allocated from the sizes (not the arrays given) must fit
+                nnz = data.shape[0]
+                idx = np.dtype(index_dtype_for(n_in, n_out, nnz)).itemsize
+                new = (n_in + 1 + 2 * nnz) * idx if storage == "full" and not any(given) else 0
+                new += dtype.itemsize * ((nnz if velocity is None else 0) + (n_out if bias is None else 0)
+                                         + (n_out if bias_velocity is None else 0))
+                check_fits(new, f"{name}: the transposed index and zero arrays of a {n_in} x {n_out} layer "
+                                f"with {nnz} connections")
             arrays = {"indptr": indptr, "indices": indices, "data": data,
                       "velocity": np.zeros_like(data) if velocity is None else velocity,
                       "bias": np.zeros(n_out, dtype) if bias is None else bias,
@@ -140,7 +148,13 @@ class SparseLayer:
     @classmethod
     def random(cls, n_in, n_out, nnz, rng, *, init="he_uniform", dtype=np.float32, n_threads=1, storage="full",
                use_bias=True):
-        """Erdős–Rényi layer: exactly ``nnz`` distinct connections at uniformly random positions."""
+        """Erdős–Rényi layer: exactly ``nnz`` distinct connections at uniformly random positions.
+
+        Refuses (``ValueError``, :func:`~set_cy.sizing.check_fits`) a layer that the available memory
+        cannot hold, before allocating.
+        """
+        check_fits(sum(layer_bytes(n_in, n_out, nnz, np.dtype(dtype).itemsize, storage)),
+                   f"a {n_in} x {n_out} layer with {nnz} connections")
         idx = index_dtype_for(n_in, n_out, nnz)
         indptr, indices = draw_free_positions(rng, n_out, n_in, nnz, index_dtype=idx, n_threads=n_threads)
         data = init_values(rng, init, nnz, n_in, n_out, nnz, dtype)
@@ -151,6 +165,8 @@ class SparseLayer:
     def from_scipy(cls, W, *, bias=None, init="he_uniform", n_threads=1):
         """Layer with the connections of a canonical CSR ``W`` (``n_in x n_out``), checked."""
         indptr, indices, data = check_csr(W, "W")
+        check_fits(layer_bytes(W.shape[0], W.shape[1], data.shape[0], data.dtype.itemsize)[0],
+                   f"W: a {W.shape[0]} x {W.shape[1]} layer with {data.shape[0]} connections")
         t_indptr, t_indices, perm = transpose_pattern(indptr, indices, W.shape[1])
         return cls(W.shape[0], W.shape[1], t_indptr, t_indices, np.ascontiguousarray(data[perm]),
                    bias=None if bias is None else np.asarray(bias, data.dtype).copy(), init=init,

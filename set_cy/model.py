@@ -20,7 +20,9 @@ from .sizing import (
     SCATTER_PARTS,
     allocate_connections,
     check_activation_dtype,
+    check_fits,
     check_storage,
+    layer_bytes,
     uses_scatter,
 )
 
@@ -146,6 +148,13 @@ class SparseNetwork:
                 layer.n_threads = self.n_threads
         else:
             nnz = allocate_connections(sizes, self.epsilon, allocation)
+            val = self.dtype.itemsize
+            need = [layer_bytes(a, b, k, val, self.storage) for a, b, k in zip(sizes[:-1], sizes[1:], nnz)]
+            if self.linear_path:
+                k = allocate_connections([sizes[0], sizes[-1]], self.epsilon)[0]
+                need.append(layer_bytes(sizes[0], sizes[-1], k, val, "compact"))
+            check_fits(sum(w for w, _ in need) + max(b for _, b in need),
+                       f"a network of layer sizes {sizes} with {sum(nnz)} connections")
             self.layers = [SparseLayer.random(a, b, k, self.rng, init=init, dtype=self.dtype,
                                               n_threads=self.n_threads, storage=self.storage)
                            for a, b, k in zip(sizes[:-1], sizes[1:], nnz)]

@@ -42,6 +42,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 import psutil
 
+from ._memory import format_bytes, system_memory
+
 __all__ = [
     "MemoryMonitor",
     "format_bytes",
@@ -51,7 +53,6 @@ __all__ = [
 
 logger = logging.getLogger("set_cy")
 
-_DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -59,67 +60,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def format_bytes(n: Union[int, float], precision: int = 2) -> str:
-    """Format a byte count with a decimal (SI) unit.
-
-    Parameters
-    ----------
-    n : int or float
-        Number of bytes; may be negative (for differences of two byte counts).
-    precision : int, default 2
-        Number of decimals for every unit above bytes.
-
-    Returns
-    -------
-    str
-        For example ``"512 B"``, ``"1.50 MB"`` or ``"1.23 GB"``.
-
-    Notes
-    -----
-    The units are decimal: 1 kB = 1000 B, 1 MB = 1000**2 B, 1 GB = 1000**3 B, and so on up to EB.
-    They are not the binary units (KiB, MiB, GiB) that some tools print. A value is written with
-    the largest unit that keeps its rounded magnitude below 1000, so ``999_999`` gives ``"1.00 MB"``
-    rather than ``"1000.00 kB"``.
-
-    Examples
-    --------
-    >>> format_bytes(0)
-    '0 B'
-    >>> format_bytes(1_234_567_890)
-    '1.23 GB'
-    >>> format_bytes(-1_500_000, precision=1)
-    '-1.5 MB'
-    """
-    if isinstance(precision, bool) or not isinstance(precision, int) or precision < 0:
-        raise ValueError(f"precision must be a non-negative integer, got {precision!r}")
-    value = float(n)
-    if not math.isfinite(value):
-        raise ValueError(f"cannot format a non-finite byte count: {n!r}")
-    sign = "-" if value < 0 else ""
-    value = abs(value)
-    if round(value) < 1000:
-        return f"{sign}{value:.0f} B"
-    for unit in _DECIMAL_UNITS[1:]:
-        value /= 1000.0
-        if round(value, precision) < 1000 or unit == _DECIMAL_UNITS[-1]:
-            return f"{sign}{value:.{precision}f} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def system_memory() -> Dict[str, int]:
-    """Return the total and the currently available physical memory of the machine.
-
-    Returns
-    -------
-    dict
-        ``{"total": int, "available": int}`` in bytes. ``available`` is
-        :func:`psutil.virtual_memory`'s estimate of the memory that can be given to processes
-        without swapping.
-    """
-    vm = psutil.virtual_memory()
-    return {"total": int(vm.total), "available": int(vm.available)}
-
-
 def _rss_of(proc: psutil.Process, include_children: bool) -> Tuple[int, int]:
     """Return ``(total_rss, children_rss)`` of ``proc`` in bytes.
 

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from . import _kernels, hugepages
 from ._validation import check_csr, check_dense, check_scalar, resolve_n_threads
 from .patterns import transpose_pattern
+from .sizing import check_fits, layer_bytes
 
 __all__ = ["SparseOperator", "sparse_matmul", "sparse_matmul_t", "sddmm", "momentum_update", "transpose_pattern"]
 
@@ -72,6 +73,9 @@ class SparseOperator:
     def __init__(self, W, *, n_threads=None):
         indptr, indices, data = check_csr(W, "W")
         self._shape = (int(W.shape[0]), int(W.shape[1]))
+        # the two indices and the values, as large as a full layer's (offsets of both sides included)
+        check_fits(layer_bytes(*self._shape, data.shape[0], data.dtype.itemsize)[0],
+                   f"SparseOperator of a {self._shape[0]} x {self._shape[1]} matrix with {data.shape[0]} entries")
         self.n_threads = resolve_n_threads(n_threads)
         # storage: the CSR of W^T (rows = outputs); the transposed index of that is W's own CSR pattern
         s_indptr, s_indices, order = transpose_pattern(indptr, indices, self.shape[1])

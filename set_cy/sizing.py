@@ -1,10 +1,15 @@
 """Sizing, below the layers: how many connections each layer gets, which index dtype holds them,
-which backward product a layer runs and how much memory a network needs, without building it.
+which backward product a layer runs and how much memory a network needs, without building it; and
+:func:`check_fits`, the one pre-flight check of every constructor that allocates by a size it was
+given (and of model files, by the sizes they declare).
 """
 import numpy as np
 
-__all__ = ["ACTIVATION_DTYPES", "ALLOCATIONS", "allocate_connections", "check_activation_dtype", "check_storage",
-           "estimate_memory", "index_dtype_for", "SCATTER_PARTS", "STORAGES", "uses_scatter"]
+from ._memory import format_bytes, system_memory
+
+__all__ = ["ACTIVATION_DTYPES", "ALLOCATIONS", "allocate_connections", "check_activation_dtype", "check_fits",
+           "check_storage", "estimate_memory", "index_dtype_for", "layer_bytes", "SCATTER_PARTS", "STORAGES",
+           "uses_scatter"]
 
 ALLOCATIONS = ("er", "erk", "uniform")
 
@@ -90,6 +95,40 @@ def allocate_connections(layer_sizes, epsilon, allocation="er"):
     return [int(x) for x in nnz]
 
 
+def layer_bytes(n_in, n_out, nnz, itemsize, storage="full"):
+    """Bytes of one sparse layer, and of the transient arrays of its construction.
+
+    Per connection: value, velocity, column index and, with ``storage="full"``, the transposed index
+    and permutation; per neuron: the offsets (and transposed offsets), the bias and its velocity.
+    Building it draws ``nnz`` positions: about ``4 * index + 1`` bytes per connection at once.
+
+    Returns
+    -------
+    (int, int)
+        ``(weights, build)`` in bytes.
+    """
+    n_in, n_out, nnz = int(n_in), int(n_out), int(nnz)
+    idx = np.dtype(index_dtype_for(n_in, n_out, nnz)).itemsize
+    full = check_storage(storage) == "full"
+    offsets = (n_in + n_out + 2) if full else (n_out + 1)
+    weights = nnz * (2 * itemsize + (3 if full else 1) * idx) + offsets * idx + 2 * n_out * itemsize
+    return int(weights), int(nnz * (4 * idx + 1))
+
+
+def check_fits(n_bytes, what):
+    """Refuse (``ValueError``) a request of ``n_bytes`` that the machine's available memory cannot hold.
+
+    Called before allocating by every constructor that allocates by a size it was given (layers,
+    networks, operators) and by the model-file reader with the sizes a file declares, so that an
+    impossible size ends in a message with both figures instead of a ``MemoryError`` or a machine out
+    of memory. ``what`` names the request, e.g. ``"a 10 x 10000000000000 layer with 5 connections"``.
+    """
+    available = system_memory()["available"]
+    if n_bytes > available:
+        raise ValueError(f"{what} needs {format_bytes(n_bytes)} of memory, but only {format_bytes(available)} "
+                         f"is available")
+
+
 def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", allocation="er", zeta=0.3,
                     storage="full", activation_dtype=None):
     """Bytes a network needs while training, without building it.
@@ -115,11 +154,8 @@ def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", alloca
     transient = 0
     for k, a, b in zip(nnz, sizes[:-1], sizes[1:]):
         idx = np.dtype(index_dtype_for(a, b, k)).itemsize
-        # per connection: value, velocity, index (+ transposed index and permutation); per neuron: offsets
-        # (+ transposed offsets), bias and its velocity
-        offsets = (a + b + 2) if full else (b + 1)
-        weights += k * (2 * val + (3 if full else 1) * idx) + offsets * idx + 2 * b * val
-        build = k * (4 * idx + 1)
+        layer, build = layer_bytes(a, b, k, val, storage)
+        weights += layer
         # evolution: choosing the connections to remove (int64 positions of the non-negative and negative
         # weights, a copy of one sign's values and its argpartition: about 15 bytes per connection), then
         # the keep mask, a copy of the kept pattern and the drawn positions, then (full) the new transposed

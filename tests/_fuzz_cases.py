@@ -45,12 +45,16 @@ Exit status: 0 when every case raised or ran through consistently, 2 when some c
 """
 import faulthandler
 import gc
+import io
 import json
 import math
+import os
 import shutil
+import struct
 import sys
 import tempfile
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -360,6 +364,79 @@ def _corrupt_model_arrays(arrays, mutations):
     return arrays
 
 
+def npy_bytes(a):
+    """The ``.npy`` bytes of ``a``."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_header(shape, dtype):
+    """An npy 1.0 header declaring ``shape`` and ``dtype``, whatever follows it."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def write_zip(path, members):
+    """Write a zip64 archive; ``members`` maps a name to ``bytes`` (stored as they are) or to
+    ``(payload, stated_size)``: ``payload`` deflated, the directory stating ``stated_size`` bytes."""
+    out, central = io.BytesIO(), []
+    for name, spec in members.items():
+        payload, stated = (spec, None) if isinstance(spec, bytes) else spec
+        method = 0 if stated is None else 8
+        raw = payload if method == 0 else zlib.compress(payload, 9)[2:-4]  # a raw deflate stream
+        usize = len(payload) if stated is None else stated
+        crc = zlib.crc32(payload)
+        nb, off = (name + ".npy").encode(), out.tell()
+        extra = struct.pack("<HHQQ", 1, 16, usize, len(raw))
+        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 45, 0, method, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                              len(nb), len(extra)) + nb + extra + raw)
+        central.append((nb, method, crc, usize, len(raw), off))
+    start = out.tell()
+    for nb, method, crc, usize, csize, off in central:
+        extra = struct.pack("<HHQQQ", 1, 24, usize, csize, off)
+        out.write(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 45, 45, 0, method, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                              len(nb), len(extra), 0, 0, 0, 0, 0xFFFFFFFF) + nb + extra)
+    end, n = out.tell(), len(central)
+    out.write(struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, end - start, start))
+    out.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, end, 1))
+    out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0))
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def _damage_zip(path, arrays, how):
+    """Rewrite the archive with one member lying about its size (``how["how"]``): ``"inflate"`` (its
+    stream inflates ``extra`` bytes past what its directory entry and npy header state) or ``"declare"``
+    (its npy header and directory entry declare ``factor`` times its length, the stream holds the
+    original array)."""
+    key = how["key"] if how["key"] in arrays else sorted(arrays)[0]
+    members = {k: npy_bytes(v) for k, v in arrays.items()}
+    body = members[key]
+    if how["how"] == "inflate":
+        members[key] = (body + bytes(how["extra"]), len(body))
+    else:
+        a = np.asarray(arrays[key])
+        header = npy_header((max(a.size, 1) * how["factor"],), a.dtype)
+        members[key] = (header + a.tobytes(), len(header) + max(a.size, 1) * how["factor"] * a.dtype.itemsize)
+    write_zip(path, members)
+
+
+def _special_path(path, how):
+    """The path to load instead of the file: a link to /dev/zero, a directory, one in a missing directory."""
+    if how["how"] == "dev_zero":
+        path.unlink()
+        os.symlink("/dev/zero", path)
+        return path
+    if how["how"] == "directory":
+        path.unlink()
+        path.mkdir()
+        return path
+    return path.parent / "missing-directory" / path.name
+
+
 def _damage_file(path, how):
     data = path.read_bytes()
     if how["how"] == "truncate":
@@ -382,9 +459,18 @@ def run_model(case, workdir):
 
     arrays = _corrupt_model_arrays(_model_base(case.get("base", "complete"), workdir), case.get("mutations", []))
     path = workdir / "case.npz"
+    if path.is_dir():  # the directory a "directory" case left
+        shutil.rmtree(path)
+    elif path.is_symlink():
+        path.unlink()
     (np.savez_compressed if case.get("compressed") else np.savez)(path, **arrays)
-    if case.get("file"):
-        _damage_file(path, case["file"])
+    damage = case.get("file") or {}
+    if damage.get("how") in ("inflate", "declare"):
+        _damage_zip(path, arrays, damage)
+    elif damage.get("how") in ("dev_zero", "directory", "missing_dir"):
+        path = _special_path(path, damage)
+    elif damage:
+        _damage_file(path, damage)
     cls = set_cy.SparseNetwork if case.get("loader") == "SparseNetwork" else set_cy.SparseMLP
     model = _call("load", cls.load, path)
     sizes = list(model.layer_sizes)

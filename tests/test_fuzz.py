@@ -144,6 +144,13 @@ FILE_DAMAGE = st.one_of(
     st.builds(dict, how=st.just("flip"), n=st.integers(1, 8), seed=st.integers(0, 10 ** 4)),
     st.builds(dict, how=st.just("garbage"), n=st.integers(0, 300), seed=st.integers(0, 10 ** 4)),
     st.just({"how": "empty"}),
+    # zip members that lie about their size (issue 25): a stream inflating past its stated size, headers
+    # declaring far more than the member holds; special files and a missing directory in place of the file
+    st.builds(dict, how=st.just("inflate"), key=st.sampled_from(PATTERN_KEYS + VALUE_KEYS + ["config", "extra_order"]),
+              extra=st.sampled_from([1, 7, 4096, 1 << 21])),
+    st.builds(dict, how=st.just("declare"), key=st.sampled_from(PATTERN_KEYS + VALUE_KEYS + ["extra_order"]),
+              factor=st.sampled_from([2, 1000, 2 ** 20, 2 ** 31])),
+    st.sampled_from([{"how": "dev_zero"}, {"how": "directory"}, {"how": "missing_dir"}]),
 )
 MODEL_BASE = {"kind": st.just("model"), "base": st.sampled_from(["complete", "interrupted", "pruned"]),
               "loader": st.sampled_from(["SparseMLP", "SparseNetwork"]), "resume": st.booleans(),
@@ -290,6 +297,9 @@ def _sp(arr, op, **params):
 
 KNOWN = {
     "model": [
+        {"kind": "model", "mutations": [], "file": {"how": "declare", "key": "layer0_data", "factor": 2 ** 31}},
+        {"kind": "model", "mutations": [], "file": {"how": "inflate", "key": "layer1_bias", "extra": 1 << 21}},
+        {"kind": "model", "mutations": [], "file": {"how": "dev_zero"}},
         {"kind": "model", "mutations": [_arr("layer0_indices", "set", pos=3, value="n")]},
         {"kind": "model", "mutations": [_arr("layer1_indptr", "set", pos="last", value="n+1")]},
         {"kind": "model", "mutations": [_arr("layer0_indptr", "reverse")]},
