@@ -338,7 +338,8 @@ def load_full(name):
 
 
 def derived_seed(seed, fold, stream):
-    """A 31-bit seed for (repetition, outer fold, stream); stream 0: models, 1: inner folds."""
+    """A 31-bit seed for (repetition, outer fold, stream); stream 0: models, 1: inner folds, 2: ties of
+    the top-k rankings."""
     return int(np.random.SeedSequence([seed, fold, stream]).generate_state(1)[0] >> 1)
 
 
@@ -403,10 +404,17 @@ def single_phase_grid_sizes():
     return {name: grid_size(s.param_grid) for name, s in single_phase_searches(0, 2).items()}
 
 
-def top_features(scores, k):
-    """Indices of the ``k`` largest ``scores`` (NaN lowest; ties by index), sorted."""
+def top_features(scores, k, rng):
+    """Indices of the ``k`` largest ``scores`` (NaN lowest), sorted.
+
+    Ties are broken in the order of a random permutation drawn from ``rng``, not by index: a ranking
+    with many equal scores (the inputs that input pruning removed, the zero coefficients of L1
+    logistic regression) would otherwise fill its top ``k`` with the same low indices in every fold,
+    an agreement that measures nothing.
+    """
     scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
-    return np.sort(np.argsort(-scores, kind="stable")[:k]).tolist()
+    perm = rng.permutation(scores.size)
+    return np.sort(perm[np.argsort(-scores[perm], kind="stable")][:k]).tolist()
 
 
 def l1_ranking(Xs_tr, ytr, random_state):
@@ -602,9 +610,10 @@ def run_fold(Xtr, ytr, Xte, yte, ks, args, seed, fold, reused=None):
     set_model = sm.best_estimator_.named_steps["set"]
     acc.update(embedded_ranking(set_model, Xs_tr, ytr, Xs_te, yte, k, rs, upper))
     acc.update(upper)
-    top = dict(set=top_features(set_model.feature_importances_, k),
-               f_classif=top_features(CachedScore.scores(CachedScore("f_classif")(Xs_tr, ytr)), k),
-               l1_logreg=top_features(l1_ranking(Xs_tr, ytr, rs), k))
+    ties = np.random.default_rng(derived_seed(seed, fold, 2))
+    top = dict(set=top_features(set_model.feature_importances_, k, ties),
+               f_classif=top_features(CachedScore.scores(CachedScore("f_classif")(Xs_tr, ytr)), k, ties),
+               l1_logreg=top_features(l1_ranking(Xs_tr, ytr, rs), k, ties))
     lap("embedded")
     rec = dict(seed=seed, fold=fold, n_train=int(ytr.size), n_test=int(yte.size), accuracy=acc,
                two_phase=two_phase, set_mlp=chosen(sm), best_comparator=best, top=top, seconds=secs, **single)

@@ -94,7 +94,19 @@ def test_stability_indices_by_hand():
     assert ba.kuncheva([a, a, a], 20) == pytest.approx(1.0)
     assert ba.kuncheva([a, b, c], 20) == pytest.approx(np.mean([(3 * 20 - 16) / 64, -16 / 64, -16 / 64]))
     assert ba.jaccard([a, b, c]) == pytest.approx(np.mean([3 / 5, 0.0, 0.0]))
-    assert ba.top_features([0.1, np.nan, 3.0, 2.0, 3.0], 3) == [2, 3, 4]  # NaN lowest
+    rng = np.random.default_rng(0)
+    assert ba.top_features([0.1, np.nan, 3.0, 2.0, 3.0], 3, rng) == [2, 3, 4]  # NaN lowest
+
+
+def test_top_features_breaks_ties_at_random_not_by_index():
+    # 40 pruned inputs (score 0) and 10 that count: a top 20 takes 10 of the zeros; with ties by
+    # index every fold would take inputs 0..9 and the stability index would count that as agreement
+    scores = np.r_[np.zeros(40), np.arange(1.0, 11.0)]
+    picks = [ba.top_features(scores, 20, np.random.default_rng(s)) for s in range(5)]
+    for p in picks:
+        assert set(range(40, 50)) <= set(p) and len(p) == 20
+    assert len({tuple(p) for p in picks}) > 1
+    assert ba.kuncheva(picks, 50) < 0.6  # ties by index would give 1.0
 
 
 def test_quick_run_has_every_comparator_and_the_best_one_chosen_on_inner_folds(tmp_path, monkeypatch):
