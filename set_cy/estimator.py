@@ -60,6 +60,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         L2 penalty on the connections (not on the biases).
     epochs : int, default 100
         Epochs of :meth:`fit`.
+    max_iter : int or None, default None
+        scikit-learn's name for ``epochs`` (the estimator checks and other tools that lengthen
+        training set it): when given, it is the number of epochs of :meth:`fit` and ``epochs`` is
+        ignored. None: ``epochs``.
     random_state : int, numpy.random.RandomState, numpy.random.Generator or None, default None
         Seed of the network (topology, initial values, dropout, shuffling, evolution). An int gives
         the same model on every fit, whatever ``n_jobs``; a RandomState or Generator is asked for
@@ -178,8 +182,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(200, 200), *, epsilon=20, zeta=0.3, activation="relu", dropout=0.3,
                  batch_size="auto", learning_rate=0.01, momentum=0.9, weight_decay=2e-4, epochs=100,
-                 random_state=None, n_jobs=None, verbose=0, n_estimators=3, class_weight=None, clip_norm=1.0,
-                 new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
+                 max_iter=None, random_state=None, n_jobs=None, verbose=0, n_estimators=3, class_weight=None,
+                 clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  storage="full", activation_dtype=None, linear_path=True):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -192,6 +196,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.epochs = epochs
+        self.max_iter = max_iter
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.verbose = verbose
@@ -293,7 +298,8 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             learning_rate=check_scalar(self.learning_rate, "learning_rate", min_val=0.0, include_min=False),
             momentum=check_scalar(self.momentum, "momentum", min_val=0.0, max_val=1.0),
             weight_decay=check_scalar(self.weight_decay, "weight_decay", min_val=0.0),
-            epochs=check_int(self.epochs, "epochs", min_val=1),
+            epochs=check_int(self.epochs, "epochs", min_val=1) if self.max_iter is None
+            else check_int(self.max_iter, "max_iter", min_val=1),
             n_threads=self._n_threads(),
             verbose=int(self.verbose),
             n_estimators=check_int(self.n_estimators, "n_estimators", min_val=1),
@@ -366,7 +372,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------------------------------
     # training
     def fit(self, X, y):
-        """Build a new sparse network and train it for ``epochs`` epochs.
+        """Build a new sparse network and train it for ``epochs`` (or ``max_iter``) epochs.
 
         The topology evolves after every epoch but the last, so the returned network has just been
         trained, not freshly rewired.

@@ -41,13 +41,15 @@ def _small(**kw):
 
 
 # ---------------------------------------------------------------------------------------------
-# scikit-learn's own estimator checks: the defaults, and a deeper tanh network with small batches
-# (batches <= 8 run other kernels) and no evolution. None is expected to fail.
+# scikit-learn's own estimator checks: the defaults, a deeper tanh network with small batches
+# (batches <= 8 run other kernels) and no evolution, and a short setting (3 epochs) that passes
+# only because the checks that need a converged model lengthen training through max_iter (set to
+# 1000 by check_class_weight_classifiers). None is expected to fail.
 @parametrize_with_checks([
     SETClassifier(n_jobs=1),
     SETClassifier(hidden_layer_sizes=(24, 16), activation="tanh", epsilon=4, zeta=0.0, batch_size=8,
                   epochs=30, n_jobs=1),
-    SETClassifier(hidden_layer_sizes=(16,), linear_path=True, epsilon=4, n_estimators=1, n_jobs=1),
+    SETClassifier(hidden_layer_sizes=(16,), epsilon=4, n_estimators=1, epochs=3, n_jobs=1),
 ])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
@@ -82,7 +84,7 @@ def test_set_cy_imports_without_scikit_learn():
     ("momentum", 1.5), ("weight_decay", -1e-4), ("epochs", 0), ("epochs", True),
     ("random_state", -1), ("random_state", "seed"), ("n_jobs", 0), ("n_jobs", 1.5), ("verbose", -1),
     ("prune_start", 0), ("prune_start", 2.5), ("storage", "dense"), ("activation_dtype", "float16"),
-    ("linear_path", "yes"), ("linear_path", 1),
+    ("linear_path", "yes"), ("linear_path", 1), ("max_iter", 0), ("max_iter", 2.5),
 ])
 def test_bad_parameters_raise_value_error_naming_them(param, value):
     X, y = _data(n=40)
@@ -91,6 +93,16 @@ def test_bad_parameters_raise_value_error_naming_them(param, value):
         clf.fit(X, y)  # ... rejected at fit
     with pytest.raises(ValueError, match=param):
         _small(**{param: value}).partial_fit(X, y, classes=np.unique(y))
+
+
+def test_max_iter_is_the_number_of_epochs_when_given():
+    X, y = _data(n=60)
+    a = _small(epochs=4).fit(X, y)
+    b = _small(epochs=50, max_iter=4).fit(X, y)
+    assert a.n_iter_ == b.n_iter_ == 4 and len(b.loss_curve_) == 4
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert _small(epochs=4, max_iter=None).fit(X, y).n_iter_ == 4
+    assert "max_iter" in SETClassifier().get_params()
 
 
 def test_fitted_attributes():
