@@ -157,10 +157,10 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         Weights of the linear path of ``network_`` (a copy); None without one.
     feature_importances_ : ndarray of shape (n_features_in_,)
         Strength of each input neuron, normalised to sum to 1 and averaged over the networks: the
-        sum of ``|w|`` over its first-layer connections, as a share of that layer's total, plus
-        (with a linear path) the same share in the linear path; zero for pruned inputs
-        (:meth:`SparseNetwork.input_strength`). The features SET kept strong connections to. Used
-        by :class:`sklearn.feature_selection.SelectFromModel`.
+        sum of ``|w|`` over its linear-path connections (without a linear path, its first-layer
+        connections); zero for pruned inputs (:meth:`SparseNetwork.input_strength`, which says why
+        the first layer does not count beside a linear path). The features SET kept strong
+        connections to. Used by :class:`sklearn.feature_selection.SelectFromModel`.
 
     Notes
     -----

@@ -124,12 +124,16 @@ def test_fitted_attributes():
     assert fi.shape == (20,) and np.all(fi >= 0)
     assert fi.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(fi, clf.network_.input_strength(normalize=True))
-    # each path's sum of |w| over an input's connections, as a share of the path's total, added
+    # the sum of |w| over an input's linear-path connections (the first layer does not count beside it)
     shares = [np.asarray(abs(W).sum(axis=1)).ravel() for W in (clf.coefs_[0], clf.linear_coef_)]
     assert clf.linear_coef_.shape == (20, 3) and clf.linear_coef_.nnz > 0 and shares[1].sum() > 0
-    strength = sum(s / s.sum() for s in shares)
-    np.testing.assert_allclose(fi, strength / strength.sum(), rtol=1e-5)
-    assert not np.allclose(fi, shares[0] / shares[0].sum(), rtol=1e-3)  # the linear path counts
+    np.testing.assert_allclose(fi, shares[1] / shares[1].sum(), rtol=1e-5)
+    assert not np.allclose(fi, shares[0] / shares[0].sum(), rtol=1e-3)
+    # without a linear path: the first layer's sums
+    plain = _small(hidden_layer_sizes=(40, 30), epochs=15, linear_path=False).fit(X, y)
+    assert plain.linear_coef_ is None
+    first = np.asarray(abs(plain.coefs_[0]).sum(axis=1)).ravel()
+    np.testing.assert_allclose(plain.feature_importances_, first / first.sum(), rtol=1e-5)
     proba = clf.predict_proba(X)
     assert proba.dtype == np.float64 and proba.shape == (300, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
