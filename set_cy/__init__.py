@@ -19,20 +19,21 @@ logging.getLogger("set_cy").addHandler(logging.NullHandler())
 __all__ = ["__version__", "ops", "SparseLinear", "SparseMLP", "SparseNetwork", "Callback", "History", "openmp_enabled",
            "isa_dispatch_enabled", "max_threads"]
 
-# SETClassifier needs scikit-learn (an optional dependency): set_cy.estimator is imported on first use.
+# SETClassifier and SETRegressor need scikit-learn (an optional dependency): set_cy.estimator is
+# imported on first use.
 from importlib.util import find_spec as _find_spec  # noqa: E402
 
 if _find_spec("sklearn") is not None:  # `from set_cy import *` keeps working without scikit-learn
-    __all__.append("SETClassifier")
+    __all__ += ["SETClassifier", "SETRegressor"]
 
 
 def __getattr__(name):
-    if name == "SETClassifier":
+    if name in ("SETClassifier", "SETRegressor"):
         try:
-            from .estimator import SETClassifier
+            from . import estimator
         except ImportError as exc:
             if not (exc.name or "").startswith("sklearn"):
                 raise
-            raise ImportError("set_cy.SETClassifier needs scikit-learn: pip install set_cy[sklearn]") from exc
-        return SETClassifier
+            raise ImportError(f"set_cy.{name} needs scikit-learn: pip install set_cy[sklearn]") from exc
+        return getattr(estimator, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,9 @@
-"""scikit-learn face of set_cy: :class:`SETClassifier`, a truly sparse MLP trained with SET.
+"""scikit-learn face of set_cy: :class:`SETClassifier` and :class:`SETRegressor`, truly sparse MLPs
+trained with SET.
 
 This module imports scikit-learn (an optional dependency: ``pip install set_cy[sklearn]``);
-``import set_cy`` does not, and ``set_cy.SETClassifier`` loads this module on first use.
+``import set_cy`` does not, and ``set_cy.SETClassifier`` (or ``SETRegressor``) loads this module on
+first use.
 """
 import copy
 import logging
@@ -9,7 +11,7 @@ import numbers
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -20,16 +22,259 @@ from .model import LR_SCALINGS
 from .sizing import check_activation_dtype, check_storage
 from .trainer import SparseMLP
 
-__all__ = ["SETClassifier"]
+__all__ = ["SETClassifier", "SETRegressor"]
 
 logger = logging.getLogger("set_cy")
 
-# Rows densified at a time by predict_proba (a multiple of the inference batch is used): bounds the
-# dense copy of scipy.sparse input.
+# Rows densified at a time by predict_proba and SETRegressor.predict (a multiple of the inference
+# batch is used): bounds the dense copy of scipy.sparse input.
 _PREDICT_CHUNK_ROWS = 4096
 
 
-class SETClassifier(ClassifierMixin, BaseEstimator):
+class _SETBase(BaseEstimator):
+    """What :class:`SETClassifier` and :class:`SETRegressor` share: the recipe's parameters and their
+    checks, building and training the networks, batched inference, the fitted attributes.
+
+    A subclass sets ``_loss`` (the ``loss`` of :class:`set_cy.SparseMLP`) and provides ``_validate``,
+    ``_n_outputs`` and ``_targets`` (the ``y`` its networks train on).
+    """
+
+    _loss = None
+
+    # ------------------------------------------------------------------------------------------
+    # parameters
+    def _hidden_sizes(self):
+        h = self.hidden_layer_sizes
+        sizes = [h] if isinstance(h, numbers.Integral) and not isinstance(h, bool) else h
+        try:
+            if isinstance(sizes, (str, bytes)):
+                raise TypeError
+            sizes = list(sizes)
+        except TypeError:
+            raise ValueError(f"hidden_layer_sizes must be an int or a sequence of positive ints, got {h!r}") \
+                from None
+        return [check_int(s, "hidden_layer_sizes entries", min_val=1) for s in sizes]
+
+    def _n_threads(self):
+        return None if self.n_jobs is None else resolve_n_threads(self.n_jobs, "n_jobs")
+
+    def _seeds(self, n):
+        """Seeds of ``n`` networks: the first is :meth:`_seed`, the others derived from it (None stays None)."""
+        first = self._seed()
+        if first is None:
+            return [None] * n
+        return [first] + [int(np.random.SeedSequence([first, i]).generate_state(1, np.uint64)[0] >> 1)
+                          for i in range(1, n)]
+
+    def _seed(self):
+        """An int seed (or None) for the network, drawn from ``random_state``."""
+        rs = self.random_state
+        if rs is None:
+            return None
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
+            if rs < 0:
+                raise ValueError(f"random_state must be a non-negative int, got {rs}")
+            return int(rs)
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(np.iinfo(np.int32).max))
+        if isinstance(rs, np.random.Generator):
+            return int(rs.integers(np.iinfo(np.int64).max))
+        raise ValueError(f"random_state must be None, a non-negative int, a numpy RandomState or Generator, "
+                         f"got {rs!r}")
+
+    def _check_batch_size(self):
+        if isinstance(self.batch_size, str) and self.batch_size == "auto":
+            return "auto"
+        return check_int(self.batch_size, "batch_size", min_val=1)
+
+    @staticmethod
+    def _auto_batch(batch_size, n_samples):
+        """The training batch for ``n_samples`` samples: ``batch_size``, or the "auto" rule."""
+        if batch_size == "auto":
+            return int(min(128, max(16, n_samples // 64)))
+        return batch_size
+
+    def _check_params(self):
+        """Validate every parameter (sklearn convention: here, not in __init__); return the resolved ones."""
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        zeta = check_scalar(self.zeta, "zeta", min_val=0.0, max_val=1.0, include_max=False)
+        check_int(self.verbose, "verbose", min_val=0)
+        if self.new_weights not in NEW_WEIGHTS:
+            raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {self.new_weights!r}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}")
+        cw = getattr(self, "class_weight", None)
+        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
+        prune = check_scalar(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
+        for name in ("early_stopping", "linear_path"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        fraction = check_scalar(self.validation_fraction, "validation_fraction", min_val=0.0, max_val=1.0,
+                                include_min=False, include_max=False)
+        return dict(
+            hidden=self._hidden_sizes(),
+            epsilon=check_scalar(self.epsilon, "epsilon", min_val=0.0, include_min=False),
+            zeta=zeta,
+            dropout=check_scalar(self.dropout, "dropout", min_val=0.0, max_val=0.99),
+            batch_size=self._check_batch_size(),
+            learning_rate=check_scalar(self.learning_rate, "learning_rate", min_val=0.0, include_min=False),
+            momentum=check_scalar(self.momentum, "momentum", min_val=0.0, max_val=1.0),
+            weight_decay=check_scalar(self.weight_decay, "weight_decay", min_val=0.0),
+            epochs=check_int(self.epochs, "epochs", min_val=1) if self.max_iter is None
+            else check_int(self.max_iter, "max_iter", min_val=1),
+            n_threads=self._n_threads(),
+            verbose=int(self.verbose),
+            n_estimators=check_int(self.n_estimators, "n_estimators", min_val=1),
+            clip_norm=None if self.clip_norm is None else check_scalar(self.clip_norm, "clip_norm", min_val=0.0,
+                                                                include_min=False),
+            prune_inputs=prune,
+            prune_every=check_int(self.prune_every, "prune_every", min_val=1),
+            min_inputs=check_int(self.min_inputs, "min_inputs", min_val=1),
+            prune_start=None if self.prune_start is None else check_int(self.prune_start, "prune_start", min_val=1),
+            storage=check_storage(self.storage),
+            activation_dtype=check_activation_dtype(self.activation_dtype, np.float32),
+            stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
+                          n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
+                          tol=check_scalar(self.tol, "tol", min_val=0.0)),
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # networks
+    def _build(self, n_features, p):
+        nets = [SparseMLP([n_features, *p["hidden"], self._n_outputs()], epsilon=p["epsilon"],
+                          activation=self.activation, dropout=p["dropout"], seed=seed, n_threads=p["n_threads"],
+                          lr_scaling=self.lr_scaling, storage=p["storage"], activation_dtype=p["activation_dtype"],
+                          linear_path=bool(self.linear_path) and bool(p["hidden"]), loss=self._loss)
+                for seed in self._seeds(p["n_estimators"])]
+        logger.debug("%s: %d x %r", type(self).__name__, len(nets), nets[0])
+        return nets
+
+    def _class_weight_indices(self):
+        """The ``class_weight`` argument of :meth:`SparseMLP.fit` (None: no classes here)."""
+        return None
+
+    def _train(self, nets, X, y, p, epochs, initial_epoch, stopping=None):
+        """Fit every network; ``stopping``: the early-stopping arguments of :meth:`SparseMLP.fit` (fit only)."""
+        cw = self._class_weight_indices()
+        for net in nets:
+            net.fit(X, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=p["batch_size"],
+                    learning_rate=p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"],
+                    zeta=p["zeta"], verbose=p["verbose"], new_weights=self.new_weights, clip_norm=p["clip_norm"],
+                    class_weight=cw, prune_inputs=p["prune_inputs"], prune_every=p["prune_every"],
+                    min_inputs=p["min_inputs"], prune_start=p["prune_start"], **(stopping or {}))
+
+    def _fit(self, X, y):
+        """Both estimators' :meth:`fit`."""
+        p = self._check_params()
+        X, y = self._validate(X, y, reset=True)
+        y_net = self._targets(y, first=True)
+        nets = self._build(X.shape[1], p)
+        self.batch_size_ = p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
+        self._train(nets, X, y_net, p, epochs=p["epochs"], initial_epoch=0, stopping=p["stopping"])
+        self.networks_ = nets
+        return self
+
+    def _partial_fit(self, p, X, y_net, first):
+        """One epoch of :meth:`partial_fit` on validated ``X`` and the networks' targets ``y_net``."""
+        if first:
+            nets = self._build(X.shape[1], p)
+            self.batch_size_ = self._auto_batch(p["batch_size"], X.shape[0])
+        else:
+            nets = self.networks_
+            for net in nets:  # what fit does between two epochs: prune (on its schedule), then evolve
+                net.set_n_threads(p["n_threads"])
+                net._rewire(net.epochs_trained_, p["zeta"],
+                            (p["prune_inputs"], p["prune_every"], p["min_inputs"], p["prune_start"]),
+                            new_weights=self.new_weights)
+        done = nets[0].epochs_trained_
+        p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
+        self._train(nets, X, y_net, p, epochs=done + 1, initial_epoch=done)
+        self.networks_ = nets
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    # inference
+    def _batched(self, X, fn):
+        """``fn(rows, batch)`` over ``X`` (validated, dense or CSR) in chunks of a multiple of
+        ``batch_size_`` dense rows, the last batch zero-padded, so that a sample's result never
+        depends on the other samples passed with it; float64, one row per sample."""
+        B = self.batch_size_
+        n = X.shape[0]
+        chunk = max(B, _PREDICT_CHUNK_ROWS // B * B)
+        res = np.empty((n, self._n_outputs()), np.float64)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            Xc = X[start:stop]
+            Xc = Xc.toarray() if sp.issparse(Xc) else Xc
+            pad = -(stop - start) % B
+            if pad:
+                Xc = np.concatenate([Xc, np.zeros((pad, Xc.shape[1]), Xc.dtype)])
+            res[start:stop] = fn(Xc, B)[:stop - start]
+        return res
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float32, order="C")
+
+    # ------------------------------------------------------------------------------------------
+    # fitted attributes read from the network
+    @property
+    def network_(self):
+        check_is_fitted(self)
+        return self.networks_[0]
+
+    @property
+    def loss_curve_(self):
+        check_is_fitted(self)
+        curves = [net.history_["loss"] for net in self.networks_]  # lengths differ after early stopping
+        return [float(np.mean([c[i] for c in curves if i < len(c)])) for i in range(max(map(len, curves)))]
+
+    @property
+    def n_iter_(self):
+        check_is_fitted(self)
+        return int(self.network_.epochs_trained_)
+
+    @property
+    def coefs_(self):
+        check_is_fitted(self)
+        return self.network_.weights
+
+    @property
+    def intercepts_(self):
+        check_is_fitted(self)
+        return self.network_.biases
+
+    @property
+    def linear_coef_(self):
+        check_is_fitted(self)
+        return self.network_.linear_weights
+
+    @property
+    def feature_importances_(self):
+        check_is_fitted(self)
+        return np.mean([net.input_strength(normalize=True) for net in self.networks_], axis=0)
+
+    # ------------------------------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def __getstate__(self):
+        # Pickle the network without its per-batch work buffers (they are reallocated on first use).
+        state = dict(super().__getstate__())
+        nets = state.get("networks_")
+        if nets is not None:
+            state["networks_"] = [copy.copy(net) for net in nets]
+            for net in state["networks_"]:
+                net._buffers = None
+                net._buffer_batch = 0
+        return state
+
+
+class SETClassifier(ClassifierMixin, _SETBase):
     """Truly sparse multilayer perceptron classifier trained with Sparse Evolutionary Training.
 
     A scikit-learn estimator around :class:`set_cy.SparseMLP`: every layer is a sparse Erdős–Rényi
@@ -217,104 +462,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         self.activation_dtype = activation_dtype
         self.linear_path = linear_path
 
-    # ------------------------------------------------------------------------------------------
-    # parameters
-    def _hidden_sizes(self):
-        h = self.hidden_layer_sizes
-        sizes = [h] if isinstance(h, numbers.Integral) and not isinstance(h, bool) else h
-        try:
-            if isinstance(sizes, (str, bytes)):
-                raise TypeError
-            sizes = list(sizes)
-        except TypeError:
-            raise ValueError(f"hidden_layer_sizes must be an int or a sequence of positive ints, got {h!r}") \
-                from None
-        return [check_int(s, "hidden_layer_sizes entries", min_val=1) for s in sizes]
-
-    def _n_threads(self):
-        return None if self.n_jobs is None else resolve_n_threads(self.n_jobs, "n_jobs")
-
-    def _seeds(self, n):
-        """Seeds of ``n`` networks: the first is :meth:`_seed`, the others derived from it (None stays None)."""
-        first = self._seed()
-        if first is None:
-            return [None] * n
-        return [first] + [int(np.random.SeedSequence([first, i]).generate_state(1, np.uint64)[0] >> 1)
-                          for i in range(1, n)]
-
-    def _seed(self):
-        """An int seed (or None) for the network, drawn from ``random_state``."""
-        rs = self.random_state
-        if rs is None:
-            return None
-        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
-            if rs < 0:
-                raise ValueError(f"random_state must be a non-negative int, got {rs}")
-            return int(rs)
-        if isinstance(rs, np.random.RandomState):
-            return int(rs.randint(np.iinfo(np.int32).max))
-        if isinstance(rs, np.random.Generator):
-            return int(rs.integers(np.iinfo(np.int64).max))
-        raise ValueError(f"random_state must be None, a non-negative int, a numpy RandomState or Generator, "
-                         f"got {rs!r}")
-
-    def _check_batch_size(self):
-        if isinstance(self.batch_size, str) and self.batch_size == "auto":
-            return "auto"
-        return check_int(self.batch_size, "batch_size", min_val=1)
-
-    @staticmethod
-    def _auto_batch(batch_size, n_samples):
-        """The training batch for ``n_samples`` samples: ``batch_size``, or the "auto" rule."""
-        if batch_size == "auto":
-            return int(min(128, max(16, n_samples // 64)))
-        return batch_size
-
-    def _check_params(self):
-        """Validate every parameter (sklearn convention: here, not in __init__); return the resolved ones."""
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        zeta = check_scalar(self.zeta, "zeta", min_val=0.0, max_val=1.0, include_max=False)
-        check_int(self.verbose, "verbose", min_val=0)
-        if self.new_weights not in NEW_WEIGHTS:
-            raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {self.new_weights!r}")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}")
-        cw = self.class_weight
-        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
-            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
-        prune = check_scalar(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
-        for name in ("early_stopping", "linear_path"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        fraction = check_scalar(self.validation_fraction, "validation_fraction", min_val=0.0, max_val=1.0,
-                                include_min=False, include_max=False)
-        return dict(
-            hidden=self._hidden_sizes(),
-            epsilon=check_scalar(self.epsilon, "epsilon", min_val=0.0, include_min=False),
-            zeta=zeta,
-            dropout=check_scalar(self.dropout, "dropout", min_val=0.0, max_val=0.99),
-            batch_size=self._check_batch_size(),
-            learning_rate=check_scalar(self.learning_rate, "learning_rate", min_val=0.0, include_min=False),
-            momentum=check_scalar(self.momentum, "momentum", min_val=0.0, max_val=1.0),
-            weight_decay=check_scalar(self.weight_decay, "weight_decay", min_val=0.0),
-            epochs=check_int(self.epochs, "epochs", min_val=1) if self.max_iter is None
-            else check_int(self.max_iter, "max_iter", min_val=1),
-            n_threads=self._n_threads(),
-            verbose=int(self.verbose),
-            n_estimators=check_int(self.n_estimators, "n_estimators", min_val=1),
-            clip_norm=None if self.clip_norm is None else check_scalar(self.clip_norm, "clip_norm", min_val=0.0,
-                                                                include_min=False),
-            prune_inputs=prune,
-            prune_every=check_int(self.prune_every, "prune_every", min_val=1),
-            min_inputs=check_int(self.min_inputs, "min_inputs", min_val=1),
-            prune_start=None if self.prune_start is None else check_int(self.prune_start, "prune_start", min_val=1),
-            storage=check_storage(self.storage),
-            activation_dtype=check_activation_dtype(self.activation_dtype, np.float32),
-            stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
-                          n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
-                          tol=check_scalar(self.tol, "tol", min_val=0.0)),
-        )
+    _loss = "cross_entropy"
 
     # ------------------------------------------------------------------------------------------
     # data
@@ -322,6 +470,15 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, reset=reset, accept_sparse="csr", dtype=np.float32, order="C")
         check_classification_targets(y)
         return X, y
+
+    def _n_outputs(self):
+        return self.classes_.size
+
+    def _targets(self, y, first):
+        """Class indices of the labels ``y`` (``first``: ``classes_`` taken from them)."""
+        if first:
+            self.classes_ = self._check_classes(y, "y")
+        return self._encode(y)
 
     def _encode(self, y):
         """Indices of the labels ``y`` in ``classes_``; ValueError for labels not in ``classes_``."""
@@ -340,15 +497,6 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"SETClassifier needs at least 2 classes, got {classes.size} class in {what}")
         return classes
 
-    def _build(self, n_features, p):
-        nets = [SparseMLP([n_features, *p["hidden"], self.classes_.size], epsilon=p["epsilon"],
-                          activation=self.activation, dropout=p["dropout"], seed=seed, n_threads=p["n_threads"],
-                          lr_scaling=self.lr_scaling, storage=p["storage"], activation_dtype=p["activation_dtype"],
-                          linear_path=bool(self.linear_path) and bool(p["hidden"]))
-                for seed in self._seeds(p["n_estimators"])]
-        logger.debug("SETClassifier: %d x %r", len(nets), nets[0])
-        return nets
-
     def _class_weight_indices(self):
         """``class_weight`` with its dict keyed by class index (as :meth:`SparseMLP.fit` takes it)."""
         cw = self.class_weight
@@ -358,16 +506,6 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         if unknown:
             raise ValueError(f"class_weight names classes not in classes_ {self.classes_.tolist()}: {unknown}")
         return {int(np.searchsorted(self.classes_, c)): w for c, w in cw.items()}
-
-    def _train(self, nets, X, y, p, epochs, initial_epoch, stopping=None):
-        """Fit every network; ``stopping``: the early-stopping arguments of :meth:`SparseMLP.fit` (fit only)."""
-        cw = self._class_weight_indices()
-        for net in nets:
-            net.fit(X, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=p["batch_size"],
-                    learning_rate=p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"],
-                    zeta=p["zeta"], verbose=p["verbose"], new_weights=self.new_weights, clip_norm=p["clip_norm"],
-                    class_weight=cw, prune_inputs=p["prune_inputs"], prune_every=p["prune_every"],
-                    min_inputs=p["min_inputs"], prune_start=p["prune_start"], **(stopping or {}))
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -387,15 +525,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        p = self._check_params()
-        X, y = self._validate(X, y, reset=True)
-        self.classes_ = self._check_classes(y, "y")
-        y_enc = self._encode(y)
-        nets = self._build(X.shape[1], p)
-        self.batch_size_ = p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
-        self._train(nets, X, y_enc, p, epochs=p["epochs"], initial_epoch=0, stopping=p["stopping"])
-        self.networks_ = nets
-        return self
+        return self._fit(X, y)
 
     def partial_fit(self, X, y, classes=None):
         """Train one epoch on ``(X, y)``; evolve the topology first if the network was trained before.
@@ -435,22 +565,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         X, y = self._validate(X, y, reset=first)
         if first:
             self.classes_ = classes
-        y_enc = self._encode(y)
-        if first:
-            nets = self._build(X.shape[1], p)
-            self.batch_size_ = self._auto_batch(p["batch_size"], X.shape[0])
-        else:
-            nets = self.networks_
-            for net in nets:  # what fit does between two epochs: prune (on its schedule), then evolve
-                net.set_n_threads(p["n_threads"])
-                net._rewire(net.epochs_trained_, p["zeta"],
-                            (p["prune_inputs"], p["prune_every"], p["min_inputs"], p["prune_start"]),
-                            new_weights=self.new_weights)
-        done = nets[0].epochs_trained_
-        p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
-        self._train(nets, X, y_enc, p, epochs=done + 1, initial_epoch=done)
-        self.networks_ = nets
-        return self
+        return self._partial_fit(p, X, self._encode(y), first)
 
     # ------------------------------------------------------------------------------------------
     # inference
@@ -460,20 +575,7 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         Columns follow ``classes_``. Runs in batches of ``batch_size`` (the last one padded), so a
         sample's probabilities do not depend on the other samples of ``X``.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float32, order="C")
-        B = self.batch_size_
-        n = X.shape[0]
-        chunk = max(B, _PREDICT_CHUNK_ROWS // B * B)
-        proba = np.empty((n, self.classes_.size), np.float64)
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            Xc = X[start:stop]
-            Xc = Xc.toarray() if sp.issparse(Xc) else Xc
-            pad = -(stop - start) % B
-            if pad:
-                Xc = np.concatenate([Xc, np.zeros((pad, Xc.shape[1]), Xc.dtype)])
-            proba[start:stop] = self._mean_proba(self.networks_, Xc, B)[:stop - start]
+        proba = self._batched(self._check_X(X), lambda Xc, B: self._mean_proba(self.networks_, Xc, B))
         proba /= proba.sum(axis=1, keepdims=True)
         return proba
 
@@ -490,57 +592,179 @@ class SETClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+
+class SETRegressor(RegressorMixin, _SETBase):
+    """Truly sparse multilayer perceptron regressor trained with Sparse Evolutionary Training.
+
+    The regression counterpart of :class:`SETClassifier` (as scikit-learn's ``MLPRegressor`` is of
+    ``MLPClassifier``): the same sparse networks, recipe and evolution, with one linear output per
+    target, trained on half the squared error (:class:`set_cy.SparseMLP` with
+    ``loss="squared_error"``). :meth:`fit` standardises the targets (each output by its mean and
+    standard deviation over the training ``y``: ``y_mean_``, ``y_scale_``) and :meth:`predict` maps
+    the outputs back, so the recipe's learning rate and gradient clipping hold whatever the units
+    of ``y``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes, epsilon, zeta, activation, dropout, batch_size, learning_rate, momentum, \
+weight_decay, epochs, max_iter, random_state, n_jobs, verbose, n_estimators, clip_norm, new_weights, \
+lr_scaling, prune_inputs, prune_every, prune_start, min_inputs, early_stopping, validation_fraction, \
+n_iter_no_change, tol, storage, activation_dtype, linear_path
+        As in :class:`SETClassifier`, with the same defaults; there is no ``class_weight``. With
+        ``early_stopping``, the held-out fraction is drawn at random and its R² is watched instead of
+        the accuracy. :meth:`predict` averages the ``n_estimators`` networks' outputs; the linear
+        path makes each network contain a sparse linear regression.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` had string column names (a DataFrame).
+    n_outputs_ : int
+        Targets per sample (1 for a one-dimensional ``y``).
+    y_mean_, y_scale_ : ndarray of shape (n_outputs_,)
+        The standardisation of the targets (taken from the ``y`` of :meth:`fit`, or of the first
+        :meth:`partial_fit` call); a constant target gets scale 1.
+    network_, networks_, loss_curve_, n_iter_, batch_size_, coefs_, intercepts_, linear_coef_, \
+feature_importances_
+        As in :class:`SETClassifier` (``loss_curve_`` in standardised units).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from set_cy import SETRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((300, 10)); y = 3 * X[:, 0] - X[:, 1] + 100
+    >>> reg = SETRegressor(hidden_layer_sizes=(64,), epsilon=5, epochs=30, random_state=0).fit(X, y)
+    >>> reg.score(X, y) > 0.9
+    True
+    """
+
+    def __init__(self, hidden_layer_sizes=(200, 200), *, epsilon=20, zeta=0.3, activation="relu", dropout=0.3,
+                 batch_size="auto", learning_rate=0.01, momentum=0.9, weight_decay=2e-4, epochs=100,
+                 max_iter=None, random_state=None, n_jobs=None, verbose=0, n_estimators=3,
+                 clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
+                 prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
+                 storage="full", activation_dtype=None, linear_path=True):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.epsilon = epsilon
+        self.zeta = zeta
+        self.activation = activation
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.n_estimators = n_estimators
+        self.clip_norm = clip_norm
+        self.new_weights = new_weights
+        self.lr_scaling = lr_scaling
+        self.prune_inputs = prune_inputs
+        self.prune_every = prune_every
+        self.min_inputs = min_inputs
+        self.prune_start = prune_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.storage = storage
+        self.activation_dtype = activation_dtype
+        self.linear_path = linear_path
+
+    _loss = "squared_error"
+
     # ------------------------------------------------------------------------------------------
-    # fitted attributes read from the network
-    @property
-    def network_(self):
-        check_is_fitted(self)
-        return self.networks_[0]
+    # data
+    def _validate(self, X, y, reset):
+        return validate_data(self, X, y, reset=reset, accept_sparse="csr", dtype=np.float32, order="C",
+                             y_numeric=True, multi_output=True)
 
-    @property
-    def loss_curve_(self):
-        check_is_fitted(self)
-        curves = [net.history_["loss"] for net in self.networks_]  # lengths differ after early stopping
-        return [float(np.mean([c[i] for c in curves if i < len(c)])) for i in range(max(map(len, curves)))]
+    def _n_outputs(self):
+        return self.n_outputs_
 
-    @property
-    def n_iter_(self):
-        check_is_fitted(self)
-        return int(self.network_.epochs_trained_)
-
-    @property
-    def coefs_(self):
-        check_is_fitted(self)
-        return self.network_.weights
-
-    @property
-    def intercepts_(self):
-        check_is_fitted(self)
-        return self.network_.biases
-
-    @property
-    def linear_coef_(self):
-        check_is_fitted(self)
-        return self.network_.linear_weights
-
-    @property
-    def feature_importances_(self):
-        check_is_fitted(self)
-        return np.mean([net.input_strength(normalize=True) for net in self.networks_], axis=0)
+    def _targets(self, y, first):
+        """The standardised targets, ``(n_samples, n_outputs_)`` (``first``: the scaling taken from ``y``)."""
+        y = np.asarray(y, dtype=np.float64)
+        Y = y.reshape(y.shape[0], -1)
+        if first:
+            self._y_ndim = y.ndim
+            self.n_outputs_ = Y.shape[1]
+            self.y_mean_ = Y.mean(axis=0)
+            scale = Y.std(axis=0)
+            self.y_scale_ = np.where(scale > 0, scale, 1.0)
+        elif Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {Y.shape[1]} outputs; the estimator was fitted with {self.n_outputs_}")
+        return (Y - self.y_mean_) / self.y_scale_
 
     # ------------------------------------------------------------------------------------------
+    # training
+    def fit(self, X, y):
+        """Build new sparse networks and train them for ``epochs`` (or ``max_iter``) epochs.
+
+        The topology evolves after every epoch but the last, so the returned networks have just been
+        trained, not freshly rewired.
+
+        Parameters
+        ----------
+        X : {array-like, scipy.sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Real targets.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y)
+
+    def partial_fit(self, X, y):
+        """Train one epoch on ``(X, y)``; evolve the topology first if the networks were trained before.
+
+        As :meth:`SETClassifier.partial_fit` (``k`` calls on the same data give the model of
+        :meth:`fit` with ``epochs=k``); the first call builds the networks and takes the targets'
+        standardisation from its ``y``.
+
+        Parameters
+        ----------
+        X : {array-like, scipy.sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+        """
+        p = self._check_params()
+        first = not hasattr(self, "network_")
+        X, y = self._validate(X, y, reset=first)
+        return self._partial_fit(p, X, self._targets(y, first), first)
+
+    # ------------------------------------------------------------------------------------------
+    # inference
+    def predict(self, X):
+        """Predicted targets, float64: shape ``(n_samples,)`` after a fit on one-dimensional ``y``,
+        else ``(n_samples, n_outputs_)``.
+
+        The mean of the networks' outputs, mapped back to the units of ``y``. Runs in batches of
+        ``batch_size`` (the last one padded), so a sample's prediction does not depend on the other
+        samples of ``X``.
+        """
+        out = self._batched(self._check_X(X), lambda Xc, B: self._mean_outputs(self.networks_, Xc, B))
+        pred = out * self.y_scale_ + self.y_mean_
+        return pred.ravel() if self._y_ndim == 1 else pred
+
+    @staticmethod
+    def _mean_outputs(nets, X, batch_size):
+        """Mean of the networks' (standardised) outputs for dense float32 ``X``."""
+        out = nets[0].predict(X, batch_size=batch_size).astype(np.float64)
+        for net in nets[1:]:
+            out += net.predict(X, batch_size=batch_size)
+        return out / len(nets)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
+        tags.target_tags.multi_output = True
         return tags
-
-    def __getstate__(self):
-        # Pickle the network without its per-batch work buffers (they are reallocated on first use).
-        state = dict(super().__getstate__())
-        nets = state.get("networks_")
-        if nets is not None:
-            state["networks_"] = [copy.copy(net) for net in nets]
-            for net in state["networks_"]:
-                net._buffers = None
-                net._buffer_batch = 0
-        return state

@@ -30,7 +30,7 @@ __all__ = ["SparseNetwork", "LOSSES", "LR_SCALINGS"]
 
 logger = logging.getLogger("set_cy")
 
-LOSSES = ("cross_entropy", "mse")
+LOSSES = ("cross_entropy", "mse", "squared_error")
 LR_SCALINGS = ("none", "fan_in")
 # Inputs per neuron up to which "fan_in" lr scaling leaves a layer alone: a dense layer of about a thousand
 # inputs is where plain SGD at lr ~0.01 is known to behave (the 784-1000-1000-1000-10 Fashion-MNIST MLP).
@@ -58,8 +58,12 @@ class SparseNetwork:
         Seed of the network's random generator (topology, values, dropout, shuffling, evolution).
     n_threads : int or None
         OpenMP threads of the kernels; None or -1 uses all cores, ``-k`` all but ``k - 1`` (joblib's meaning).
-    loss : {"cross_entropy", "mse"}, default "cross_entropy"
-        Softmax + cross-entropy, or mean squared error on linear outputs against one-hot targets.
+    loss : {"cross_entropy", "mse", "squared_error"}, default "cross_entropy"
+        Softmax + cross-entropy, or mean squared error on linear outputs against one-hot targets
+        (both classify: ``y`` holds class labels), or ``"squared_error"``: regression, half the
+        squared error of the linear outputs against real targets ``y`` of shape ``(n_samples,)``
+        (one output) or ``(n_samples, n_outputs)``; :meth:`predict` gives the outputs and
+        :meth:`score` the coefficient of determination R².
     allocation : {"er", "erk", "uniform"}, default "er"
         How connections are distributed over the layers (see :func:`allocate_connections`).
     activation_alpha : float or None
@@ -403,7 +407,14 @@ class SparseNetwork:
             raise ValueError(f"{name} contains NaN or infinity")
         return X
 
+    @property
+    def is_regression(self):
+        """True when the network is trained on real targets (``loss="squared_error"``)."""
+        return self.loss == "squared_error"
+
     def _check_y(self, y, n, name="y"):
+        if self.is_regression:
+            return self._check_targets(y, n, name)
         y = np.asarray(y)
         n_classes = self.layer_sizes[-1]
         if y.ndim == 2:
@@ -422,6 +433,22 @@ class SparseNetwork:
         if y.size and (y.min() < 0 or y.max() >= n_classes):
             raise ValueError(f"labels in {name} must be in [0, {n_classes - 1}], got range "
                              f"[{y.min()}, {y.max()}]")
+        return y
+
+    def _check_targets(self, y, n, name="y"):
+        """Real regression targets as a C-contiguous ``(n, n_outputs)`` array of the model's dtype."""
+        n_out = self.layer_sizes[-1]
+        y = np.asarray(y)
+        if y.dtype.kind not in "iuf" and y.dtype != np.bool_:
+            raise TypeError(f"{name} must hold real regression targets, got dtype {y.dtype}")
+        if y.ndim == 1 and n_out == 1:
+            y = y[:, None]
+        if y.shape != (n, n_out):
+            raise ValueError(f"{name} must have shape ({n}, {n_out})" + (f" or ({n},)" if n_out == 1 else "")
+                             + f" (targets of the {n_out} outputs), got {np.shape(y)}")
+        y = np.ascontiguousarray(y, dtype=self.dtype)
+        if not np.isfinite(y).all():
+            raise ValueError(f"{name} contains NaN or infinity (or values too large for {self.dtype})")
         return y
 
     # ------------------------------------------------------------------------------------------
@@ -546,8 +573,11 @@ class SparseNetwork:
         """
         B = out.shape[1]
         cols = np.arange(B)
-        correct = int(np.count_nonzero(out.argmax(axis=0) == y))
-        if self.loss == "cross_entropy":
+        correct = 0 if self.is_regression else int(np.count_nonzero(out.argmax(axis=0) == y))
+        if self.is_regression:  # y: (B, n_outputs) targets
+            out -= y.T
+            per_sample = 0.5 * np.einsum("ij,ij->j", out, out, dtype=np.float64)
+        elif self.loss == "cross_entropy":
             p = out[y, cols]
             per_sample = -np.log(np.maximum(p, np.finfo(out.dtype).tiny))
             out[y, cols] -= 1
@@ -607,7 +637,8 @@ class SparseNetwork:
         ``clip_norm``, then applied; a batch whose gradient is not finite is skipped.
         ``class_weight`` (float array, one weight per class) weights each sample's loss.
 
-        Returns ``(loss, n_correct)`` of the batch, measured with dropout on.
+        Returns ``(loss, n_correct)`` of the batch, measured with dropout on (``n_correct`` is 0 for
+        regression).
         """
         xb = self._load_batch(X, rows)
         out, states = self._forward(xb, training=True)
@@ -711,20 +742,32 @@ class SparseNetwork:
 
     def predict_proba(self, X, *, batch_size=None):
         """Class probabilities, shape ``(n_samples, n_classes)`` (softmax of the outputs for MSE)."""
+        if self.is_regression:
+            raise ValueError('predict_proba needs a classifier; this network regresses (loss="squared_error")')
         out = self._outputs(X, batch_size)
         if self.loss == "mse":
             out = softmax_inplace(np.ascontiguousarray(out.T)).T
         return out
 
     def predict(self, X, *, batch_size=None):
-        """Predicted class indices."""
-        return self._outputs(X, batch_size).argmax(axis=1)
+        """Predicted class indices, or for regression the outputs, shape ``(n_samples, n_outputs)``."""
+        out = self._outputs(X, batch_size)
+        return out if self.is_regression else out.argmax(axis=1)
 
     def score(self, X, y, *, batch_size=None):
-        """Accuracy on ``(X, y)``."""
+        """Accuracy on ``(X, y)``; for regression the coefficient of determination R² (mean over the
+        outputs, as scikit-learn's ``r2_score``; 1 for a constant output predicted exactly, else 0)."""
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
-        return float(np.mean(self.predict(X, batch_size=batch_size) == y))
+        pred = self.predict(X, batch_size=batch_size)
+        if not self.is_regression:
+            return float(np.mean(pred == y))
+        y = y.astype(np.float64)
+        residual = ((y - pred) ** 2).sum(axis=0)
+        total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+        r2 = np.where(total > 0, 1.0 - residual / np.where(total > 0, total, 1.0),
+                      np.where(residual == 0, 1.0, 0.0))
+        return float(np.mean(r2))
 
     # ------------------------------------------------------------------------------------------
     # evolution

@@ -55,8 +55,9 @@ class _FunctionCallback(Callback):
 
 class History(list):
     """Per-epoch records (dicts): epoch, loss, train_accuracy (both measured during the epoch, with
-    dropout), val_accuracy, train_time, evolution_time, epoch_time, zeta. ``history["loss"]`` gives
-    one column."""
+    dropout), val_accuracy, train_time, evolution_time, epoch_time, zeta; a regression network
+    (``loss="squared_error"``) records no train_accuracy, and val_r2 instead of val_accuracy.
+    ``history["loss"]`` gives one column."""
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -68,10 +69,13 @@ class _ProgressLine(Callback):
     """One summary line per epoch on the "set_cy" logger or stdout (verbose >= 1)."""
 
     def on_epoch_end(self, model, epoch, logs):
-        parts = [f"epoch {epoch + 1}/{logs['epochs']}", f"loss {logs['loss']:.4f}",
-                 f"train acc {logs['train_accuracy']:.4f}"]
+        parts = [f"epoch {epoch + 1}/{logs['epochs']}", f"loss {logs['loss']:.4f}"]
+        if logs.get("train_accuracy") is not None:
+            parts.append(f"train acc {logs['train_accuracy']:.4f}")
         if logs.get("val_accuracy") is not None:
             parts.append(f"val acc {logs['val_accuracy']:.4f}")
+        if logs.get("val_r2") is not None:
+            parts.append(f"val R2 {logs['val_r2']:.4f}")
         parts.append(f"{logs['epoch_time']:.2f} s")
         if logs.get("evolution_time"):
             parts.append(f"evolve {logs['evolution_time']:.2f} s")
@@ -122,6 +126,14 @@ def _stratified_holdout(y, fraction, rng):
         raise ValueError("early_stopping needs a validation set: no class has two samples to hold one out")
     keep = np.setdiff1d(np.arange(y.size), held)
     return keep, held
+
+
+def _random_holdout(n, fraction, rng):
+    """Sorted ``(keep, held)`` sample indices: ``round(fraction * n)`` held out (at least one, one kept)."""
+    if n < 2:
+        raise ValueError("early_stopping needs a validation set: 2 or more samples to hold one out")
+    held = np.sort(rng.choice(n, min(max(int(round(fraction * n)), 1), n - 1), replace=False))
+    return np.setdiff1d(np.arange(n), held), held
 
 
 class SparseMLP(SparseNetwork):
@@ -208,7 +220,8 @@ class SparseMLP(SparseNetwork):
         X : array-like (n_samples, n_features)
             float64 (or integer) input to a float32 network is converted once, here.
         y : array-like
-            Integer labels in ``[0, n_classes)`` or one-hot rows.
+            Integer labels in ``[0, n_classes)`` or one-hot rows; for a regression network
+            (``loss="squared_error"``) real targets, ``(n_samples,)`` or ``(n_samples, n_outputs)``.
         epochs : int
             Index of the last epoch: the fit runs epochs ``initial_epoch .. epochs - 1``.
         batch_size : int, default 128
@@ -222,7 +235,7 @@ class SparseMLP(SparseNetwork):
         criterion, new_weights, evolve_output
             See :meth:`evolve`.
         validation_data : tuple (X_val, y_val), optional
-            Accuracy on it after every epoch (``val_accuracy``).
+            Accuracy on it after every epoch (``val_accuracy``; regression: R², ``val_r2``).
         shuffle : bool, default True
         callbacks : list of Callback or callables ``f(model, epoch, logs)`` (called at epoch end)
         verbose : int, default 1
@@ -273,7 +286,8 @@ class SparseMLP(SparseNetwork):
             epoch (as they were before that epoch's evolution step); :attr:`best_epoch_` says which.
             The validation set is ``validation_data`` when given, else a stratified fraction
             ``validation_fraction`` of ``(X, y)`` held out from training (at least one sample per
-            class that has two or more), drawn with the network's generator.
+            class that has two or more; for regression a random fraction), drawn with the network's
+            generator. Regression watches R² instead of accuracy.
         validation_fraction : float in (0, 1), default 0.1
         n_iter_no_change : int, default 10
         tol : float, default 1e-4
@@ -329,7 +343,8 @@ class SparseMLP(SparseNetwork):
             if resume:
                 raise ValueError("early_stopping cannot resume an interrupted fit (its best epoch is not saved)")
             if validation_data is None:
-                keep, held = _stratified_holdout(y, validation_fraction, self.rng)
+                keep, held = (_random_holdout(n, validation_fraction, self.rng) if self.is_regression
+                              else _stratified_holdout(y, validation_fraction, self.rng))
                 X_val, y_val, X, y = X[held], y[held], X[keep], y[keep]
                 validation_data, n = (X_val, y_val), keep.size
         batch_size = int(min(batch_size, n))
@@ -377,6 +392,8 @@ class SparseMLP(SparseNetwork):
         k = self.layer_sizes[-1]
         if class_weight is None:
             return None
+        if self.is_regression:
+            raise ValueError('class_weight needs a classifier; this network regresses (loss="squared_error")')
         if isinstance(class_weight, str):
             if class_weight != "balanced":
                 raise ValueError(f"class_weight must be None, 'balanced', a dict or an array, got {class_weight!r}")
@@ -468,19 +485,21 @@ class SparseMLP(SparseNetwork):
             if self.stop_training and seen < n:
                 break  # interrupted inside the epoch: train_state_ says where
             train_time = time.perf_counter() - t0
-            rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": correct / seen,
-                   "train_time": train_time}
+            rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_time": train_time}
+            if not self.is_regression:
+                rec["train_accuracy"] = correct / seen
             if not np.isfinite(rec["loss"]) and not diverged:
                 diverged = True
                 msg = (f"training diverged: the mean loss of epoch {epoch + 1} is {rec['loss']} (weights or "
                        f"activations overflowed); lower learning_rate (now {hp['learning_rate']:g})")
                 logger.warning(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            val_key = "val_r2" if self.is_regression else "val_accuracy"
             if validation_data is not None:
-                rec["val_accuracy"] = self.score(*validation_data, batch_size=batch_size)
+                rec[val_key] = self.score(*validation_data, batch_size=batch_size)
             stop_early = False
             if stopping is not None:  # scikit-learn's rule: patience against best + tol, any gain is kept
-                score = rec["val_accuracy"]
+                score = rec[val_key]
                 stale = stale + 1 if best is not None and score < best[0] + stopping[1] else 0
                 if best is None or score > best[0]:
                     best = (score, epoch + 1, self._snapshot())
@@ -512,7 +531,8 @@ class SparseMLP(SparseNetwork):
             self._restore(best[2])
             self.best_epoch_ = best[1]
             self.train_state_ = None
-            logger.info("early stopping: the weights of epoch %d (val_accuracy %.4f) restored", best[1], best[0])
+            logger.info("early stopping: the weights of epoch %d (validation score %.4f) restored", best[1],
+                        best[0])
         if not self.stop_training:
             self.train_state_ = None
         for cb in cbs:
