@@ -6,6 +6,11 @@ SET_CY_DEBUG=1
     Build with bounds checks, wrap-around and initialisation checks turned back on, ``-O0 -g``.
 SET_CY_NO_OPENMP=1
     Build without OpenMP even if the compiler supports it.
+SET_CY_OPENMP_CFLAGS, SET_CY_OPENMP_LDFLAGS
+    The compile and link flags for OpenMP (space-separated; default ``-fopenmp`` for both), for
+    compilers that spell it differently: Apple clang with Homebrew's libomp wants
+    ``-Xpreprocessor -fopenmp -I<libomp>/include`` and ``-L<libomp>/lib -lomp`` (the macOS settings of
+    ``[tool.cibuildwheel]`` in pyproject.toml). The test program must build with them, as with the default.
 SET_CY_MARCH=<arch>
     Add ``-march=<arch>`` (for example ``native``). Off by default: the row kernels (the innermost
     loops, in ``set_cy/_rowkernels.h``) are already built for several instruction sets by GCC function
@@ -42,14 +47,15 @@ def openmp_flags():
         return [], []
     if sys.platform == "win32":
         return ["/openmp"], []
-    flags = ["-fopenmp"]
+    flags = os.environ.get("SET_CY_OPENMP_CFLAGS", "-fopenmp").split()
+    link = os.environ.get("SET_CY_OPENMP_LDFLAGS", "-fopenmp").split()
     src = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel reduction(+:n)\nn+=1;\nreturn n>0?0:1;}\n"
     tmp = tempfile.mkdtemp(prefix="set_cy_omp_")
     try:
         path = os.path.join(tmp, "probe.c")
         with open(path, "w") as fh:
             fh.write(src)
-        cmd = _compiler_command() + flags + [path, "-o", os.path.join(tmp, "probe")]
+        cmd = _compiler_command() + flags + [path, "-o", os.path.join(tmp, "probe")] + link
         ok = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
     except OSError:
         ok = False
@@ -58,7 +64,7 @@ def openmp_flags():
     if not ok:
         warnings.warn("set_cy: the C compiler cannot build OpenMP programs; building single-threaded kernels")
         return [], []
-    return flags, flags
+    return flags, link
 
 
 omp_compile, omp_link = openmp_flags()

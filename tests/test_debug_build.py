@@ -91,7 +91,7 @@ GUARD_PLUGIN = textwrap.dedent("""
         for mod in (set_cy, _kernels):
             path = os.path.realpath(mod.__file__)
             if not path.startswith(here + os.sep):
-                raise RuntimeError(f"{mod.__name__} imported from {path}, not from the debug build in {here}")
+                raise RuntimeError(f"{mod.__name__} imported from {path}, not from the build under test in {here}")
 """)
 
 
