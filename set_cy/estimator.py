@@ -41,6 +41,13 @@ class _SETBase(BaseEstimator):
 
     _loss = None
 
+    def _set_params_from_init(self, args):
+        """Both estimators' ``__init__``: every constructor argument stored unchanged, under its own name
+        (scikit-learn's rule; the checks happen at fit)."""
+        for name, value in args.items():
+            if name != "self":
+                setattr(self, name, value)
+
     # ------------------------------------------------------------------------------------------
     # parameters
     def _hidden_sizes(self):
@@ -104,9 +111,6 @@ class _SETBase(BaseEstimator):
             raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {self.new_weights!r}")
         if self.lr_scaling not in LR_SCALINGS:
             raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}")
-        cw = getattr(self, "class_weight", None)
-        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
-            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
         prune = check_scalar(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
         for name in ("early_stopping", "linear_path"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -431,38 +435,15 @@ class SETClassifier(ClassifierMixin, _SETBase):
                  clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  storage="full", activation_dtype=None, linear_path=True):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.epsilon = epsilon
-        self.zeta = zeta
-        self.activation = activation
-        self.dropout = dropout
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.max_iter = max_iter
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-        self.verbose = verbose
-        self.n_estimators = n_estimators
-        self.class_weight = class_weight
-        self.clip_norm = clip_norm
-        self.new_weights = new_weights
-        self.lr_scaling = lr_scaling
-        self.prune_inputs = prune_inputs
-        self.prune_every = prune_every
-        self.min_inputs = min_inputs
-        self.prune_start = prune_start
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.storage = storage
-        self.activation_dtype = activation_dtype
-        self.linear_path = linear_path
+        self._set_params_from_init(locals())
 
     _loss = "cross_entropy"
+
+    def _check_params(self):
+        cw = self.class_weight
+        if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
+        return super()._check_params()
 
     # ------------------------------------------------------------------------------------------
     # data
@@ -646,35 +627,7 @@ feature_importances_
                  clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  storage="full", activation_dtype=None, linear_path=True):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.epsilon = epsilon
-        self.zeta = zeta
-        self.activation = activation
-        self.dropout = dropout
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.max_iter = max_iter
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-        self.verbose = verbose
-        self.n_estimators = n_estimators
-        self.clip_norm = clip_norm
-        self.new_weights = new_weights
-        self.lr_scaling = lr_scaling
-        self.prune_inputs = prune_inputs
-        self.prune_every = prune_every
-        self.min_inputs = min_inputs
-        self.prune_start = prune_start
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.storage = storage
-        self.activation_dtype = activation_dtype
-        self.linear_path = linear_path
+        self._set_params_from_init(locals())
 
     _loss = "squared_error"
 

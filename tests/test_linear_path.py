@@ -7,24 +7,30 @@ from test_model import _canonical, _fd_check
 from set_cy import SparseMLP, SparseNetwork
 
 
-def _net(seed=1, **kw):
+def _net(seed=1, sizes=(6, 9, 7, 3), **kw):
     params = dict(epsilon=3, seed=seed, dtype="float64", dropout=0.0, linear_path=True)
     params.update(kw)
-    m = SparseNetwork([6, 9, 7, 3], **params)
+    m = SparseNetwork(list(sizes), **params)
     rng = np.random.default_rng(5)
     for layer in m.layers:  # away from the ReLU kink
         layer.bias[:] = rng.uniform(0.05, 0.2, layer.n_out)
-    m.linear_layer.data[:] = rng.standard_normal(m.linear_layer.nnz)
+    if m.linear_layer is not None:
+        m.linear_layer.data[:] = rng.standard_normal(m.linear_layer.nnz)
     return m
 
 
-def _dense_outputs(m, X):
-    """Softmax of the dense ReLU network's outputs plus ``X @ S`` (the linear path's dense weights)."""
+def _dense_logits(m, X):
+    """The dense ReLU network's linear outputs, plus ``X @ S`` (the linear path's dense weights) if it has one."""
     a = X
     for i, (W, b) in enumerate(zip(m.weights, m.biases)):
         z = a @ W.toarray() + b
         a = np.maximum(z, 0) if i < len(m.layers) - 1 else z
-    z = a + X @ m.linear_weights.toarray()
+    return a + X @ m.linear_weights.toarray() if m.linear_layer is not None else a
+
+
+def _dense_outputs(m, X):
+    """Softmax of :func:`_dense_logits`."""
+    z = _dense_logits(m, X)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 

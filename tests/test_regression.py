@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_linear_path import _dense_logits
+from test_linear_path import _net as _lp_net
 from test_model import _fd_check
 
 from set_cy import SparseMLP, SparseNetwork
@@ -14,24 +16,8 @@ DATA = Path(os.environ.get("SET_CY_DATA", Path(__file__).resolve().parents[2] / 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real datasets not found at {DATA} (set SET_CY_DATA)")
 
 
-def _net(n_out=2, linear_path=True, dtype="float64", seed=1):
-    m = SparseNetwork([6, 9, 7, n_out], epsilon=3, seed=seed, dtype=dtype, dropout=0.0, loss="squared_error",
-                      linear_path=linear_path)
-    rng = np.random.default_rng(5)
-    for layer in m.layers:  # away from the ReLU kink
-        layer.bias[:] = rng.uniform(0.05, 0.2, layer.n_out)
-    if linear_path:
-        m.linear_layer.data[:] = rng.standard_normal(m.linear_layer.nnz)
-    return m
-
-
-def _dense_outputs(m, X):
-    """The dense ReLU network's linear outputs, plus ``X @ S`` with a linear path."""
-    a = X
-    for i, (W, b) in enumerate(zip(m.weights, m.biases)):
-        z = a @ W.toarray() + b
-        a = np.maximum(z, 0) if i < len(m.layers) - 1 else z
-    return a + (X @ m.linear_weights.toarray() if m.linear_layer is not None else 0)
+def _net(n_out=2, linear_path=True, dtype="float64"):
+    return _lp_net(sizes=(6, 9, 7, n_out), loss="squared_error", linear_path=linear_path, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -41,7 +27,7 @@ def test_outputs_loss_and_r2_match_dense_reference(dtype, linear_path):
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((7, 6)), rng.standard_normal((7, 2))
     tol = 1e-5 if dtype == "float32" else 1e-12
-    ref = _dense_outputs(m, X.astype(dtype))
+    ref = _dense_logits(m, X.astype(dtype))
     np.testing.assert_allclose(m.predict(X), ref, rtol=tol, atol=tol)
     loss, _ = m.compute_gradients(X, Y)
     assert loss == pytest.approx(0.5 * np.mean(((ref - Y) ** 2).sum(axis=1)), rel=10 * tol)
