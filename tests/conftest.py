@@ -1,4 +1,5 @@
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -7,6 +8,25 @@ import scipy.sparse as sp
 # The test command gives SET_CY_DATA relative to the repository root; tests that chdir keep finding it.
 if os.environ.get("SET_CY_DATA"):
     os.environ["SET_CY_DATA"] = os.path.abspath(os.environ["SET_CY_DATA"])
+
+
+
+def pytest_collection_finish(session):
+    """Start the wheel build of tests/test_packaging.py in the background when that test was collected
+    (its compile then runs beside the other tests instead of after them)."""
+    if session.config.option.collectonly:
+        return
+    if any(item.nodeid.split("::")[0].endswith("test_packaging.py") for item in session.items):
+        import test_packaging
+
+        test_packaging.start_build()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    module = sys.modules.get("test_packaging")
+    if module is not None:
+        module.stop_build()
+
 
 DTYPES = [np.float32, np.float64]
 INDEX_DTYPES = [np.int32, np.int64]

@@ -52,27 +52,44 @@ def test_cached_scores_equal_the_direct_ones():
     assert np.all(ba.CachedScore("mutual_info")(X, y) >= 0)
 
 
-def test_reuse_copies_the_two_phase_parts_and_recomputes_set_mlp(tmp_path, monkeypatch):
+QUICK = ["--quick", "--datasets", "colon", "--epochs", "3", "--no-lr-sweep"]
+
+
+def _three_classes():
+    from sklearn.datasets import make_classification
+
+    # three classes: every comparator and ranking must take more than two
+    X, y = make_classification(n_samples=60, n_features=30, n_informative=5, n_classes=3, random_state=0)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One --quick run of the whole protocol on a small three-class set (its JSON path), shared by the
+    tests below: the run is the expensive part."""
+    out = str(tmp_path_factory.mktemp("quick") / "a.json")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ba, "load_full", lambda name: _three_classes())
+        assert ba.main(QUICK + ["--out", out]) == 0
+    return out
+
+
+def test_reuse_copies_the_two_phase_parts_and_recomputes_set_mlp(quick_run, tmp_path, monkeypatch):
     """A ``--reuse`` run gives the figures of a full run: copied two-phase and upper-bound parts,
     SET-MLP computed again (the same, since nothing of it changed); mismatched runs are refused."""
     import json
 
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(n_samples=60, n_features=30, n_informative=5, random_state=0)
-    monkeypatch.setattr(ba, "load_full", lambda name: (X.astype(np.float32), y))
-    base = ["--quick", "--datasets", "colon", "--epochs", "3", "--no-lr-sweep"]
-    first, second = str(tmp_path / "a.json"), str(tmp_path / "b.json")
-    assert ba.main(base + ["--out", first]) == 0
-    assert ba.main(base + ["--out", second, "--reuse", first]) == 0
-    a, b = (json.load(open(p))["results"][0] for p in (first, second))
+    monkeypatch.setattr(ba, "load_full", lambda name: _three_classes())
+    second = str(tmp_path / "b.json")
+    assert ba.main(QUICK + ["--out", second, "--reuse", quick_run]) == 0
+    a, b = (json.load(open(p))["results"][0] for p in (quick_run, second))
     assert b["reused_folds"] == len(b["folds"]) == 3 and b["reused_from"][0]["folds"] == 3
     for fa, fb in zip(a["folds"], b["folds"]):
         assert fa["accuracy"] == fb["accuracy"] and fa["two_phase"] == fb["two_phase"]
         assert "two_phase" not in fb["seconds"] and fb["reused_seconds"]["two_phase"] == fa["seconds"]["two_phase"]
     assert "reused (3 folds' two-phase)" in ba.main_table([b])[2]
     with pytest.raises(ValueError, match="other folds"):
-        ba.main(base + ["--folds", "2", "--out", str(tmp_path / "c.json"), "--reuse", first])
+        ba.main(QUICK + ["--folds", "2", "--out", str(tmp_path / "c.json"), "--reuse", quick_run])
 
 
 def test_compare_table_pairs_the_common_folds():
@@ -109,17 +126,10 @@ def test_top_features_breaks_ties_at_random_not_by_index():
     assert ba.kuncheva(picks, 50) < 0.6  # ties by index would give 1.0
 
 
-def test_quick_run_has_every_comparator_and_the_best_one_chosen_on_inner_folds(tmp_path, monkeypatch):
+def test_quick_run_has_every_comparator_and_the_best_one_chosen_on_inner_folds(quick_run):
     import json
 
-    from sklearn.datasets import make_classification
-
-    # three classes: every comparator and ranking must take more than two
-    X, y = make_classification(n_samples=60, n_features=30, n_informative=5, n_classes=3, random_state=0)
-    monkeypatch.setattr(ba, "load_full", lambda name: (X.astype(np.float32), y))
-    out = str(tmp_path / "a.json")
-    assert ba.main(["--quick", "--datasets", "colon", "--epochs", "3", "--no-lr-sweep", "--out", out]) == 0
-    ds = json.load(open(out))["results"][0]
+    ds = json.load(open(quick_run))["results"][0]
     assert ds["grid_sizes"]["logreg"] == ds["grid_sizes"]["linear_svm"] == 4
     for f in ds["folds"]:
         inner = {c: f[c]["inner_score"] for c in ba.COMPARATORS}
