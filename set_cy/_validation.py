@@ -29,9 +29,11 @@ __all__ = [
     "LAYER_ARRAYS",
 ]
 
+#: The value dtypes the kernels are compiled for.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # More threads than this is a mistake, and tens of thousands of OpenMP threads crash the process.
 MAX_THREADS = 4096
+#: The index dtypes the kernels are compiled for.
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
@@ -217,6 +219,7 @@ def check_int(x, name, *, min_val=None, max_val=None):
     return x
 
 
+#: The arrays of one layer, in the order :func:`check_layer_arrays` checks and returns them.
 LAYER_ARRAYS = ("indptr", "indices", "data", "velocity", "bias", "bias_velocity")
 
 

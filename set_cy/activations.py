@@ -27,6 +27,8 @@ class Activation:
 
 
 class ReLU(Activation):
+    """``max(x, 0)``."""
+
     name = "relu"
 
     def forward(self, z):
@@ -87,6 +89,8 @@ class AllReLU(Activation):
 
 
 class Sigmoid(Activation):
+    """``1 / (1 + exp(-x))``."""
+
     name = "sigmoid"
 
     def forward(self, z):
@@ -102,6 +106,8 @@ class Sigmoid(Activation):
 
 
 class Tanh(Activation):
+    """``tanh(x)``."""
+
     name = "tanh"
 
     def forward(self, z):
@@ -111,6 +117,7 @@ class Tanh(Activation):
         grad *= 1 - out * out
 
 
+#: The names :func:`make_activation` accepts (``activation=`` of the networks and the CLI).
 ACTIVATIONS = ("relu", "leaky_relu", "all_relu", "sigmoid", "tanh")
 
 

@@ -402,9 +402,9 @@ class SETClassifier(ClassifierMixin, _SETBase):
         Weights of each layer of ``network_``, shape ``(n_in, n_out)`` (copies).
     intercepts_ : list of ndarray
         Biases of each layer of ``network_`` (copies).
-    linear_coef_ : scipy.sparse.csr_array of shape (n_features_in_, n_outputs) or None
+    linear_coef_ : scipy.sparse.csr_array of shape (n_features, n_outputs) or None
         Weights of the linear path of ``network_`` (a copy); None without one.
-    feature_importances_ : ndarray of shape (n_features_in_,)
+    feature_importances_ : ndarray of shape (n_features,)
         Strength of each input neuron, normalised to sum to 1 and averaged over the networks: the
         sum of ``|w|`` over its linear-path connections (without a linear path, its first-layer
         connections); zero for pruned inputs (:meth:`SparseNetwork.input_strength`, which says why
@@ -603,7 +603,7 @@ n_iter_no_change, tol, storage, activation_dtype, linear_path
         Only when ``X`` had string column names (a DataFrame).
     n_outputs_ : int
         Targets per sample (1 for a one-dimensional ``y``).
-    y_mean_, y_scale_ : ndarray of shape (n_outputs_,)
+    y_mean_, y_scale_ : ndarray of shape (n_outputs,)
         The standardisation of the targets (taken from the ``y`` of :meth:`fit`, or of the first
         :meth:`partial_fit` call); a constant target gets scale 1.
     network_, networks_, loss_curve_, n_iter_, batch_size_, coefs_, intercepts_, linear_coef_, \

@@ -14,7 +14,10 @@ from ._validation import check_scalar
 
 __all__ = ["CRITERIA", "NEW_WEIGHTS", "SCHEDULES", "check_evolution_args", "select_to_remove", "zeta_at"]
 
+#: What an evolution step removes: ``"signed"`` (SET: the fraction ζ of the non-negative weights
+#: closest to zero and ζ of the negative ones) or ``"magnitude"`` (the smallest ``|w|``).
 CRITERIA = ("signed", "magnitude")
+#: The value of a regrown connection: drawn as at initialisation (``"init"``) or zero.
 NEW_WEIGHTS = ("init", "zeros")
 
 
@@ -26,6 +29,9 @@ def check_evolution_args(zeta, criterion, new_weights, *, below_one=False):
     if new_weights not in NEW_WEIGHTS:
         raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {new_weights!r}")
     return zeta
+
+
+#: How ζ changes over the epochs (:func:`zeta_at`).
 SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -74,6 +80,12 @@ def zeta_at(zeta, epoch, n_epochs, schedule="constant"):
 
     ``"constant"``: ``zeta``; ``"linear"``: ``zeta * (1 - epoch / n_epochs)``;
     ``"cosine"``: ``zeta * (1 + cos(pi * epoch / n_epochs)) / 2``.
+
+    Examples
+    --------
+    >>> from set_cy.evolution import zeta_at
+    >>> [round(zeta_at(0.3, epoch, 10, "cosine"), 3) for epoch in (0, 3, 6, 9)]
+    [0.3, 0.238, 0.104, 0.007]
     """
     if schedule == "constant":
         return float(zeta)

@@ -20,8 +20,9 @@ import numpy as np
 
 __all__ = ["empty", "HUGE_PAGE", "MIN_BYTES"]
 
+#: Bytes of a transparent huge page on x86-64 Linux (2 MiB), the alignment of :func:`empty`.
 HUGE_PAGE = 2 << 20
-# Below this, a plain np.empty (as NumPy's own threshold for asking for huge pages).
+#: Below this many bytes :func:`empty` returns a plain ``np.empty`` (NumPy's own threshold for huge pages).
 MIN_BYTES = 4 << 20
 
 

@@ -28,6 +28,7 @@ from .sizing import check_fits, check_storage, index_dtype_for, layer_bytes, use
 
 __all__ = ["SparseLayer", "INITS"]
 
+#: Weight initialisations of a new layer (``init=``).
 INITS = ("he_uniform", "xavier", "normal", "zeros")
 
 

@@ -30,7 +30,10 @@ __all__ = ["SparseNetwork", "LOSSES", "LR_SCALINGS"]
 
 logger = logging.getLogger("set_cy")
 
+#: Losses of :class:`SparseNetwork`: softmax cross-entropy, mean squared error against one-hot labels,
+#: half the squared error against real targets (regression).
 LOSSES = ("cross_entropy", "mse", "squared_error")
+#: Per-layer learning-rate scaling: none, or divided by each layer's mean fan-in (``"fan_in"``).
 LR_SCALINGS = ("none", "fan_in")
 # Inputs per neuron up to which "fan_in" lr scaling leaves a layer alone: a dense layer of about a thousand
 # inputs is where plain SGD at lr ~0.01 is known to behave (the 784-1000-1000-1000-10 Fashion-MNIST MLP).
@@ -782,7 +785,8 @@ class SparseNetwork:
             See :func:`set_cy.evolution.select_to_remove`.
         new_weights : {"zeros", "init"}, default "zeros"
             Values of the grown connections: zero (they grow only if the gradient says so), or drawn
-            from the init distribution (measured to make small-sample training diverge: README).
+            from the init distribution (measured to make small-sample training diverge: the stability
+            table of bench/README.md).
         evolve_output : bool
 
         Returns

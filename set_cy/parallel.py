@@ -48,8 +48,10 @@ __all__ = ["BACKENDS", "make_engine", "ParallelFitError", "SHM_PREFIX"]
 
 logger = logging.getLogger("set_cy")
 
+#: How a fit uses the cores (``backend=`` of :meth:`set_cy.SparseMLP.fit`, ``--backend``).
 BACKENDS = ("openmp", "threads", "processes", "dask")
-SHM_PREFIX = "set_cy-"  # name prefix of the shared-memory files of the "processes" backend
+#: Name prefix of the shared-memory files (``/dev/shm/set_cy-*``) of the ``"processes"`` backend.
+SHM_PREFIX = "set_cy-"
 # Per layer: the arrays a worker of the "processes" backend maps (pattern, values, optimiser state).
 _LAYER_ARRAYS = LAYER_ARRAYS + SparseLayer.TRANSPOSE
 _ALIGN = 64

@@ -64,6 +64,11 @@ def merge_patterns(a, b, n_threads):
 
 
 def contains(pattern, rows, cols, n_threads):
+    """Which of the positions ``(rows[k], cols[k])`` the CSR ``pattern`` (``indptr``, ``indices``) stores.
+
+    ``rows`` and ``cols`` are index arrays of one length, in range (unchecked); returns a bool array of
+    that length. Each row's indices must be sorted (a canonical pattern): one binary search per position.
+    """
     out = np.empty(rows.shape[0], dtype=np.uint8)
     if rows.shape[0] and pattern[1].shape[0]:
         _kernels.csr_contains(pattern[0], pattern[1], rows, cols, out, n_threads)

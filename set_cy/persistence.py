@@ -32,6 +32,7 @@ __all__ = ["FORMAT_VERSION", "write_network_file", "read_network_file", "atomic_
 
 logger = logging.getLogger("set_cy")
 
+#: Version of the model file's layout, stored in every file and checked on reading.
 FORMAT_VERSION = 1
 TMP_PREFIX = ".set_cy-"
 

@@ -11,11 +11,12 @@ __all__ = ["ACTIVATION_DTYPES", "ALLOCATIONS", "allocate_connections", "check_ac
            "check_storage", "estimate_memory", "index_dtype_for", "layer_bytes", "SCATTER_PARTS", "STORAGES",
            "uses_scatter"]
 
+#: How the connections are shared among the layers (:func:`allocate_connections`).
 ALLOCATIONS = ("er", "erk", "uniform")
 
-# How a layer keeps its connections. "full": value, velocity, index, and the transposed index with its
-# permutation (the backward product gathers); "compact": value, velocity and index only, the backward
-# product scatters (:func:`_kernels.spmm_scatter_owned`): 8 bytes less per connection with int32 indices.
+#: How a layer keeps its connections. ``"full"``: value, velocity, index, and the transposed index with its
+#: permutation (the backward product gathers); ``"compact"``: value, velocity and index only, the backward
+#: product scatters: 8 bytes less per connection with int32 indices.
 STORAGES = ("full", "compact")
 
 
@@ -25,8 +26,8 @@ def check_storage(storage):
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     return storage
 
-# What the products gather rows from for the hidden layers (see SparseNetwork's activation_dtype): None is
-# the network's own dtype; "bfloat16" keeps a bfloat16 copy of each hidden activation and delta.
+#: What the products gather rows from for the hidden layers (``activation_dtype=`` of the networks): None is
+#: the network's own dtype; ``"bfloat16"`` keeps a bfloat16 copy of each hidden activation and delta.
 ACTIVATION_DTYPES = (None, "bfloat16")
 
 
@@ -48,7 +49,8 @@ def check_activation_dtype(activation_dtype, dtype):
 # B = 4 63 vs 109 ms and 31 vs 50 ms, B = 8 lost (190 vs 142 ms); on a 1000 x 1000 layer it always lost.
 SCATTER_MAX_BATCH = 4
 SCATTER_MIN_VALUE_BYTES = 8 << 20
-# Fixed number of partial sums of the scatter, so that results do not depend on the number of threads.
+#: Fixed number of partial sums of the scattering backward product, so that results do not depend on the
+#: number of threads.
 SCATTER_PARTS = 4  # 2 threads, 600k x 600k layer, batch 2: 19-20 ms with 2 or 4 parts, 25 with 8, 30 with 16
 
 
@@ -141,10 +143,34 @@ def estimate_memory(layer_sizes, epsilon, batch_size, *, dtype="float32", alloca
     transient arrays never coexist (evolution releases the buffers first, construction comes before
     them), so the total counts the larger of the two. Data and the interpreter are not included.
 
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Neurons per layer, input and output included.
+    epsilon : float
+        Sparsity of the Erdős–Rényi layers (:func:`allocate_connections`).
+    batch_size : int
+        Samples per mini-batch (the activations are counted for one batch).
+    dtype : {"float32", "float64"}, default "float32"
+    allocation : {"er", "erk", "uniform"}, default "er"
+    zeta : float, default 0.3
+        Fraction replaced by an evolution step (its transient arrays).
+    storage : {"full", "compact"}, default "full"
+    activation_dtype : {None, "bfloat16"}, default None
+
     Returns
     -------
     dict
-        ``weights``, ``activations``, ``transient`` and ``total`` in bytes.
+        ``weights``, ``activations``, ``transient`` and ``total`` in bytes, and ``connections``.
+
+    Examples
+    --------
+    >>> from set_cy.sizing import estimate_memory
+    >>> est = estimate_memory([1000, 1000, 10], epsilon=20, batch_size=32)
+    >>> est["connections"], est["weights"]
+    (50000, 1020136)
+    >>> estimate_memory([1000, 1000, 10], epsilon=20, batch_size=32, storage="compact")["weights"]
+    612128
     """
     sizes = [int(s) for s in layer_sizes]
     val = np.dtype(dtype).itemsize

@@ -232,6 +232,7 @@ class SparseLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, X, values, bias, pattern, n_threads):
+        """``X @ W + bias`` (batch, n_out), a transposed view of the kernel's feature-major result."""
         bias, (indptr, indices, *_) = _check_arguments(X, values, bias, pattern)
         if type(n_threads) is not int or not 0 < n_threads <= MAX_THREADS:
             n_threads = check_int(n_threads, "n_threads", min_val=1, max_val=MAX_THREADS)
@@ -254,6 +255,7 @@ class SparseLinearFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dY):
+        """Gradients of ``X`` (``dY @ W.T``), ``values`` (the SDDMM at the stored connections) and ``bias``."""
         X, values = ctx.saved_tensors
         pattern = ctx.pattern
         if tuple(t._version for t in pattern[2:]) != ctx.versions:
@@ -334,6 +336,16 @@ class SparseLinear(nn.Module):
     -----
     CPU only: moving the module to another device makes ``forward`` raise. ``module.double()`` /
     ``.float()`` convert the values and the bias; the pattern keeps its integer dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from set_cy.torch import SparseLinear
+    >>> layer = SparseLinear(784, 300, epsilon=10, seed=0)
+    >>> layer
+    SparseLinear(n_in=784, n_out=300, nnz=10840, bias=True, dtype=torch.float32)
+    >>> layer(torch.randn(8, 784)).shape
+    torch.Size([8, 300])
     """
 
     def __init__(self, n_in, n_out, *, epsilon=None, nnz=None, bias=True, init="he_uniform", dtype=torch.float32,

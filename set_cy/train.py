@@ -91,6 +91,7 @@ def _bytes(text):
 
 
 def build_parser():
+    """The ``argparse`` parser of ``python -m set_cy.train`` (``--help`` prints every option)."""
     p = argparse.ArgumentParser(
         prog="python -m set_cy.train",
         description="Train a truly sparse MLP with Sparse Evolutionary Training and report time and memory.")

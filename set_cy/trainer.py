@@ -148,9 +148,9 @@ class SparseMLP(SparseNetwork):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((200, 30)).astype(np.float32); y = (X[:, 0] > 0).astype(int)
     >>> m = SparseMLP([30, 64, 2], epsilon=5, seed=0)
-    >>> hist = m.fit(X, y, epochs=5, verbose=0)
-    >>> m.score(X, y) > 0.8
-    True
+    >>> hist = m.fit(X, y, epochs=10, batch_size=16, verbose=0)
+    >>> len(hist), m.score(X, y) > 0.8
+    (10, True)
     """
 
     def __init__(self, layer_sizes, **kwargs):
@@ -251,7 +251,7 @@ class SparseMLP(SparseNetwork):
             of the cluster for ``"dask"``.
         backend : {"openmp", "threads", "processes", "dask"}, default "openmp"
             How the cores share a step (see :mod:`set_cy.parallel`): ``"openmp"`` splits every kernel
-            over threads (fastest on one machine, see README); ``"threads"`` and ``"processes"`` split
+            over threads (fastest on one machine, docs/guide/parallel.md); ``"threads"`` and ``"processes"`` split
             each mini-batch into ``n_jobs`` shards whose gradients are merged before one update;
             ``"dask"`` trains local copies on data shards and averages them (local SGD).
         client : distributed.Client or str, optional

@@ -1,4 +1,4 @@
-"""Every Python block of README.md and data/README.md runs as pasted."""
+"""Every Python block of README.md, data/README.md and the documentation's Markdown pages runs as pasted."""
 import os
 import re
 from pathlib import Path
@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = [(doc, i, code) for doc in ("README.md", "data/README.md")
+DOCS = ["README.md", "data/README.md"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")
+                                                if not {"_build", "auto_examples"} & set(p.parts))
+BLOCKS = [(doc, i, code) for doc in DOCS
           for i, code in enumerate(re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), re.S))]
 
 
