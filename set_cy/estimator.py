@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import check_int, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS
-from .evolution import NEW_WEIGHTS
+from .evolution import NEW_WEIGHTS, make_drop_rule, make_grow_rule
 from .model import LR_SCALINGS
 from .sizing import check_activation_dtype, check_storage
 from .trainer import SparseMLP
@@ -109,6 +109,8 @@ class _SETBase(BaseEstimator):
         check_int(self.verbose, "verbose", min_val=0)
         if self.new_weights not in NEW_WEIGHTS:
             raise ValueError(f"new_weights must be one of {NEW_WEIGHTS}, got {self.new_weights!r}")
+        make_drop_rule(self.criterion)
+        grow = make_grow_rule(self.grow, self.grow_candidates)
         if self.lr_scaling not in LR_SCALINGS:
             raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}")
         prune = check_scalar(self.prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
@@ -139,6 +141,7 @@ class _SETBase(BaseEstimator):
             prune_start=None if self.prune_start is None else check_int(self.prune_start, "prune_start", min_val=1),
             storage=check_storage(self.storage),
             activation_dtype=check_activation_dtype(self.activation_dtype, np.float32),
+            evolution=dict(criterion=self.criterion, grow=grow),
             stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
                           n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
                           tol=check_scalar(self.tol, "tol", min_val=0.0)),
@@ -167,7 +170,7 @@ class _SETBase(BaseEstimator):
                     learning_rate=p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"],
                     zeta=p["zeta"], verbose=p["verbose"], new_weights=self.new_weights, clip_norm=p["clip_norm"],
                     class_weight=cw, prune_inputs=p["prune_inputs"], prune_every=p["prune_every"],
-                    min_inputs=p["min_inputs"], prune_start=p["prune_start"], **(stopping or {}))
+                    min_inputs=p["min_inputs"], prune_start=p["prune_start"], **p["evolution"], **(stopping or {}))
 
     def _fit(self, X, y):
         """Both estimators' :meth:`fit`."""
@@ -191,7 +194,8 @@ class _SETBase(BaseEstimator):
                 net.set_n_threads(p["n_threads"])
                 net._rewire(net.epochs_trained_, p["zeta"],
                             (p["prune_inputs"], p["prune_every"], p["min_inputs"], p["prune_start"]),
-                            new_weights=self.new_weights)
+                            new_weights=self.new_weights, **p["evolution"],
+                            data=(X, y_net, self._auto_batch(p["batch_size"], X.shape[0])))
         done = nets[0].epochs_trained_
         p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
         self._train(nets, X, y_net, p, epochs=done + 1, initial_epoch=done)
@@ -379,6 +383,15 @@ class SETClassifier(ClassifierMixin, _SETBase):
         :class:`set_cy.SparseMLP`), so the network contains a (sparse) logistic regression on the genes
         it keeps. ``feature_importances_`` counts their weights too. Ignored with
         ``hidden_layer_sizes=()`` (that network is linear already).
+    criterion : str or drop rule, default "signed"
+        What evolution removes (:data:`set_cy.evolution.CRITERIA`: SET's signed magnitude,
+        magnitude, momentum magnitude; or a :class:`set_cy.evolution.DropRule`).
+    grow : str or grow rule, default "random"
+        Where evolution grows (:data:`set_cy.evolution.GROW_RULES`): SET's uniform random positions, or
+        ``"gradient"``, the largest ``|dL/dW|`` among ``grow_candidates`` times as many sampled free
+        positions over one training batch (:class:`set_cy.evolution.GradientGrowth`).
+    grow_candidates : int, default 10
+        Sampled positions per new connection for ``grow="gradient"``.
 
     Attributes
     ----------
@@ -434,7 +447,8 @@ class SETClassifier(ClassifierMixin, _SETBase):
                  max_iter=None, random_state=None, n_jobs=None, verbose=0, n_estimators=3, class_weight=None,
                  clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
-                 storage="full", activation_dtype=None, linear_path=True):
+                 storage="full", activation_dtype=None, linear_path=True, criterion="signed", grow="random",
+                 grow_candidates=10):
         self._set_params_from_init(locals())
 
     _loss = "cross_entropy"
@@ -590,7 +604,7 @@ class SETRegressor(RegressorMixin, _SETBase):
     hidden_layer_sizes, epsilon, zeta, activation, dropout, batch_size, learning_rate, momentum, \
 weight_decay, epochs, max_iter, random_state, n_jobs, verbose, n_estimators, clip_norm, new_weights, \
 lr_scaling, prune_inputs, prune_every, prune_start, min_inputs, early_stopping, validation_fraction, \
-n_iter_no_change, tol, storage, activation_dtype, linear_path
+n_iter_no_change, tol, storage, activation_dtype, linear_path, criterion, grow, grow_candidates
         As in :class:`SETClassifier`, with the same defaults; there is no ``class_weight``. With
         ``early_stopping``, the held-out fraction is drawn at random and its R² is watched instead of
         the accuracy. :meth:`predict` averages the ``n_estimators`` networks' outputs; the linear
@@ -626,7 +640,8 @@ feature_importances_
                  max_iter=None, random_state=None, n_jobs=None, verbose=0, n_estimators=3,
                  clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
-                 storage="full", activation_dtype=None, linear_path=True):
+                 storage="full", activation_dtype=None, linear_path=True, criterion="signed", grow="random",
+                 grow_candidates=10):
         self._set_params_from_init(locals())
 
     _loss = "squared_error"

@@ -19,11 +19,12 @@ from ._validation import (
     check_float_dtype,
     check_int,
     check_layer_arrays,
+    check_pattern,
     check_transpose,
     resolve_n_threads,
 )
-from .evolution import select_to_remove
-from .patterns import draw_free_positions, draw_free_positions_in, drop_entries, transpose_pattern
+from .evolution import make_drop_rule, make_grow_rule, needs_gradient
+from .patterns import contains, draw_free_positions, drop_entries, row_ids, transpose_pattern
 from .sizing import check_fits, check_storage, index_dtype_for, layer_bytes, uses_scatter
 
 __all__ = ["SparseLayer", "INITS"]
@@ -298,67 +299,164 @@ class SparseLayer:
                                        weight_decay, nesterov, self.n_threads, *((self.bias, self.bias_velocity)
                                                                                  if self.use_bias else ()))
 
-    # ------------------------------------------------------------------------------------------
-    def evolve(self, zeta, rng, *, criterion="signed", new_weights="init", inputs=None):
-        """One SET step: remove the fraction ``zeta`` of connections, grow as many at free positions.
+    def scorer(self, dY, X):
+        """``score(indptr, indices)``: the gradient ``sum_b dY[j, b] X[i, b]`` at the positions of any CSR
+        pattern of ``W^T`` (rows ``j``: output neurons, columns ``i``: input neurons), stored or not.
 
-        Removed connections are chosen by :func:`set_cy.evolution.select_to_remove`. New connections
-        are drawn uniformly among the positions not kept (a removed position may be drawn again), get
-        values from the layer's init distribution (``new_weights="init"``) or zero (``"zeros"``), and
-        zero velocity. The number of connections does not change.
+        ``dY`` (n_out, batch) and ``X`` (n_in, batch) are feature-major, as for :meth:`gradient`; one
+        SDDMM per call. What gradient-based grow rules of :mod:`set_cy.evolution` are given.
+        """
+        def score(indptr, indices):
+            out = np.empty(indices.shape[0], dtype=self.dtype)
+            if indices.shape[0]:
+                _kernels.sddmm(indptr, indices, dY, X, out, self.n_threads)
+            return out
+        return score
+
+    # ------------------------------------------------------------------------------------------
+    def evolve(self, zeta, rng, *, criterion="signed", new_weights="init", inputs=None, grow="random", score=None,
+               shrink=0):
+        """One evolution step: remove the fraction ``zeta`` of connections, grow as many at free positions.
+
+        The drop rule ``criterion`` chooses the connections removed, the grow rule ``grow`` the new
+        positions among those not kept (a removed position may be chosen again); both are names or
+        objects of :mod:`set_cy.evolution` (the defaults are SET's: signed magnitude, uniform
+        random). New connections get values from the layer's init distribution (``new_weights="init"``)
+        or zero (``"zeros"``), and zero velocity. The number of connections does not change.
 
         Parameters
         ----------
+        criterion : str or drop rule, default "signed"
+        grow : str or grow rule, default "random"
+        score : callable, optional
+            For rules that need the gradient (drop or grow): ``score(indptr, indices)``, the gradient of the loss at
+            the positions of a CSR pattern of ``W^T`` (:meth:`scorer` makes one from a batch).
         inputs : ndarray of int, optional
             Sorted input neurons the layer should connect to (the active inputs of a network whose
             inputs were pruned). Only their connections take part in the SET step; connections of
             other inputs ("parked") are moved onto free positions of these inputs as long as there
             are any (chosen at random), and otherwise stay where they are, so that the number of
             connections never changes.
+        shrink : int, default 0
+            Connections removed without regrowth (gradual density change): the drop rule removes
+            ``shrink`` more than ``zeta`` asks for, and ``shrink`` fewer grow, so the layer ends with
+            exactly ``nnz - shrink`` connections (``shrink < (1 - zeta) * nnz``).
 
         Returns
         -------
         int
-            Number of connections replaced.
+            Number of connections removed (regrown: that minus ``shrink``).
         """
-        keep = np.ones(self.nnz, dtype=np.uint8)
-        if inputs is None:
-            keep[select_to_remove(self.data, zeta, criterion)] = 0
-        else:
-            outside = np.ones(self.n_in, dtype=bool)
-            outside[inputs] = False
-            parked = outside[self.indices]
-            on = np.flatnonzero(~parked)
-            keep[on[select_to_remove(self.data[on], zeta, criterion)]] = 0
-            parked = np.flatnonzero(parked)
-            room = self.n_out * int(np.asarray(inputs).shape[0]) - on.shape[0]  # never-used cells of the inputs
-            if parked.shape[0] and room > 0:
-                keep[rng.choice(parked, min(room, parked.shape[0]), replace=False)] = 0
+        drop, grower = make_drop_rule(criterion), make_grow_rule(grow)
+        shrink = self._check_shrink(zeta, shrink)
+        keep = self.drop_mask(zeta + shrink / max(self.nnz, 1), rng, drop, inputs=inputs, score=score, at_least=shrink)
         k = self.nnz - int(np.count_nonzero(keep))
         if k == 0:
             return 0
-        nt = self.n_threads
-        # the new positions are drawn among those not kept before the layer changes (a failure leaves it
+        if k == shrink:
+            return self.rewire(keep, *empty_pattern(self.n_out, self.indices.dtype), rng, new_weights=new_weights)
+        # the new positions are chosen among those not kept before the layer changes (a failure leaves it
         # as it was); only the kept pattern is copied for that, not their values and velocities
-        k_indptr, k_indices = drop_entries(self.indptr, self.indices, keep, nt)
-        if inputs is None:
-            b_indptr, b_indices = draw_free_positions(rng, self.n_out, self.n_in, k, k_indptr, k_indices,
-                                                      n_threads=nt)
-        else:
-            b_indptr, b_indices = draw_free_positions_in(rng, self.n_out, self.n_in, k, k_indptr, k_indices, inputs,
-                                                         n_threads=nt)
+        k_indptr, k_indices = drop_entries(self.indptr, self.indices, keep, self.n_threads)
+        b_indptr, b_indices = self.grow_checked(grower, rng, k - shrink, (k_indptr, k_indices), inputs=inputs,
+                                                score=score)
         del k_indptr, k_indices
-        b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, k, self.n_in, self.n_out,
-                             self.nnz, self.dtype)
+        return self.rewire(keep, b_indptr, b_indices, rng, new_weights=new_weights)
+
+    def _check_shrink(self, zeta, shrink):
+        """Validated ``shrink`` of :meth:`evolve` (an int below ``(1 - zeta) * nnz``)."""
+        shrink = check_int(shrink, "shrink", min_val=0)
+        if shrink and shrink >= (1.0 - zeta) * self.nnz:
+            raise ValueError(f"shrink={shrink} must be below (1 - zeta) * nnz = {(1.0 - zeta) * self.nnz:g}: a layer "
+                             "keeps at least one connection")
+        return shrink
+
+    def grow_checked(self, grow, rng, count, kept, *, inputs=None, score=None):
+        """The positions the grow rule ``grow`` chooses for ``count`` new connections beside the ``kept``
+        pattern, checked before they reach a kernel: a canonical pattern of this layer's shape with
+        ``count`` entries, none of them kept (rules may be user code)."""
+        indptr, indices = grow.grow(rng, self.n_out, self.n_in, count, *kept, inputs=inputs, score=score,
+                                    n_threads=self.n_threads)
+        indptr = np.asarray(indptr, dtype=self.indices.dtype)
+        indices = np.asarray(indices, dtype=self.indices.dtype)
+        if indices.shape[0] != count:
+            raise ValueError(f"the grow rule {grow!r} returned {indices.shape[0]} positions for {count} new "
+                             "connections")
+        check_pattern(indptr, indices, self.n_out, self.n_in, f"the positions of the grow rule {grow!r}")
+        if count and np.any(contains(kept, row_ids(indptr), indices, self.n_threads)):
+            raise ValueError(f"the grow rule {grow!r} returned positions of connections that are kept")
+        return indptr, indices
+
+    def drop_mask(self, zeta, rng, criterion, *, inputs=None, score=None, at_least=0):
+        """The first half of :meth:`evolve`: a uint8 mask over the connections, 0 for those to remove.
+
+        ``criterion`` chooses among the connections of ``inputs`` (all when None); connections of other
+        inputs are removed as long as the inputs have free cells to take them (chosen with ``rng``).
+        At least ``at_least`` are removed (the weakest by ``|w|`` among those kept make up a rule's
+        rounding).
+        """
+        drop = make_drop_rule(criterion)
+        gradient = None
+        if needs_gradient(drop):
+            if score is None:
+                raise ValueError(f"criterion={criterion!r} needs the gradient: evolve with a mini-batch")
+            gradient = score(self.indptr, self.indices)
+        keep = np.ones(self.nnz, dtype=np.uint8)
+        if inputs is None:
+            keep[drop.select(self.data, zeta, velocity=self.velocity,
+                             **({} if gradient is None else {"gradient": gradient}))] = 0
+            return _at_least(keep, self.data, at_least)
+        outside = np.ones(self.n_in, dtype=bool)
+        outside[inputs] = False
+        parked = outside[self.indices]
+        on = np.flatnonzero(~parked)
+        keep[on[drop.select(self.data[on], zeta, velocity=self.velocity[on],
+                            **({} if gradient is None else {"gradient": gradient[on]}))]] = 0
+        del gradient
+        parked = np.flatnonzero(parked)
+        room = self.n_out * int(np.asarray(inputs).shape[0]) - on.shape[0]  # never-used cells of the inputs
+        if parked.shape[0] and room > 0:
+            keep[rng.choice(parked, min(room, parked.shape[0]), replace=False)] = 0
+        return _at_least(keep, self.data, at_least)
+
+    def rewire(self, keep, b_indptr, b_indices, rng, *, new_weights="init"):
+        """The second half of :meth:`evolve`: remove the connections where ``keep`` is 0 and add those of the
+        canonical pattern ``(b_indptr, b_indices)`` (as many or fewer, none of them kept), with
+        ``new_weights`` values and zero velocity. Returns the number removed."""
+        nnz = self.nnz
+        k = nnz - int(np.count_nonzero(keep))
+        if k == 0:
+            return 0
+        n_new = int(b_indices.shape[0])
+        b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, n_new, self.n_in, self.n_out,
+                             nnz, self.dtype)
         # in the layer's own arrays: the kept connections move to the front, then the new ones are merged in
         # from the back (no copy of the values and velocities)
         _kernels.csr_compact_inplace(self.indptr, self.indices, self.data, self.velocity, keep)
         del keep
         _kernels.csr_merge_inplace(self.indptr, self.indices, self.data, self.velocity, b_indptr, b_indices, b_data)
         del b_indptr, b_indices, b_data
+        if n_new < k:  # fewer grown than removed: the arrays end at the new count
+            total = nnz - k + n_new
+            self.indices, self.data, self.velocity = (a[:total].copy() for a in (self.indices, self.data,
+                                                                                 self.velocity))
         self._build_transpose()
         return k
 
     def __repr__(self):
         return (f"SparseLayer({self.n_in} -> {self.n_out}, nnz={self.nnz:,}, density={self.density:.3g}, "
                 f"dtype={self.dtype}" + (", storage='compact')" if self.storage == "compact" else ")"))
+
+
+def empty_pattern(n_rows, dtype):
+    """The CSR pattern of ``n_rows`` empty rows."""
+    return np.zeros(int(n_rows) + 1, dtype), np.empty(0, dtype)
+
+
+def _at_least(keep, values, count):
+    """``keep`` with at least ``count`` zeros: the smallest ``|values|`` among the kept make up the rest."""
+    short = count - (keep.shape[0] - int(np.count_nonzero(keep)))
+    if short > 0:
+        kept = np.flatnonzero(keep)
+        keep[kept[np.argpartition(np.abs(values[kept]), short - 1)[:short]]] = 0
+    return keep

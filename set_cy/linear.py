@@ -20,7 +20,7 @@ import logging
 import numpy as np
 
 from ._validation import check_csr, check_dense, check_float_dtype, check_int, check_scalar, resolve_n_threads
-from .evolution import check_evolution_args
+from .evolution import check_evolution_args, make_drop_rule, make_grow_rule, needs_gradient
 from .layers import INITS, SparseLayer
 from .ops import batch_major_result, check_order, feature_major, readonly_view, result_buffer
 from .sizing import allocate_connections
@@ -284,15 +284,7 @@ class SparseLinear:
         """
         check_order(order)
         dYf, fortran = feature_major(dY, "dY", self.n_out, self.dtype, self.n_threads)
-        if X is None:
-            if self._X is None:
-                raise ValueError("backward needs the input of the forward pass: call forward(X) first "
-                                 "(with keep_input=True) or pass X=")
-            Xf = self._X
-        else:
-            Xf, _ = feature_major(X, "X", self.n_in, self.dtype, self.n_threads)
-        if Xf.shape[1] != dYf.shape[1]:
-            raise ValueError(f"X and dY must have the same batch size, got {Xf.shape[1]} and {dYf.shape[1]}")
+        Xf = self._input_for(X, dYf, "backward")
         dX = None
         if input_grad:
             buf = result_buffer(out, self.n_in, dYf.shape[1], self.dtype, inputs=(dYf, Xf, self.layer.data))
@@ -333,8 +325,22 @@ class SparseLinear:
         self.layer.apply_gradient(np.ascontiguousarray(grad_values), grad_bias, lr, momentum, weight_decay,
                                   bool(nesterov))
 
-    def evolve(self, zeta, *, criterion="signed", new_weights="init", rng=None):
-        """One SET step: replace the fraction ``zeta`` of the connections by as many random new ones.
+    def _input_for(self, X, dYf, what):
+        """The feature-major input of a product with ``dYf``: ``X`` if given, else the one forward kept."""
+        if X is None:
+            if self._X is None:
+                raise ValueError(f"{what} needs the input of the forward pass: call forward(X) first "
+                                 "(with keep_input=True) or pass X=")
+            Xf = self._X
+        else:
+            Xf, _ = feature_major(X, "X", self.n_in, self.dtype, self.n_threads)
+        if Xf.shape[1] != dYf.shape[1]:
+            raise ValueError(f"X and dY must have the same batch size, got {Xf.shape[1]} and {dYf.shape[1]}")
+        return Xf
+
+    def evolve(self, zeta, *, criterion="signed", new_weights="init", rng=None, grow="random", grow_candidates=10,
+               dY=None, X=None):
+        """One evolution step: replace the fraction ``zeta`` of the connections by as many new ones.
 
         See :meth:`set_cy.layers.SparseLayer.evolve`. Surviving connections keep their value and
         velocity (and stay in storage order); new ones get values from the layer's ``init``
@@ -344,10 +350,19 @@ class SparseLinear:
         Parameters
         ----------
         zeta : float in [0, 1]
-        criterion : {"signed", "magnitude"}, default "signed"
+        criterion : str or drop rule, default "signed"
+            What is removed (:data:`set_cy.evolution.CRITERIA` or a :class:`set_cy.evolution.DropRule`).
         new_weights : {"init", "zeros"}, default "init"
         rng : numpy.random.Generator, optional
             Default: the layer's generator.
+        grow : str or grow rule, default "random"
+            Where new connections grow (:data:`set_cy.evolution.GROW_RULES` or a
+            :class:`set_cy.evolution.GrowRule`). ``"gradient"`` needs the gradient of the loss at
+            sampled free positions: give ``dY``, the gradient of the loss with respect to this layer's
+            output for a batch, and ``X`` (that batch's input; default: the input kept by :meth:`forward`).
+        grow_candidates : int, default 10
+            Sampled free positions per new connection for ``grow="gradient"``.
+        dY, X : array-like of shape (batch, n_out) and (batch, n_in), optional
 
         Returns
         -------
@@ -355,9 +370,18 @@ class SparseLinear:
             Number of connections replaced.
         """
         zeta = check_evolution_args(zeta, criterion, new_weights)
+        grower = make_grow_rule(grow, grow_candidates)
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        k = self.layer.evolve(zeta, self.rng if rng is None else rng, criterion=criterion, new_weights=new_weights)
+        score = None
+        if needs_gradient(grower, make_drop_rule(criterion)):
+            if dY is None:
+                raise ValueError(f"criterion={criterion!r}, grow={grow!r} need the gradient: pass dY= (and X=, or "
+                                 "keep the forward input)")
+            dYf, _ = feature_major(dY, "dY", self.n_out, self.dtype, self.n_threads)
+            score = self.layer.scorer(dYf, self._input_for(X, dYf, "gradient growth"))
+        k = self.layer.evolve(zeta, self.rng if rng is None else rng, criterion=criterion, new_weights=new_weights,
+                              grow=grower, score=score)
         logger.debug("SparseLinear.evolve: replaced %d of %d connections", k, self.nnz)
         return k
 

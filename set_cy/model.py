@@ -12,8 +12,9 @@ import numpy as np
 from . import _kernels, hugepages
 from ._validation import LAYER_ARRAYS, check_float_dtype, check_int, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
-from .evolution import check_evolution_args
+from .evolution import check_evolution_args, make_drop_rule, make_grow_rule, needs_gradient
 from .layers import INITS, SparseLayer
+from .patterns import drop_entries
 from .persistence import read_network_file, write_network_file
 from .sizing import (
     ALLOCATIONS,
@@ -774,20 +775,33 @@ class SparseNetwork:
 
     # ------------------------------------------------------------------------------------------
     # evolution
-    def evolve(self, zeta=0.3, *, criterion="signed", new_weights="zeros", evolve_output=True):
-        """One Sparse Evolutionary Training step on every layer (the output layer optionally).
+    def evolve(self, zeta=0.3, *, criterion="signed", new_weights="zeros", evolve_output=True, grow="random",
+               grow_candidates=10, batch=None):
+        """One evolution step on every layer (the output layer optionally): SET's by default.
 
         Parameters
         ----------
         zeta : float in [0, 1)
             Fraction of each layer's connections to replace.
-        criterion : {"signed", "magnitude"}
-            See :func:`set_cy.evolution.select_to_remove`.
+        criterion : str or drop rule, default "signed"
+            What is removed: one of :data:`set_cy.evolution.CRITERIA` or a
+            :class:`set_cy.evolution.DropRule`.
         new_weights : {"zeros", "init"}, default "zeros"
             Values of the grown connections: zero (they grow only if the gradient says so), or drawn
             from the init distribution (measured to make small-sample training diverge: the stability
             table of bench/README.md).
         evolve_output : bool
+        grow : str or grow rule, default "random"
+            Where new connections grow: one of :data:`set_cy.evolution.GROW_RULES` or a
+            :class:`set_cy.evolution.GrowRule`. ``"gradient"``
+            (:class:`set_cy.evolution.GradientGrowth`) grows, per layer, the largest ``|dL/dW|`` among
+            ``grow_candidates`` times as many sampled free positions, the gradient taken over ``batch``.
+        grow_candidates : int, default 10
+            Candidates per new connection for ``grow="gradient"``.
+        batch : tuple, optional
+            ``(X, y)`` or ``(X, y, rows)``: the samples whose mean loss gives the gradient, for grow rules
+            that need it (required then). The gradient is taken without dropout, with the weights before
+            the step.
 
         Returns
         -------
@@ -800,18 +814,145 @@ class SparseNetwork:
         The batch buffers (activations and deltas, the largest arrays after the weights) are released
         first and rebuilt at the next batch, so that they and the transient arrays of evolution never
         exist at the same time (:func:`set_cy.sizing.estimate_memory` counts the larger of the two).
+        A rule that needs the gradient chooses, during one backward pass over ``batch``, what each
+        layer drops and where it grows; the layers are rewritten after the pass, once the batch
+        buffers are released. What stays between the two is a mask over each layer's connections and
+        the positions it grows.
         """
         zeta = check_evolution_args(zeta, criterion, new_weights, below_one=True)
-        self._release_buffers()
+        grower, dropper = make_grow_rule(grow, grow_candidates), make_drop_rule(criterion)
         n = len(self.layers) if evolve_output else len(self.layers) - 1
         inputs = None if self.input_mask_ is None else self.active_inputs()
-        replaced = [layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights,
-                                 inputs=inputs if i == 0 else None)
-                    if i < n else 0 for i, layer in enumerate(self.layers)]
-        if self.linear_layer is not None:
-            replaced.append(self.linear_layer.evolve(zeta, self.rng, criterion=criterion, new_weights=new_weights,
-                                                     inputs=inputs))
+        if not needs_gradient(grower, dropper):
+            kw = dict(criterion=dropper, new_weights=new_weights, grow=grower)
+            self._release_buffers()
+            replaced = [layer.evolve(zeta, self.rng, inputs=inputs if i == 0 else None, **kw) if i < n else 0
+                        for i, layer in enumerate(self.layers)]
+            if self.linear_layer is not None:
+                replaced.append(self.linear_layer.evolve(zeta, self.rng, inputs=inputs, **kw))
+            return replaced
+        if batch is None:
+            raise ValueError(f"criterion={criterion!r}, grow={grow!r} need the gradient: pass batch=(X, y) (the "
+                             "samples whose loss it is)")
+        X, y, rows = self._check_batch(batch)
+        plans = [None] * len(self.trained_layers)
+
+        def visit(i, dY, x_in):  # during the pass: what to drop, where to grow; no layer changes yet
+            linear = i == len(self.layers)
+            if linear or i < n:
+                layer = self.trained_layers[i]
+                ins = inputs if (i == 0 or linear) else None
+                score = layer.scorer(dY, x_in)
+                keep = layer.drop_mask(zeta, self.rng, dropper, inputs=ins, score=score)
+                k = layer.nnz - int(np.count_nonzero(keep))
+                if k:  # new positions among those not kept, as in SparseLayer.evolve
+                    kept = drop_entries(layer.indptr, layer.indices, keep, self.n_threads)
+                    plans[i] = (keep, layer.grow_checked(grower, self.rng, k, kept, inputs=ins, score=score))
+
+        self._gradient_pass(X, y, rows, visit)
+        self._release_buffers()  # the rewrites' transient arrays never meet the batch buffers
+        replaced = [0] * len(self.trained_layers)
+        for i, plan in enumerate(plans):
+            if plan is not None:
+                keep, (b_indptr, b_indices) = plan
+                plans[i] = None
+                replaced[i] = self.trained_layers[i].rewire(keep, b_indptr, b_indices, self.rng,
+                                                            new_weights=new_weights)
         return replaced
+
+    def gradient_at(self, X, y, positions, *, rows=None):
+        """Gradient of the mean loss at any positions of each layer's ``W``, stored or not.
+
+        What a gradient-based grow rule needs, without a dense ``n_in x n_out`` gradient: one forward
+        pass (no dropout) and one backward pass over the samples, and per layer one SDDMM at the given
+        positions, ``O(positions x batch)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like
+            Labels (or targets) as for :meth:`set_cy.SparseMLP.fit`.
+        positions : list
+            One entry per layer of :attr:`trained_layers` (the linear path last): None, or
+            ``(rows_of_W, cols_of_W)``, two integer arrays of one length: positions ``W[i, j]``, i.e.
+            input neuron ``i`` to output neuron ``j``, in range.
+        rows : array-like of int, optional
+            The samples to use (all by default).
+
+        Returns
+        -------
+        list
+            Per layer, None or an array of the layer's dtype: ``dL/dW[i, j]`` at each position, in the
+            order given.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from set_cy import SparseMLP
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((64, 20)).astype(np.float32); y = (X[:, 0] > 0).astype(int)
+        >>> net = SparseMLP([20, 30, 2], epsilon=3, seed=0)
+        >>> g = net.gradient_at(X, y, [(np.array([0, 5]), np.array([1, 2])), None])
+        >>> g[0].shape, g[1] is None
+        ((2,), True)
+        """
+        X, y, sample_rows = self._check_batch((X, y) if rows is None else (X, y, rows))
+        layers = self.trained_layers
+        if not isinstance(positions, (list, tuple)) or len(positions) != len(layers):
+            raise ValueError(f"positions must be a list of {len(layers)} entries (one per trained layer), got "
+                             f"{positions!r:.80}")
+        patterns = []
+        for k, (pos, layer) in enumerate(zip(positions, layers)):
+            if pos is None:
+                patterns.append(None)
+                continue
+            r, c = (np.asarray(a) for a in pos)
+            if r.ndim != 1 or r.shape != c.shape or not (np.issubdtype(r.dtype, np.integer)
+                                                          and np.issubdtype(c.dtype, np.integer)):
+                raise ValueError(f"positions[{k}]: two 1-D integer arrays of one length expected")
+            if r.size and (r.min() < 0 or r.max() >= layer.n_in or c.min() < 0 or c.max() >= layer.n_out):
+                raise ValueError(f"positions[{k}] out of range for a {layer.n_in} x {layer.n_out} layer")
+            # the kernels walk a CSR of W^T: rows are output neurons; keep the order to restore it
+            order = np.lexsort((r, c))
+            counts = np.bincount(c, minlength=layer.n_out)
+            indptr = np.zeros(layer.n_out + 1, layer.indices.dtype)
+            np.cumsum(counts, out=indptr[1:])
+            patterns.append((indptr, r[order].astype(layer.indices.dtype), order))
+        out = [None] * len(layers)
+
+        def visit(i, dY, x_in):
+            if patterns[i] is not None:
+                indptr, indices, order = patterns[i]
+                g = np.empty(indices.shape[0], self.dtype)
+                g[order] = self.trained_layers[i].scorer(dY, x_in)(indptr, indices)
+                out[i] = g
+
+        self._gradient_pass(X, y, sample_rows, visit)
+        return out
+
+    def _check_batch(self, batch):
+        """Validated ``(X, y, rows)`` from ``(X, y)`` or ``(X, y, rows)``."""
+        if not isinstance(batch, tuple) or len(batch) not in (2, 3):
+            raise ValueError("batch must be (X, y) or (X, y, rows)")
+        X = self._check_X(batch[0])
+        y = self._check_y(batch[1], X.shape[0])
+        if len(batch) == 2 or batch[2] is None:
+            return X, y, np.arange(X.shape[0], dtype=np.int64)
+        rows = np.asarray(batch[2])
+        if rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer):
+            raise ValueError("rows must be a non-empty 1-D array of sample indices")
+        if rows.min() < 0 or rows.max() >= X.shape[0]:
+            raise ValueError(f"rows out of range for {X.shape[0]} samples")
+        return X, y, rows.astype(np.int64)
+
+    def _gradient_pass(self, X, y, rows, visit):
+        """Forward (no dropout) and backward over the samples ``rows`` of validated ``X``, ``y``, calling
+        ``visit(i, dY, x_in)`` per layer of :attr:`trained_layers` as :meth:`_backward` calls ``step``
+        (the linear path first, then from the output layer down; ``visit`` may rewrite layer ``i``)."""
+        self._ensure_buffers(int(rows.size))
+        xb = self._load_batch(X, rows)
+        out, states = self._forward(xb, training=False)
+        self._backward(xb, y[rows], out, states, visit)
 
     # ------------------------------------------------------------------------------------------
     # persistence

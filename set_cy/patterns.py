@@ -13,8 +13,8 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["transpose_pattern", "row_ids", "drop_entries", "merge_patterns", "contains", "draw_free_positions",
-           "draw_free_positions_in"]
+__all__ = ["transpose_pattern", "row_ids", "drop_entries", "merge_patterns", "contains", "random_positions",
+           "draw_free_positions", "draw_free_positions_in"]
 
 
 def transpose_pattern(indptr, indices, n_cols):
@@ -75,6 +75,25 @@ def contains(pattern, rows, cols, n_threads):
     else:
         out[:] = 0
     return out.view(bool)
+
+
+def random_positions(rng, n_rows, n_cols, count, *, cols=None, index_dtype=np.int64):
+    """``count`` uniform random cells as a CSR pattern bucketed by row, in O(count).
+
+    Unlike :func:`draw_free_positions` nothing is rejected: cells may repeat or be stored already,
+    and a row's columns are not sorted (fine for the SDDMM kernel, not a canonical pattern). ``cols``:
+    draw the columns uniformly from these instead of ``[0, n_cols)``.
+    """
+    idx = np.dtype(index_dtype)
+    rows = rng.integers(0, n_rows, size=count, dtype=idx)
+    if cols is None:
+        picked = rng.integers(0, n_cols, size=count, dtype=idx)
+    else:
+        picked = np.asarray(cols, dtype=idx)[rng.integers(0, len(cols), size=count)]
+    indptr = np.empty(n_rows + 1, idx)
+    indices = np.empty(count, idx)
+    _kernels.coo_to_csr(rows, picked, indptr, indices)
+    return indptr, indices
 
 
 def draw_free_positions(rng, n_rows, n_cols, count, indptr=None, indices=None, *, index_dtype=None,

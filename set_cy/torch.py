@@ -29,7 +29,7 @@ from torch import nn
 
 from . import _kernels
 from ._validation import MAX_THREADS, check_float_dtype, check_int, check_pattern, check_transpose, resolve_n_threads
-from .evolution import check_evolution_args
+from .evolution import check_evolution_args, make_drop_rule, make_grow_rule, needs_gradient
 from .layers import SparseLayer
 from .linear import SparseLinear as _NumpySparseLinear
 
@@ -461,8 +461,9 @@ class SparseLinear(nn.Module):
                 f"dtype={self.values.dtype}")
 
     @torch.no_grad()
-    def evolve(self, zeta, *, optimizer=None, criterion="signed", new_weights="init", rng=None):
-        """One SET step: replace the fraction ``zeta`` of the connections by as many random new ones.
+    def evolve(self, zeta, *, optimizer=None, criterion="signed", new_weights="init", rng=None, grow="random",
+               grow_candidates=10, X=None, dY=None):
+        """One evolution step: replace the fraction ``zeta`` of the connections by as many new ones.
 
         Same rule as :meth:`set_cy.SparseLinear.evolve`. The pattern buffers and ``values`` are
         rewritten in place (same tensors, same ``nnz``), so an optimizer keeps referring to the right
@@ -478,10 +479,19 @@ class SparseLinear(nn.Module):
         ----------
         zeta : float in [0, 1]
         optimizer : torch.optim.Optimizer, optional
-        criterion : {"signed", "magnitude"}, default "signed"
+        criterion : str or drop rule, default "signed"
+            What is removed (:data:`set_cy.evolution.CRITERIA` or a :class:`set_cy.evolution.DropRule`).
         new_weights : {"init", "zeros"}, default "init"
         rng : numpy.random.Generator, optional
             Default: the module's generator.
+        grow : str or grow rule, default "random"
+            Where new connections grow (:data:`set_cy.evolution.GROW_RULES` or a
+            :class:`set_cy.evolution.GrowRule`). ``"gradient"`` needs a batch's input ``X``
+            (batch, n_in) and the gradient of the loss with respect to this layer's output ``dY``
+            (batch, n_out), e.g. from ``output.retain_grad()``.
+        grow_candidates : int, default 10
+            Sampled free positions per new connection for ``grow="gradient"``.
+        X, dY : torch.Tensor, optional
 
         Returns
         -------
@@ -489,14 +499,28 @@ class SparseLinear(nn.Module):
             Number of connections replaced.
         """
         zeta = check_evolution_args(zeta, criterion, new_weights)
+        grower = make_grow_rule(grow, grow_candidates)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         layer = self._layer()
+        score = None
+        if needs_gradient(grower, make_drop_rule(criterion)):
+            if X is None or dY is None:
+                raise ValueError(f"criterion={criterion!r}, grow={grow!r} need the gradient: pass X= (batch, n_in) "
+                                 "and dY= (batch, n_out)")
+            dtype = self.values.dtype
+            _check_tensor(X, "X", dtype, 2)
+            _check_tensor(dY, "dY", dtype, 2)
+            if X.shape[1] != self.n_in or dY.shape[1] != self.n_out or X.shape[0] != dY.shape[0]:
+                raise ValueError(f"X and dY must be (batch, {self.n_in}) and (batch, {self.n_out}), got "
+                                 f"{tuple(X.shape)} and {tuple(dY.shape)}")
+            score = layer.scorer(_feature_major(dY), _feature_major(X))
         old_indptr, old_indices = layer.indptr.copy(), layer.indices.copy()
         layer.velocity[:] = 1  # marks the survivors: evolve keeps their velocity, new connections get 0
-        k = layer.evolve(zeta, self.rng if rng is None else rng, criterion=criterion, new_weights=new_weights)
+        k = layer.evolve(zeta, self.rng if rng is None else rng, criterion=criterion, new_weights=new_weights,
+                         grow=grower, score=score)
         self.values.copy_(torch.from_numpy(layer.data))
         for name in ("indptr", "indices", "t_indptr", "t_indices", "perm"):
             getattr(self, name).copy_(torch.from_numpy(getattr(layer, name)))

@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__, openmp_enabled
 from ._validation import resolve_n_threads
 from .activations import ACTIVATIONS
-from .evolution import CRITERIA, SCHEDULES
+from .evolution import CRITERIA, GROW_RULES, SCHEDULES
 from .model import LR_SCALINGS
 from .monitor import MemoryMonitor, format_bytes, system_memory
 from .parallel import BACKENDS, ParallelFitError
@@ -41,7 +41,8 @@ DEFAULT_CHECKPOINT = "set_cy_checkpoint.npz"
 # options that define the run and are restored from a checkpoint by --resume
 RUN_OPTIONS = ("neurons", "layers", "hidden_layers", "dataset", "data_dir", "samples", "features", "classes",
                "batch_size", "epsilon", "zeta", "zeta_schedule", "lr", "momentum", "weight_decay", "dropout",
-               "activation", "init", "dtype", "seed", "epochs", "criterion", "new_weights", "lr_scaling")
+               "activation", "init", "dtype", "seed", "epochs", "criterion", "new_weights", "lr_scaling", "grow",
+               "grow_candidates", "update_every", "update_end")
 
 
 def hidden_layer_sizes(n_neurons, n_in, n_out, n_hidden):
@@ -131,7 +132,17 @@ def build_parser():
     train.add_argument("--weight-decay", type=float, default=2e-4)
     train.add_argument("--zeta", type=float, default=0.3, help="fraction of connections replaced per epoch")
     train.add_argument("--zeta-schedule", choices=SCHEDULES, default="constant")
-    train.add_argument("--criterion", choices=CRITERIA, default="signed")
+    train.add_argument("--criterion", choices=CRITERIA, default="signed",
+                       help="what evolution removes: signed magnitude (SET), magnitude, or momentum magnitude")
+    train.add_argument("--grow", choices=GROW_RULES, default="random",
+                       help="where evolution grows: random (SET) or gradient (the largest |dL/dW| among "
+                            "--grow-candidates x as many sampled free positions, over one batch)")
+    train.add_argument("--grow-candidates", type=_positive_int, default=10,
+                       help="sampled positions per new connection for --grow gradient (10)")
+    train.add_argument("--update-every", type=_positive_int, default=None,
+                       help="evolve every N mini-batches instead of after every epoch (RigL's delta T)")
+    train.add_argument("--update-end", type=float, default=1.0,
+                       help="with --update-every: no evolution after this fraction of the steps (1.0)")
     train.add_argument("--new-weights", choices=("init", "zeros"), default="zeros",
                        help="values of regrown connections: zero (default; regrowing at the init scale "
                             "inflated the loss of the very wide default networks) or the init distribution")
@@ -249,8 +260,8 @@ def main(argv=None):
             parser.error(f"--resume: {args.resume} was not written by python -m set_cy.train")
         typed = sys.argv[1:] if argv is None else argv  # what the user typed, from a shell or a caller
         given_epochs = args.epochs if any(a == "--epochs" or a.startswith("--epochs=") for a in typed) else None
-        for k in RUN_OPTIONS:
-            setattr(args, k, saved[k])
+        for k in RUN_OPTIONS:  # options newer than the checkpoint keep their defaults
+            setattr(args, k, saved[k] if k in saved else parser.get_default(k))
         args.storage = checkpoint.storage  # the checkpoint's layers decide
         args.activation_dtype = checkpoint.activation_dtype
         if given_epochs is not None:
@@ -384,6 +395,8 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
         model.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                   momentum=args.momentum, weight_decay=args.weight_decay, zeta=args.zeta,
                   zeta_schedule=args.zeta_schedule, criterion=args.criterion, new_weights=args.new_weights,
+                  grow=args.grow, grow_candidates=args.grow_candidates, update_every=args.update_every,
+                  update_end=args.update_end,
                   validation_data=(data.X_test, data.y_test) if data.n_test else None,
                   callbacks=[progress], verbose=0, initial_epoch=initial_epoch, resume=resume,
                   n_jobs=args.n_jobs, backend=args.backend, client=args.scheduler, local_steps=args.local_steps)

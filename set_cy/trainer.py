@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from ._validation import check_int, check_scalar
-from .evolution import SCHEDULES, check_evolution_args, zeta_at
+from .evolution import SCHEDULES, check_evolution_args, make_drop_rule, make_grow_rule, needs_gradient, zeta_at
 from .model import SparseNetwork
 from .parallel import make_engine
 
@@ -212,7 +212,8 @@ class SparseMLP(SparseNetwork):
             evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
             initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None,
             clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=5, min_inputs=200, prune_start=None,
-            early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4):
+            early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, grow="random",
+            grow_candidates=10, update_every=None, update_end=1.0):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
         Parameters
@@ -234,6 +235,19 @@ class SparseMLP(SparseNetwork):
             "linear", "cosine") decays it over the epochs. ``zeta=0`` trains a static sparse network.
         criterion, new_weights, evolve_output
             See :meth:`evolve`.
+        grow : str or grow rule, default "random"
+            Where evolution grows connections (:meth:`evolve`): SET's uniform random positions, or
+            ``"gradient"``: per layer the largest ``|dL/dW|`` among ``grow_candidates`` times as many
+            sampled free positions, the gradient taken over ``batch_size`` training samples drawn at
+            random after the epoch.
+        grow_candidates : int, default 10
+        update_every : int, optional
+            Evolve every ``update_every`` mini-batches (counted from the first epoch, across epochs)
+            instead of after every epoch, as RigL does (its ΔT). ``zeta_schedule`` then decays ζ over
+            the steps, and no step happens after the fraction ``update_end`` of the training steps
+            (RigL's T_end, 0.75 in its paper) nor after the last batch. Input pruning stays per epoch.
+            Not with ``backend="dask"`` (its steps are rounds).
+        update_end : float in (0, 1], default 1.0
         validation_data : tuple (X_val, y_val), optional
             Accuracy on it after every epoch (``val_accuracy``; regression: R², ``val_r2``).
         shuffle : bool, default True
@@ -311,6 +325,12 @@ class SparseMLP(SparseNetwork):
         if zeta_schedule not in SCHEDULES:
             raise ValueError(f"zeta_schedule must be one of {SCHEDULES}, got {zeta_schedule!r}")
         zeta = check_evolution_args(zeta, criterion, new_weights, below_one=True)
+        grow = make_grow_rule(grow, grow_candidates)
+        if update_every is not None:
+            update_every = check_int(update_every, "update_every", min_val=1)
+            if backend == "dask":
+                raise ValueError("update_every needs a backend whose steps are mini-batches, not backend='dask'")
+        update_end = check_scalar(update_end, "update_end", min_val=0.0, max_val=1.0, include_min=False)
         if clip_norm is not None:
             clip_norm = check_scalar(clip_norm, "clip_norm", min_val=0.0, include_min=False)
         cw = self._class_weights(class_weight, y)
@@ -373,7 +393,8 @@ class SparseMLP(SparseNetwork):
                                   cbs, shuffle, None if validation_data is None else (X_val, y_val),
                                   self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw),
                                   zeta, zeta_schedule, criterion, new_weights, evolve_output,
-                                  (prune_inputs, prune_every, min_inputs, prune_start), stopping)
+                                  (prune_inputs, prune_every, min_inputs, prune_start), stopping, grow=grow,
+                                  steps=None if update_every is None else (update_every, update_end))
         finally:
             engine.close()
 
@@ -423,14 +444,15 @@ class SparseMLP(SparseNetwork):
                 getattr(layer, k)[...] = v
         self._set_input_mask(mask)
 
-    def _rewire(self, epochs_done, zeta, pruning, *, criterion="signed", new_weights="zeros", evolve_output=True):
-        """What happens between two epochs: input pruning on its schedule, then one SET step.
+    def _rewire(self, epochs_done, zeta, pruning, *, criterion="signed", new_weights="zeros", evolve_output=True,
+                grow="random", data=None):
+        """What happens between two epochs: input pruning on its schedule, then one evolution step.
 
         ``pruning = (fraction, every, min_inputs, start)`` prunes when ``epochs_done`` is ``start``,
         ``start + every``, ... (``start`` None: ``every``); ``zeta > 0`` evolves. Used by :meth:`fit` and by
         ``SETClassifier.partial_fit``, so that ``k`` one-epoch calls train the network of one
-        ``k``-epoch fit. Returns whether the
-        topology changed.
+        ``k``-epoch fit. A grow rule that needs the gradient takes it over ``batch_size`` samples of
+        ``data = (X, y, batch_size)`` drawn at random. Returns whether the topology changed.
         """
         fraction, every, min_inputs, start = pruning
         start = every if start is None else start
@@ -438,13 +460,25 @@ class SparseMLP(SparseNetwork):
         if fraction > 0 and epochs_done >= start and (epochs_done - start) % every == 0:
             changed = self.prune_inputs(fraction, min_inputs=min_inputs, new_weights=new_weights) > 0
         if zeta > 0:
-            self.evolve(zeta, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output)
+            self._evolve_step(zeta, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output,
+                              grow=grow, data=data)
             changed = True
         return changed
 
+    def _evolve_step(self, zeta, *, criterion, new_weights, evolve_output, grow, data):
+        """One :meth:`evolve` with the fit's rules; a grow rule that needs the gradient takes it over
+        ``batch_size`` samples of ``data = (X, y, batch_size)`` drawn at random."""
+        batch = None
+        if needs_gradient(grow, make_drop_rule(criterion)):
+            X, y, batch_size = data
+            n = X.shape[0]
+            batch = (X, y, np.sort(self.rng.choice(n, min(batch_size, n), replace=False)))
+        self.evolve(zeta, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output, grow=grow,
+                    batch=batch)
+
     def _fit_loop(self, engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume, cbs,
                   shuffle, validation_data, hp, zeta, zeta_schedule, criterion, new_weights, evolve_output,
-                  pruning, stopping=None):
+                  pruning, stopping=None, grow="random", steps=None):
         self._ensure_buffers(batch_size)
         self.stop_training = False
         self.best_epoch_ = None
@@ -459,8 +493,10 @@ class SparseMLP(SparseNetwork):
         diverged = False
         if resume and self.train_state_.get("sums"):
             sums = tuple(self.train_state_["sums"])
+        total_steps = epochs * n_batches
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
+            step_evo, z_step = 0.0, 0.0  # evolution within the epoch (update_every)
             if order is None:
                 order = self.rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
             for cb in cbs:
@@ -472,6 +508,16 @@ class SparseMLP(SparseNetwork):
                     loss_sum += b_loss
                     correct += ok
                     seen += b_seen
+                    done = epoch * n_batches + b + 1
+                    if (steps is not None and zeta > 0 and done % steps[0] == 0 and done < total_steps
+                            and done <= steps[1] * total_steps):
+                        t1 = time.perf_counter()
+                        z_step = zeta_at(zeta, done, total_steps, zeta_schedule)
+                        self._evolve_step(z_step, criterion=criterion, new_weights=new_weights,
+                                          evolve_output=evolve_output, grow=grow, data=(X, y, batch_size))
+                        engine.topology_changed()
+                        self._ensure_buffers(batch_size)
+                        step_evo += time.perf_counter() - t1
                     self.train_state_ = {"epoch": epoch, "batch": b + 1, "order": order, "n_samples": n,
                                          "batch_size": batch_size, "sums": [loss_sum, correct, seen],
                                          "backend": engine.backend}
@@ -484,7 +530,7 @@ class SparseMLP(SparseNetwork):
                     break
             if self.stop_training and seen < n:
                 break  # interrupted inside the epoch: train_state_ says where
-            train_time = time.perf_counter() - t0
+            train_time = time.perf_counter() - t0 - step_evo
             rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_time": train_time}
             if not self.is_regression:
                 rec["train_accuracy"] = correct / seen
@@ -504,15 +550,17 @@ class SparseMLP(SparseNetwork):
                 if best is None or score > best[0]:
                     best = (score, epoch + 1, self._snapshot())
                 stop_early = stale >= stopping[0]
-            evo_time, z = 0.0, 0.0
+            evo_time, z = step_evo, z_step
             with _sigint_deferred() as caught:
                 if epoch < epochs - 1 and not stop_early:
-                    z = zeta_at(zeta, epoch, epochs, zeta_schedule) if zeta > 0 else 0.0
+                    if steps is None:
+                        z = zeta_at(zeta, epoch, epochs, zeta_schedule) if zeta > 0 else 0.0
                     t1 = time.perf_counter()
-                    if self._rewire(epoch + 1, z, pruning, criterion=criterion, new_weights=new_weights,
-                                    evolve_output=evolve_output):
+                    per_epoch = 0.0 if steps is not None else z  # update_every: evolution happened in the epoch
+                    if self._rewire(epoch + 1, per_epoch, pruning, criterion=criterion, new_weights=new_weights,
+                                    evolve_output=evolve_output, grow=grow, data=(X, y, batch_size)):
                         engine.topology_changed()
-                    evo_time = time.perf_counter() - t1
+                    evo_time += time.perf_counter() - t1
                 rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0,
                            n_inputs=int(self.active_inputs().size))
                 self.epochs_trained_ = epoch + 1
