@@ -142,6 +142,10 @@ class _SETBase(BaseEstimator):
             storage=check_storage(self.storage),
             activation_dtype=check_activation_dtype(self.activation_dtype, np.float32),
             evolution=dict(criterion=self.criterion, grow=grow),
+            schedule=dict(final_fraction=check_scalar(self.final_fraction, "final_fraction", min_val=0.0, max_val=1.0,
+                                                      include_min=False)),
+            neurons=(check_scalar(self.prune_neurons, "prune_neurons", min_val=0.0, max_val=1.0, include_max=False),
+                     check_int(self.min_neurons, "min_neurons", min_val=1), True),
             stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
                           n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
                           tol=check_scalar(self.tol, "tol", min_val=0.0)),
@@ -162,15 +166,17 @@ class _SETBase(BaseEstimator):
         """The ``class_weight`` argument of :meth:`SparseMLP.fit` (None: no classes here)."""
         return None
 
-    def _train(self, nets, X, y, p, epochs, initial_epoch, stopping=None):
-        """Fit every network; ``stopping``: the early-stopping arguments of :meth:`SparseMLP.fit` (fit only)."""
+    def _train(self, nets, X, y, p, epochs, initial_epoch, stopping=None, schedule=None):
+        """Fit every network; ``stopping``, ``schedule``: the early-stopping and density-schedule arguments
+        of :meth:`SparseMLP.fit` (fit only)."""
         cw = self._class_weight_indices()
         for net in nets:
             net.fit(X, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=p["batch_size"],
                     learning_rate=p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"],
                     zeta=p["zeta"], verbose=p["verbose"], new_weights=self.new_weights, clip_norm=p["clip_norm"],
                     class_weight=cw, prune_inputs=p["prune_inputs"], prune_every=p["prune_every"],
-                    min_inputs=p["min_inputs"], prune_start=p["prune_start"], **p["evolution"], **(stopping or {}))
+                    min_inputs=p["min_inputs"], prune_start=p["prune_start"], prune_neurons=p["neurons"][0],
+                    min_neurons=p["neurons"][1], **p["evolution"], **(stopping or {}), **(schedule or {}))
 
     def _fit(self, X, y):
         """Both estimators' :meth:`fit`."""
@@ -179,12 +185,16 @@ class _SETBase(BaseEstimator):
         y_net = self._targets(y, first=True)
         nets = self._build(X.shape[1], p)
         self.batch_size_ = p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
-        self._train(nets, X, y_net, p, epochs=p["epochs"], initial_epoch=0, stopping=p["stopping"])
+        self._train(nets, X, y_net, p, epochs=p["epochs"], initial_epoch=0, stopping=p["stopping"],
+                    schedule=p["schedule"])
         self.networks_ = nets
         return self
 
     def _partial_fit(self, p, X, y_net, first):
         """One epoch of :meth:`partial_fit` on validated ``X`` and the networks' targets ``y_net``."""
+        if p["schedule"]["final_fraction"] < 1:
+            raise ValueError("final_fraction < 1 schedules the density over a fit's epochs: partial_fit has no "
+                             "end to schedule towards; use fit")
         if first:
             nets = self._build(X.shape[1], p)
             self.batch_size_ = self._auto_batch(p["batch_size"], X.shape[0])
@@ -194,7 +204,7 @@ class _SETBase(BaseEstimator):
                 net.set_n_threads(p["n_threads"])
                 net._rewire(net.epochs_trained_, p["zeta"],
                             (p["prune_inputs"], p["prune_every"], p["min_inputs"], p["prune_start"]),
-                            new_weights=self.new_weights, **p["evolution"],
+                            new_weights=self.new_weights, **p["evolution"], neurons=p["neurons"],
                             data=(X, y_net, self._auto_batch(p["batch_size"], X.shape[0])))
         done = nets[0].epochs_trained_
         p["batch_size"] = self._auto_batch(p["batch_size"], X.shape[0])
@@ -361,6 +371,12 @@ class SETClassifier(ClassifierMixin, _SETBase):
         The fewest inputs pruning keeps (all of them when there are fewer). Tune it like ``k`` of
         ``SelectKBest``: data whose signal lives in a handful of features want a low floor (Madelon, 20
         relevant features of 500: 10).
+    prune_neurons : float in [0, 1), default 0
+        Importance pruning of hidden neurons, on the schedule of input pruning (``prune_start``,
+        ``prune_every``): the fraction ``prune_neurons`` of each hidden layer's weakest neurons are
+        removed and the layers shrink, their connections regrown elsewhere (see
+        :meth:`set_cy.SparseMLP.prune_neurons`), down to ``min_neurons`` per layer.
+    min_neurons : int, default 1
     early_stopping : bool, default False
         :meth:`fit` holds out a stratified ``validation_fraction`` of the training data, stops when
         its accuracy has not improved by more than ``tol`` for ``n_iter_no_change`` epochs and keeps
@@ -392,6 +408,10 @@ class SETClassifier(ClassifierMixin, _SETBase):
         positions over one training batch (:class:`set_cy.evolution.GradientGrowth`).
     grow_candidates : int, default 10
         Sampled positions per new connection for ``grow="gradient"``.
+    final_fraction : float in (0, 1], default 1.0
+        Gradual density change (GraNet): below 1, each network ends :meth:`fit` with this fraction of
+        the connections it started with (``epsilon`` sets the start), removed along a cubic schedule
+        by the evolution steps (see :meth:`set_cy.SparseMLP.fit`). Not with :meth:`partial_fit`.
 
     Attributes
     ----------
@@ -448,7 +468,7 @@ class SETClassifier(ClassifierMixin, _SETBase):
                  clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  storage="full", activation_dtype=None, linear_path=True, criterion="signed", grow="random",
-                 grow_candidates=10):
+                 grow_candidates=10, final_fraction=1.0, prune_neurons=0.0, min_neurons=1):
         self._set_params_from_init(locals())
 
     _loss = "cross_entropy"
@@ -604,7 +624,8 @@ class SETRegressor(RegressorMixin, _SETBase):
     hidden_layer_sizes, epsilon, zeta, activation, dropout, batch_size, learning_rate, momentum, \
 weight_decay, epochs, max_iter, random_state, n_jobs, verbose, n_estimators, clip_norm, new_weights, \
 lr_scaling, prune_inputs, prune_every, prune_start, min_inputs, early_stopping, validation_fraction, \
-n_iter_no_change, tol, storage, activation_dtype, linear_path, criterion, grow, grow_candidates
+n_iter_no_change, tol, storage, activation_dtype, linear_path, criterion, grow, grow_candidates, \
+final_fraction, prune_neurons, min_neurons
         As in :class:`SETClassifier`, with the same defaults; there is no ``class_weight``. With
         ``early_stopping``, the held-out fraction is drawn at random and its R² is watched instead of
         the accuracy. :meth:`predict` averages the ``n_estimators`` networks' outputs; the linear
@@ -641,7 +662,7 @@ feature_importances_
                  clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  storage="full", activation_dtype=None, linear_path=True, criterion="signed", grow="random",
-                 grow_candidates=10):
+                 grow_candidates=10, final_fraction=1.0, prune_neurons=0.0, min_neurons=1):
         self._set_params_from_init(locals())
 
     _loss = "squared_error"

@@ -16,7 +16,9 @@ rule** where to put as many new ones; the layer applies the rewrite itself
   grow the largest). Any object with ``needs_gradient`` and ``grow(rng, n_rows, n_cols, count, indptr,
   indices, *, inputs, score, n_threads) -> (indptr, indices)`` is one; ``score(indptr, indices)``,
   given to rules that need the gradient, returns the gradient at the positions of a pattern.
-- when: :func:`zeta_at` (the fraction of an epoch under a schedule).
+- when: :func:`zeta_at` (the fraction of an epoch under a schedule); gradual density change
+  (GraNet): :func:`density_at` and :func:`shrink_at` (how many connections an update step removes
+  without regrowing them).
 
 Positions are CSR patterns of ``W^T`` (rows: output neurons, columns: input neurons); no rule needs an
 array of size ``n_in x n_out``.
@@ -30,7 +32,8 @@ from ._validation import check_int, check_scalar
 
 __all__ = ["CRITERIA", "GROW_RULES", "NEW_WEIGHTS", "SCHEDULES", "DropRule", "GrowRule", "SignedMagnitude",
            "Magnitude", "MomentumMagnitude", "GradientMagnitude", "RandomGrowth", "GradientGrowth", "make_drop_rule",
-           "make_grow_rule", "needs_gradient", "check_evolution_args", "select_to_remove", "zeta_at"]
+           "make_grow_rule", "needs_gradient", "check_evolution_args", "select_to_remove", "zeta_at", "density_at",
+           "shrink_at"]
 
 #: Names of the drop rules: ``"signed"`` (SET: the fraction ζ of the non-negative weights closest to
 #: zero and ζ of the negative ones), ``"magnitude"`` (the smallest ``|w|``), ``"momentum"`` (the smallest
@@ -236,12 +239,20 @@ class GradientGrowth(GrowRule):
     ``candidates x count`` free positions compete: drawn uniformly, ``|dL/dW|`` computed there with
     ``score`` (one SDDMM over a mini-batch), the ``count`` largest grow. When the layer has few free
     cells (at most ``4 x candidates x count``) they are drawn without repeats among the free cells
-    (all of them when there are fewer than ``candidates x count``). Otherwise they are streamed in
-    chunks of at most 1,048,576: each chunk's cells are drawn uniformly, stored ones discarded, and
-    only those above the running ``count``-th largest magnitude (about: a margin of 1 % is kept) are
-    kept, so the working memory is about ``16 x count`` bytes plus a chunk, whatever ``candidates``;
-    a cell drawn twice counts once, and the rare shortfall this could leave is filled with uniform
-    free positions. No dense gradient.
+    (all of them when there are fewer than ``candidates x count``). Otherwise they are streamed: how
+    many candidates fall in each row is drawn first (:func:`set_cy.patterns.random_row_counts`), and
+    the stream visits the rows in a strided order (rows ``j, j + m, j + 2m, ...`` for ``j = 0, 1, ...``,
+    ``m`` the number of chunks) and is scored in chunks of ``CHUNK`` (1,048,576) candidates, each a CSR
+    pattern with uniform columns over rows spread across the layer (one SDDMM each, which shares them
+    among its threads and reads each row of the output gradient about once in all). Of a chunk only
+    the candidates above a threshold are checked against the stored pattern and kept: the larger of
+    the ``count``-th largest magnitude so far (about: a margin of 1 %, and of twice the share of
+    candidates that repeat a cell, is kept) and a guess made on the first chunk, the value that a
+    little more of that chunk exceeds than the share of all the candidates the ``count`` largest take.
+    The guess is checked at the end: where fewer than ``count`` (and the margin) passed it (rare), the
+    same candidates are drawn and scored again without it. The working memory is about ``26 x count``
+    bytes plus ``16 x CHUNK``, whatever ``candidates``. A cell drawn twice counts once, and the rare
+    shortfall this could leave is filled with uniform free positions. No dense gradient.
     ``candidates=1`` is random growth that spends a gradient; RigL's dense rule is the limit of
     ``candidates`` covering every free cell.
 
@@ -254,6 +265,7 @@ class GradientGrowth(GrowRule):
     name = "gradient"
     needs_gradient = True
     CHUNK = 1 << 20
+    _LOW = 0 if np.array([1], np.int64).view(np.uint32)[0] == 1 else 1  # the uint32 word of an int64's low bits
 
     def __init__(self, candidates=10):
         self.candidates = check_int(candidates, "grow_candidates", min_val=1)
@@ -268,7 +280,7 @@ class GradientGrowth(GrowRule):
         free = int(n_rows) * int(width) - stored
         if free <= 4 * self.candidates * count:
             return self._among_drawn(rng, n_rows, n_cols, count, indptr, indices, inputs, score, n_threads)
-        return self._streamed(rng, n_rows, n_cols, count, indptr, indices, inputs, score, n_threads)
+        return self._streamed(rng, n_rows, n_cols, count, indptr, indices, inputs, score, n_threads, free, width)
 
     def _among_drawn(self, rng, n_rows, n_cols, count, indptr, indices, inputs, score, n_threads):
         """Few free cells: ``candidates x count`` of them drawn without repeats (all, if fewer), the top grow."""
@@ -282,66 +294,178 @@ class GradientGrowth(GrowRule):
         keep[np.argpartition(-magnitude, count - 1)[:count]] = 1
         return pt.drop_entries(c_indptr, c_indices, keep, n_threads)
 
-    def _streamed(self, rng, n_rows, n_cols, count, indptr, indices, inputs, score, n_threads):
-        """Many free cells: candidates streamed in chunks, a running top kept (see the class)."""
+    def _streamed(self, rng, n_rows, n_cols, count, indptr, indices, inputs, score, n_threads, free, width):
+        """Many free cells: candidates streamed in chunks of rows, a running top kept (see the class)."""
+        idx, n_rows = indices.dtype, int(n_rows)
+        if count == 0:
+            return np.zeros(n_rows + 1, idx), np.empty(0, idx)
+        state = rng.bit_generator.state
+        args = (n_rows, n_cols, count, indptr, indices, inputs, score, n_threads, free, width)
+        found = self._stream(rng, *args, guess=True)
+        if found is None:  # the threshold guessed from the first chunk was too high (rare): the stream again
+            rng.bit_generator.state = state
+            found = self._stream(rng, *args, guess=False)
+        n, b_rows, b_keys = found
+        # the entries bucketed by row and sorted in their rows by key: the copies of a cell drawn twice are
+        # neighbours
+        r_indptr, perm = pt.bucket_rows(n_rows, b_rows[:n], np.arange(n, dtype=idx))
+        del b_rows, found
+        key = np.empty(n, np.int64)
+        for start in range(0, n, 1 << 20):  # in blocks: take makes a copy of its indices as intp
+            key[start:start + (1 << 20)] = b_keys.take(perm[start:start + (1 << 20)])
+        del b_keys, perm
+        r_indptr = r_indptr.astype(np.int64)
+        pt.sort_rows(r_indptr, key, n_threads)
+        words = key.view(np.uint32).reshape(-1, 2)
+        cols, mag = words[:, 1 - self._LOW], words[:, self._LOW].view(np.float32)  # views of key
+        # a cell drawn twice counts once: all its copies but the last (the largest) are dropped
+        again = cols[1:] == cols[:-1]
+        starts = r_indptr[1:-1]
+        again[starts[(starts > 0) & (starts < n)] - 1] = False  # neighbours in two rows
+        again = np.flatnonzero(again)
+        del starts
+        distinct = n - again.shape[0]
+        if distinct > count:
+            mag[again] = -np.inf  # in the low words of key: its columns stay
+            keep, _ = _top(count, mag)
+        else:
+            keep = np.ones(n, bool)
+            keep[again] = False
+        del again, cols, mag, words
+        c_indptr, key = pt.drop_entries(r_indptr, key, keep, n_threads)
+        chosen = (c_indptr.astype(idx), key.view(np.uint32)[1 - self._LOW::2].astype(idx))
+        del r_indptr, keep, c_indptr, key
+        if distinct < count:  # rare: fill with uniform free positions
+            extra = _free_positions(rng, n_rows, n_cols, count - distinct,
+                                    *pt.merge_patterns((indptr, indices), chosen, n_threads), inputs, n_threads)
+            chosen = pt.merge_patterns(chosen, extra, n_threads)
+        return chosen
+
+    def _stream(self, rng, n_rows, n_cols, count, indptr, indices, inputs, score, n_threads, free, width, *, guess):
+        """The candidates' stream: ``(n, rows, keys)``, a buffer whose first ``n`` entries are free candidates,
+        the largest ``|score|`` of all (a few more than ``count``); or None where the threshold guessed from the
+        first chunk (``guess``) let fewer pass. ``free`` of the ``n_rows x width`` cells are free."""
+        idx, chunk = indices.dtype, int(self.CHUNK)
+        total = self.candidates * count
         # a few more than count are kept, so that cells drawn twice (counted once at the end) rarely leave
-        # fewer than count
-        room = count + max(64, count // 100)
-        best_keys, best_mag = np.empty(0, np.int64), np.empty(0, np.float32)
-        pending, n_pending, threshold = [], 0, -np.inf
-        left = self.candidates * count
-        while left > 0:
-            size = min(left, self.CHUNK)
-            left -= size
-            c_indptr, c_indices = pt.random_positions(rng, n_rows, n_cols, size, cols=inputs,
-                                                      index_dtype=indices.dtype)
-            mag = np.abs(np.asarray(score(c_indptr, c_indices))).astype(np.float32, copy=False)
+        # fewer than count: 1 %, and twice the share of the candidates that repeat a cell, about
+        # total / free (drawn with repeats); a cut keeps them (and up to ``most`` when its threshold comes
+        # from a sample), the rest of the buffer takes what the next chunks add above the threshold
+        room = count + max(64, count // 100) + int(2 * count * total / free)
+        most = room + room // 32 + 64
+        cap = most + max(chunk, room // 4)
+        n_chunks = -(-total // chunk)
+        # the stream visits the rows in the order j, j + n_chunks, j + 2 n_chunks, ... for j = 0, 1, ...: a
+        # chunk's rows are spread over the layer (the threads of the SDDMM share them), a row is in one or two
+        order = np.concatenate([np.arange(j, n_rows, n_chunks) for j in range(min(n_chunks, n_rows))])
+        offsets = np.zeros(n_rows + 1, np.int64)  # the candidates of row order[p]: offsets[p]:offsets[p + 1]
+        np.cumsum(pt.random_row_counts(rng, n_rows, total)[order], out=offsets[1:])
+        pool = None if inputs is None else np.asarray(inputs, dtype=idx)
+        # the buffer: rows, and int64 keys column << 32 | the bits of |score| as float32 (which sort as the
+        # non-negative floats they are), written and read through views of their words
+        buf = [np.empty(cap, idx), np.empty(cap, np.int64)]
+        words = buf[1].view(np.uint32).reshape(cap, 2)
+        b_cols, b_mag = words[:, 1 - self._LOW], words[:, self._LOW].view(np.float32)
+        n, threshold, guessed = 0, -np.inf, False
+        for lo in range(0, total, chunk):
+            hi = min(lo + chunk, total)
+            # the chunk: candidates lo:hi of the stream, in the rows order[p0:p1], as a CSR pattern
+            p0 = int(np.searchsorted(offsets, lo, side="right")) - 1
+            p1 = int(np.searchsorted(offsets, hi, side="left"))
+            rows = order[p0:p1]
+            sizes = np.minimum(offsets[p0 + 1:p1 + 1], hi) - np.maximum(offsets[p0:p1], lo)
+            by_row = np.argsort(rows)
+            rows, sizes = rows[by_row].astype(idx), sizes[by_row]
+            c_indptr = np.zeros(n_rows + 1, idx)
+            c_indptr[rows + 1] = sizes
+            np.cumsum(c_indptr, out=c_indptr, dtype=idx)
+            if pool is None:
+                c_cols = rng.integers(0, n_cols, size=hi - lo, dtype=idx)
+            else:
+                c_cols = pool[rng.integers(0, pool.shape[0], size=hi - lo, dtype=idx)]
+            mag = np.abs(np.asarray(score(c_indptr, c_cols))).astype(np.float32, copy=False)
+            del c_indptr
+            if lo == 0 and guess and hi >= 1 << 16:
+                # a guess: the value that a little more of the first chunk than the share needed exceeds
+                # (the chunks' rows are spread alike over the layer); checked at the end
+                share = room / total / (free / (n_rows * width))
+                k = int(math.ceil((1.05 * share + 6 * math.sqrt(share / hi)) * hi))
+                if k < hi // 2:
+                    value = np.partition(mag, hi - k)[hi - k]
+                    if np.count_nonzero(mag > value) >= 1.03 * share * hi:  # not where many tie (at 0, say)
+                        threshold, guessed = value, True
             # only the candidates above the running threshold are located and checked against the pattern
             cand = np.flatnonzero(mag > threshold)
-            rows = (np.searchsorted(c_indptr, cand, side="right") - 1).astype(indices.dtype)
-            cols = c_indices[cand]
-            free = ~pt.contains((indptr, indices), rows, cols, n_threads)
-            pending.append((rows[free].astype(np.int64) * n_cols + cols[free], mag[cand[free]]))
-            n_pending += pending[-1][0].shape[0]
-            del c_indptr, c_indices, mag, cand, rows, cols, free
-            if best_keys.shape[0] < room or n_pending >= max(count // 2, self.CHUNK) or left == 0:
-                best_keys, best_mag = _top(room, [(best_keys, best_mag)] + pending)
-                pending, n_pending = [], 0
-                threshold = best_mag.min() if best_keys.shape[0] == room else -np.inf
-        keys, first = np.unique(best_keys, return_index=True)  # a cell drawn twice counts once
-        keys = keys[_top(count, [(np.arange(keys.shape[0]), best_mag[first])])[0]]
-        del best_keys, best_mag, first
-        keys.sort()
-        if keys.shape[0] < count:  # rare: fill with uniform free positions
-            chosen = _pattern_of_keys(keys, n_rows, n_cols, indices.dtype)
-            extra = _free_positions(rng, n_rows, n_cols, count - keys.shape[0],
-                                    *pt.merge_patterns((indptr, indices), chosen, n_threads), inputs, n_threads)
-            keys = np.union1d(keys, pt.row_ids(extra[0]).astype(np.int64) * n_cols + extra[1])
-        return _pattern_of_keys(keys, n_rows, n_cols, indices.dtype)
+            starts = np.zeros(rows.shape[0] + 1, np.int64)
+            np.cumsum(sizes, out=starts[1:])
+            new = [np.repeat(rows, np.diff(np.searchsorted(cand, starts))), c_cols.take(cand), mag.take(cand)]
+            del c_cols, mag, cand, rows, sizes, starts
+            stored = pt.contains((indptr, indices), new[0], new[1], n_threads)
+            if stored.any():
+                new = [a[~stored] for a in new]
+            del stored
+            if n + new[0].shape[0] > cap:  # full: cut back to the top, then the chunk's above the new threshold
+                n, cut = self._cut(room, most, n, buf, b_mag)
+                threshold = max(threshold, cut)
+                above = np.flatnonzero(new[2] > threshold)
+                new = [a.take(above) for a in new]
+                del above
+            m = n + new[0].shape[0]
+            buf[0][n:m], b_cols[n:m], b_mag[n:m] = new
+            n = m
+            del new
+            if threshold == -np.inf and n >= room:  # the first threshold, as soon as there is one
+                n, threshold = self._cut(room, most, n, buf, b_mag)
+        if guessed and n < room:
+            return None  # all the candidates above the guess should have been among the room largest
+        if n > most:
+            n, _ = self._cut(room, most, n, buf, b_mag)
+        return n, buf[0], buf[1]
+
+    @staticmethod
+    def _cut(room, most, n, buf, mag):
+        """Keep at least the ``room`` largest magnitudes ``mag`` of the ``n`` entries of the buffers, at most
+        ``most`` (in their order, in front); returns how many and the threshold, the smallest of them."""
+        mag = mag[:n]
+        keep = None
+        if n >= 1 << 19:  # a threshold from every step-th: if as many as room and at most most are above it,
+            step = n >> 17  # they are kept, without a partition of all
+            sample = mag[::step].copy()
+            k = room * sample.shape[0] / n
+            k = int(k + 3 * math.sqrt(k) + 8)  # a few standard deviations more: about room + room / 200 above
+            if k < sample.shape[0]:
+                threshold = np.partition(sample, sample.shape[0] - k)[sample.shape[0] - k]
+                keep = mag >= threshold
+                if not room <= np.count_nonzero(keep) <= most:
+                    keep = None
+        if keep is None:
+            keep, threshold = _top(room, mag)
+        # compacted block by block (a block is read before its kept entries are written, at or before it)
+        block, kept = 1 << 20, 0
+        for start in range(0, n, block):
+            part = keep[start:start + block]
+            for b in buf:
+                values = np.compress(part, b[start:start + block])
+                b[kept:kept + values.shape[0]] = values
+            kept += values.shape[0]
+        return kept, threshold
 
     def __repr__(self):
         return f"GradientGrowth(candidates={self.candidates})"
 
 
-def _top(count, parts):
-    """The ``count`` largest magnitudes of the ``(keys, magnitudes)`` parts (ties: the first ones)."""
-    keys = np.concatenate([k for k, _ in parts])
-    mag = np.concatenate([m for _, m in parts])
-    if keys.shape[0] <= count:
-        return keys, mag
-    cut = keys.shape[0] - count
+def _top(count, mag):
+    """Mask of the ``count`` largest of ``mag`` (ties: the first ones) and the smallest of them (with
+    fewer than ``count``: all, and -inf)."""
+    n = mag.shape[0]
+    if n < count:
+        return np.ones(n, bool), -np.inf
+    cut = n - count
     value = np.partition(mag, cut)[cut]
     keep = mag > value
     ties = np.flatnonzero(mag == value)[:count - int(np.count_nonzero(keep))]
     keep[ties] = True
-    return keys[keep], mag[keep]
-
-
-def _pattern_of_keys(keys, n_rows, n_cols, dtype):
-    """The canonical CSR pattern of sorted flat keys ``row * n_cols + col``."""
-    out_indptr = np.zeros(int(n_rows) + 1, dtype)
-    np.cumsum(np.bincount(keys // n_cols, minlength=int(n_rows)), out=out_indptr[1:])
-    return out_indptr, (keys % n_cols).astype(dtype)
+    return keep, value
 
 
 _GROW = {r.name: r for r in (RandomGrowth, GradientGrowth)}
@@ -360,3 +484,31 @@ def make_grow_rule(rule, candidates=10):
     if not isinstance(rule, str) and callable(getattr(rule, "grow", None)):
         return rule
     raise ValueError(f"grow must be one of {GROW_RULES} or an object with a grow method, got {rule!r}")
+
+
+# ------------------------------------------------------------------------------------------------------
+# gradual density change
+def density_at(final_fraction, step, n_steps):
+    """Fraction of a layer's starting connections left after update ``step`` of ``n_steps`` (GraNet).
+
+    The cubic schedule of gradual magnitude pruning (Zhu and Gupta, 2017), which GraNet prunes with:
+    ``final + (1 - final) * (1 - step / n_steps) ** 3``, from 1 before the first update to
+    ``final_fraction`` after the last; the density falls fast while the network is plastic and slowly at
+    the end.
+
+    Examples
+    --------
+    >>> from set_cy.evolution import density_at
+    >>> [round(density_at(0.5, step, 4), 3) for step in range(5)]
+    [1.0, 0.711, 0.562, 0.508, 0.5]
+    """
+    frac = min(1.0, max(0.0, step / max(1, n_steps)))
+    return float(final_fraction + (1.0 - final_fraction) * (1.0 - frac) ** 3)
+
+
+def shrink_at(final_fraction, step, n_steps):
+    """Fraction of the connections present before update ``step`` (1-based) that it removes without
+    regrowth, so that the density follows :func:`density_at`: ``1 - density(step) / density(step - 1)``."""
+    if final_fraction >= 1.0 or step > n_steps:
+        return 0.0
+    return float(1.0 - density_at(final_fraction, step, n_steps) / density_at(final_fraction, step - 1, n_steps))

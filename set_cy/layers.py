@@ -24,7 +24,15 @@ from ._validation import (
     resolve_n_threads,
 )
 from .evolution import make_drop_rule, make_grow_rule, needs_gradient
-from .patterns import contains, draw_free_positions, drop_entries, row_ids, transpose_pattern
+from .patterns import (
+    contains,
+    draw_free_positions,
+    draw_free_positions_in,
+    drop_entries,
+    empty_pattern,
+    row_ids,
+    transpose_pattern,
+)
 from .sizing import check_fits, check_storage, index_dtype_for, layer_bytes, uses_scatter
 
 __all__ = ["SparseLayer", "INITS"]
@@ -443,14 +451,72 @@ class SparseLayer:
         self._build_transpose()
         return k
 
+    def select_neurons(self, outputs=None, inputs=None):
+        """A new layer over the given output neurons (rows of ``W^T``) and input neurons (its columns),
+        renumbered in their order; the connections, biases and momentum of the others are dropped.
+
+        ``outputs``, ``inputs``: sorted unique int arrays in range, or None (all). What neuron pruning
+        does to the two layers beside a hidden layer (:meth:`set_cy.SparseNetwork.prune_neurons`).
+        """
+        n_out = self.n_out if outputs is None else int(outputs.shape[0])
+        n_in = self.n_in if inputs is None else int(inputs.shape[0])
+        rows = row_ids(self.indptr)
+        keep = np.ones(self.nnz, dtype=bool)
+        new_rows, new_cols = rows, self.indices
+        if outputs is not None:
+            out_map = np.full(self.n_out, -1, np.int64)
+            out_map[outputs] = np.arange(n_out)
+            new_rows = out_map[rows]
+            keep &= new_rows >= 0
+        if inputs is not None:
+            in_map = np.full(self.n_in, -1, np.int64)
+            in_map[inputs] = np.arange(n_in)
+            new_cols = in_map[self.indices]
+            keep &= new_cols >= 0
+        sel = np.flatnonzero(keep)
+        dtype = self.indices.dtype
+        indptr = np.zeros(n_out + 1, dtype)  # the maps keep the order: the pattern stays canonical
+        np.cumsum(np.bincount(new_rows[sel], minlength=n_out), out=indptr[1:])
+        bias = self.bias if outputs is None else self.bias[outputs]
+        bias_velocity = self.bias_velocity if outputs is None else self.bias_velocity[outputs]
+        layer = SparseLayer(n_in, n_out, indptr, np.ascontiguousarray(new_cols[sel], dtype=dtype),
+                            np.ascontiguousarray(self.data[sel]), bias=np.ascontiguousarray(bias),
+                            velocity=np.ascontiguousarray(self.velocity[sel]),
+                            bias_velocity=np.ascontiguousarray(bias_velocity), init=self.init,
+                            n_threads=self.n_threads, trusted=True, storage=self.storage, use_bias=self.use_bias)
+        layer.lr_scale = self.lr_scale
+        return layer
+
+    def add_connections(self, count, rng, *, new_weights="zeros", inputs=None):
+        """Grow ``count`` connections at uniform random free positions (fewer when the layer has fewer free
+        cells; of the input neurons ``inputs`` first, when given), with ``new_weights`` values and zero
+        velocity. Returns the number added."""
+        count = int(min(int(count), self.n_in * self.n_out - self.nnz))
+        if count <= 0:
+            return 0
+        if inputs is None:
+            b_indptr, b_indices = draw_free_positions(rng, self.n_out, self.n_in, count, self.indptr, self.indices,
+                                                      n_threads=self.n_threads)
+        else:
+            b_indptr, b_indices = draw_free_positions_in(rng, self.n_out, self.n_in, count, self.indptr,
+                                                         self.indices, inputs, n_threads=self.n_threads)
+        b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, count, self.n_in, self.n_out,
+                             self.nnz, self.dtype)
+        nnz = self.nnz
+        grown = []
+        for a in (self.indices, self.data, self.velocity):
+            out = np.empty(nnz + count, a.dtype)
+            out[:nnz] = a
+            grown.append(out)
+        self.indices, self.data, self.velocity = grown
+        _kernels.csr_merge_inplace(self.indptr, self.indices, self.data, self.velocity, b_indptr,
+                                   b_indices.astype(self.indices.dtype, copy=False), b_data)
+        self._build_transpose()
+        return count
+
     def __repr__(self):
         return (f"SparseLayer({self.n_in} -> {self.n_out}, nnz={self.nnz:,}, density={self.density:.3g}, "
                 f"dtype={self.dtype}" + (", storage='compact')" if self.storage == "compact" else ")"))
-
-
-def empty_pattern(n_rows, dtype):
-    """The CSR pattern of ``n_rows`` empty rows."""
-    return np.zeros(int(n_rows) + 1, dtype), np.empty(0, dtype)
 
 
 def _at_least(keep, values, count):

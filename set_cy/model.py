@@ -14,7 +14,7 @@ from ._validation import LAYER_ARRAYS, check_float_dtype, check_int, check_scala
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args, make_drop_rule, make_grow_rule, needs_gradient
 from .layers import INITS, SparseLayer
-from .patterns import drop_entries
+from .patterns import drop_entries, empty_pattern, row_ids
 from .persistence import read_network_file, write_network_file
 from .sizing import (
     ALLOCATIONS,
@@ -182,8 +182,7 @@ class SparseNetwork:
         # "fan_in": one SGD step moves a neuron's input by about lr * fan_in * E[a^2] * delta, so a layer
         # whose neurons have more than FAN_IN_REF inputs learns proportionally slower (plain SGD lets
         # the dense 315k-input output layer of the 1M-neuron network blow up: loss 72 after an epoch).
-        for layer in self.layers:
-            layer.lr_scale = min(1.0, FAN_IN_REF / layer.fan_in) if lr_scaling == "fan_in" else 1.0
+        self._set_lr_scales()
 
     @property
     def trained_layers(self):
@@ -373,6 +372,83 @@ class SparseNetwork:
             if layer is not None:
                 layer.evolve(0.0, self.rng, new_weights=new_weights, inputs=kept)
         return int(active.size - n_keep)
+
+    def neuron_strength(self, layer):
+        """Strength of each neuron of hidden layer ``layer`` (1 .. number of hidden layers): the sum of
+        ``|w|`` over its incoming and outgoing connections (float64, one per neuron).
+
+        A neuron whose connections all stay small passes little signal either way; :meth:`prune_neurons`
+        removes the weakest by this measure (the importance of WASAP's importance pruning).
+        """
+        layer = check_int(layer, "layer", min_val=1, max_val=len(self.layer_sizes) - 2)
+        below, above = self.layers[layer - 1], self.layers[layer]
+        incoming = np.bincount(row_ids(below.indptr), weights=np.abs(below.data), minlength=below.n_out)
+        outgoing = np.bincount(above.indices, weights=np.abs(above.data), minlength=above.n_in)
+        return incoming + outgoing
+
+    def prune_neurons(self, fraction, *, min_neurons=1, regrow=True, new_weights="zeros"):
+        """Remove the weakest hidden neurons: the layers shrink (importance pruning, WASAP-SGD's).
+
+        In every hidden layer the fraction ``fraction`` of its neurons of lowest strength
+        (:meth:`neuron_strength`) is removed, but at least ``min_neurons`` stay: their rows in the
+        layer below, their columns in the layer above, their biases and momentum go, and
+        :attr:`layer_sizes` shrinks. With ``regrow`` the connections they carried are grown again at
+        random free positions of the same two layers (``new_weights`` values, zero momentum), so every
+        layer keeps its number of connections (as far as the smaller layer has room); without it the
+        layers lose them. The batch buffers are released (rebuilt at the next batch, smaller).
+
+        Parameters
+        ----------
+        fraction : float in [0, 1)
+        min_neurons : int >= 1, default 1
+        regrow : bool, default True
+        new_weights : {"zeros", "init"}, default "zeros"
+
+        Returns
+        -------
+        list of int
+            Neurons removed per hidden layer.
+
+        Examples
+        --------
+        >>> from set_cy import SparseMLP
+        >>> net = SparseMLP([100, 50, 40, 10], epsilon=2, seed=0)
+        >>> before = net.n_connections
+        >>> net.prune_neurons(0.2), net.layer_sizes, net.n_connections == before
+        ([10, 8], [100, 40, 32, 10], True)
+        """
+        fraction = check_scalar(fraction, "fraction", min_val=0.0, max_val=1.0, include_max=False)
+        min_neurons = check_int(min_neurons, "min_neurons", min_val=1)
+        if not isinstance(regrow, (bool, np.bool_)):
+            raise ValueError(f"regrow must be a bool, got {regrow!r}")
+        check_evolution_args(0.0, "signed", new_weights)
+        removed = []
+        inputs = None if self.input_mask_ is None else self.active_inputs()
+        for h in range(1, len(self.layer_sizes) - 1):
+            width = self.layer_sizes[h]
+            n_keep = max(min(min_neurons, width), int(np.ceil(width * (1.0 - fraction))))
+            if n_keep >= width:
+                removed.append(0)
+                continue
+            self._release_buffers()
+            kept = np.sort(np.argsort(-self.neuron_strength(h), kind="stable")[:n_keep])
+            for i, select in ((h - 1, dict(outputs=kept)), (h, dict(inputs=kept))):
+                old = self.layers[i]
+                new = old.select_neurons(**select)
+                if regrow:
+                    new.add_connections(old.nnz - new.nnz, self.rng, new_weights=new_weights,
+                                        inputs=inputs if i == 0 else None)
+                self.layers[i] = new
+                del old
+            self.layer_sizes[h] = n_keep
+            removed.append(width - n_keep)
+        self._set_lr_scales()
+        return removed
+
+    def _set_lr_scales(self):
+        """Each layer's learning-rate factor under ``lr_scaling`` (see the constructor), from its fan-in now."""
+        for layer in self.layers:
+            layer.lr_scale = min(1.0, FAN_IN_REF / layer.fan_in) if self.lr_scaling == "fan_in" else 1.0
 
     def input_degree(self):
         """Number of connections of each input neuron in the first layer (int64, shape (n_features,))."""
@@ -776,7 +852,7 @@ class SparseNetwork:
     # ------------------------------------------------------------------------------------------
     # evolution
     def evolve(self, zeta=0.3, *, criterion="signed", new_weights="zeros", evolve_output=True, grow="random",
-               grow_candidates=10, batch=None):
+               grow_candidates=10, batch=None, shrink=0.0):
         """One evolution step on every layer (the output layer optionally): SET's by default.
 
         Parameters
@@ -802,12 +878,17 @@ class SparseNetwork:
             ``(X, y)`` or ``(X, y, rows)``: the samples whose mean loss gives the gradient, for grow rules
             that need it (required then). The gradient is taken without dropout, with the weights before
             the step.
+        shrink : float in [0, 1 - zeta), default 0
+            Gradual density change: the fraction of each evolved layer's connections removed without
+            regrowth (``round(shrink * nnz)`` of them, chosen by the drop rule with the others), so
+            the layer ends the step with that many fewer. :meth:`fit`'s ``final_fraction`` schedules it.
 
         Returns
         -------
         list of int
-            Connections replaced per layer (then in the linear path, when the network has one; it
-            evolves with the hidden layers, whatever ``evolve_output``).
+            Connections removed per layer (then in the linear path, when the network has one; it
+            evolves with the hidden layers, whatever ``evolve_output``); as many were regrown, less
+            the shrink.
 
         Notes
         -----
@@ -816,20 +897,28 @@ class SparseNetwork:
         exist at the same time (:func:`set_cy.sizing.estimate_memory` counts the larger of the two).
         A rule that needs the gradient chooses, during one backward pass over ``batch``, what each
         layer drops and where it grows; the layers are rewritten after the pass, once the batch
-        buffers are released. What stays between the two is a mask over each layer's connections and
-        the positions it grows.
+        buffers are released. What stays between the two is a mask over each layer's connections (a
+        bit each) and the positions it grows.
         """
         zeta = check_evolution_args(zeta, criterion, new_weights, below_one=True)
+        shrink = check_scalar(shrink, "shrink", min_val=0.0, max_val=1.0 - zeta, include_max=False)
         grower, dropper = make_grow_rule(grow, grow_candidates), make_drop_rule(criterion)
         n = len(self.layers) if evolve_output else len(self.layers) - 1
         inputs = None if self.input_mask_ is None else self.active_inputs()
+
+        def cut(layer):  # connections removed without regrowth, leaving at least one
+            return min(int(round(shrink * layer.nnz)), max(0, int(np.ceil((1.0 - zeta) * layer.nnz)) - 1))
+
         if not needs_gradient(grower, dropper):
             kw = dict(criterion=dropper, new_weights=new_weights, grow=grower)
             self._release_buffers()
-            replaced = [layer.evolve(zeta, self.rng, inputs=inputs if i == 0 else None, **kw) if i < n else 0
-                        for i, layer in enumerate(self.layers)]
+            replaced = [layer.evolve(zeta, self.rng, inputs=inputs if i == 0 else None, shrink=cut(layer), **kw)
+                        if i < n else 0 for i, layer in enumerate(self.layers)]
             if self.linear_layer is not None:
-                replaced.append(self.linear_layer.evolve(zeta, self.rng, inputs=inputs, **kw))
+                replaced.append(self.linear_layer.evolve(zeta, self.rng, inputs=inputs, shrink=cut(self.linear_layer),
+                                                         **kw))
+            if shrink > 0:
+                self._set_lr_scales()  # as a network loaded now would have them
             return replaced
         if batch is None:
             raise ValueError(f"criterion={criterion!r}, grow={grow!r} need the gradient: pass batch=(X, y) (the "
@@ -843,21 +932,28 @@ class SparseNetwork:
                 layer = self.trained_layers[i]
                 ins = inputs if (i == 0 or linear) else None
                 score = layer.scorer(dY, x_in)
-                keep = layer.drop_mask(zeta, self.rng, dropper, inputs=ins, score=score)
+                s = cut(layer)
+                keep = layer.drop_mask(zeta + s / max(layer.nnz, 1), self.rng, dropper, inputs=ins, score=score,
+                                       at_least=s)
                 k = layer.nnz - int(np.count_nonzero(keep))
                 if k:  # new positions among those not kept, as in SparseLayer.evolve
                     kept = drop_entries(layer.indptr, layer.indices, keep, self.n_threads)
-                    plans[i] = (keep, layer.grow_checked(grower, self.rng, k, kept, inputs=ins, score=score))
+                    grown = (layer.grow_checked(grower, self.rng, k - s, kept, inputs=ins, score=score) if k > s
+                             else empty_pattern(layer.n_out, layer.indices.dtype))
+                    plans[i] = (np.packbits(keep), grown)  # kept until the rewrite: a bit per connection
 
-        self._gradient_pass(X, y, rows, visit)
-        self._release_buffers()  # the rewrites' transient arrays never meet the batch buffers
+        self._gradient_pass(X, y, rows, visit)  # releases the batch buffers: the rewrites never meet them
         replaced = [0] * len(self.trained_layers)
         for i, plan in enumerate(plans):
             if plan is not None:
-                keep, (b_indptr, b_indices) = plan
+                packed, (b_indptr, b_indices) = plan
                 plans[i] = None
+                keep = np.unpackbits(packed, count=self.trained_layers[i].nnz)
+                del packed
                 replaced[i] = self.trained_layers[i].rewire(keep, b_indptr, b_indices, self.rng,
                                                             new_weights=new_weights)
+        if shrink > 0:
+            self._set_lr_scales()
         return replaced
 
     def gradient_at(self, X, y, positions, *, rows=None):
@@ -948,11 +1044,29 @@ class SparseNetwork:
     def _gradient_pass(self, X, y, rows, visit):
         """Forward (no dropout) and backward over the samples ``rows`` of validated ``X``, ``y``, calling
         ``visit(i, dY, x_in)`` per layer of :attr:`trained_layers` as :meth:`_backward` calls ``step``
-        (the linear path first, then from the output layer down; ``visit`` may rewrite layer ``i``)."""
+        (the linear path first, then from the output layer down; ``visit`` may rewrite layer ``i``).
+
+        Each hidden layer's activations are let go as soon as the pass is done with them (after the
+        visit of the layer they feed), so the visits of the lower layers, where a grow rule's working
+        arrays are largest, meet fewer batch buffers; the buffers are released at the end (rebuilt
+        at the next batch)."""
         self._ensure_buffers(int(rows.size))
         xb = self._load_batch(X, rows)
         out, states = self._forward(xb, training=False)
-        self._backward(xb, y[rows], out, states, visit)
+        acts, act16 = self._buffers["act"], self._buffers["act16"]
+        n_hidden = len(self.layers) - 1
+
+        def visit_and_let_go(i, dY, x_in):
+            visit(i, dY, x_in)
+            if 0 < i <= n_hidden:  # act[i - 1] was layer i's input: nothing below reads it
+                acts[i - 1] = None
+                if act16:
+                    act16[i - 1] = None
+
+        try:
+            self._backward(xb, y[rows], out, states, visit_and_let_go)
+        finally:
+            self._release_buffers()
 
     # ------------------------------------------------------------------------------------------
     # persistence

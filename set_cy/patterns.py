@@ -6,6 +6,9 @@
 - :func:`draw_free_positions` (and :func:`draw_free_positions_in`): distinct random positions that are
   not in a pattern, bucketed by row and checked against the pattern by binary search in its rows (no
   ``n_rows x n_cols`` temporary). Used to build Erdős–Rényi layers and to regrow connections.
+- :func:`random_positions`, :func:`random_row_counts`, :func:`bucket_rows`, :func:`sort_rows`:
+  uniform cells with repeats (as one CSR pattern, or as the number in each row), entries bucketed by
+  row, rows sorted in place: the candidates of gradient growth.
 
 Arguments are not validated here: callers hand in canonical patterns they built or checked.
 """
@@ -13,8 +16,9 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["transpose_pattern", "row_ids", "drop_entries", "merge_patterns", "contains", "random_positions",
-           "draw_free_positions", "draw_free_positions_in"]
+__all__ = ["transpose_pattern", "empty_pattern", "row_ids", "drop_entries", "merge_patterns", "contains",
+           "random_positions", "random_row_counts", "bucket_rows", "sort_rows", "draw_free_positions",
+           "draw_free_positions_in"]
 
 
 def transpose_pattern(indptr, indices, n_cols):
@@ -63,6 +67,14 @@ def merge_patterns(a, b, n_threads):
     return out_indptr, out_indices
 
 
+def sort_rows(indptr, indices, n_threads):
+    """Sort the indices of every row of a CSR pattern in place (``indptr`` and ``indices`` of one integer
+    dtype, any values); returns how many are repeats of the one before them in their row."""
+    if not indices.shape[0]:
+        return 0
+    return int(_kernels.csr_sort_rows(indptr, indices, np.empty(indices.shape[0], np.uint8), n_threads))
+
+
 def contains(pattern, rows, cols, n_threads):
     """Which of the positions ``(rows[k], cols[k])`` the CSR ``pattern`` (``indptr``, ``indices``) stores.
 
@@ -93,6 +105,37 @@ def random_positions(rng, n_rows, n_cols, count, *, cols=None, index_dtype=np.in
     indptr = np.empty(n_rows + 1, idx)
     indices = np.empty(count, idx)
     _kernels.coo_to_csr(rows, picked, indptr, indices)
+    return indptr, indices
+
+
+def random_row_counts(rng, n_rows, count):
+    """How many of ``count`` uniform random cells fall in each row (int64, ``n_rows`` of them).
+
+    The counts of the rows of ``count`` independent uniform draws (multinomial), without the draws
+    themselves: with as many uniform columns drawn for each row, ``count`` uniform random cells in any
+    order of the rows (gradient growth streams its candidates so, by chunks of rows). O(n_rows) memory
+    and O(n_rows + count) time.
+    """
+    n_rows, count = int(n_rows), int(count)
+    counts = np.zeros(n_rows, np.int64)
+    if n_rows == 0 or count == 0:
+        return counts
+    if count >= 32 * n_rows:  # one binomial a row
+        counts[:] = rng.multinomial(count, np.full(n_rows, 1.0 / n_rows))
+    else:  # fewer draws than that: count them
+        piece = max(1 << 20, n_rows)
+        for lo in range(0, count, piece):
+            counts += np.bincount(rng.integers(0, n_rows, size=min(piece, count - lo)), minlength=n_rows)
+    return counts
+
+
+def bucket_rows(n_rows, rows, cols):
+    """The CSR pattern ``(indptr, indices)`` of the entries ``(rows[k], cols[k])`` (in range, unchecked),
+    bucketed by row with a counting sort in O(n_rows + len(rows)); a row's columns keep their order.
+    Both have the dtype of ``cols``."""
+    indptr = np.empty(int(n_rows) + 1, cols.dtype)
+    indices = np.empty(cols.shape[0], cols.dtype)
+    _kernels.coo_to_csr(np.asarray(rows, dtype=cols.dtype), cols, indptr, indices)
     return indptr, indices
 
 
@@ -203,3 +246,8 @@ def draw_free_positions_in(rng, n_rows, n_cols, count, indptr, indices, cols, *,
         more = draw_free_positions(rng, n_rows, n_cols, rest, *union, n_threads=n_threads)
         drawn = merge_patterns(drawn, more, n_threads)
     return drawn
+
+
+def empty_pattern(n_rows, dtype):
+    """The CSR pattern ``(indptr, indices)`` of ``n_rows`` empty rows, of integer ``dtype``."""
+    return np.zeros(int(n_rows) + 1, dtype), np.empty(0, dtype)

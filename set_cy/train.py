@@ -42,7 +42,8 @@ DEFAULT_CHECKPOINT = "set_cy_checkpoint.npz"
 RUN_OPTIONS = ("neurons", "layers", "hidden_layers", "dataset", "data_dir", "samples", "features", "classes",
                "batch_size", "epsilon", "zeta", "zeta_schedule", "lr", "momentum", "weight_decay", "dropout",
                "activation", "init", "dtype", "seed", "epochs", "criterion", "new_weights", "lr_scaling", "grow",
-               "grow_candidates", "update_every", "update_end")
+               "grow_candidates", "update_every", "update_end", "final_fraction", "prune_neurons", "prune_every",
+               "min_neurons")
 
 
 def hidden_layer_sizes(n_neurons, n_in, n_out, n_hidden):
@@ -132,8 +133,9 @@ def build_parser():
     train.add_argument("--weight-decay", type=float, default=2e-4)
     train.add_argument("--zeta", type=float, default=0.3, help="fraction of connections replaced per epoch")
     train.add_argument("--zeta-schedule", choices=SCHEDULES, default="constant")
-    train.add_argument("--criterion", choices=CRITERIA, default="signed",
-                       help="what evolution removes: signed magnitude (SET), magnitude, or momentum magnitude")
+    train.add_argument("--criterion", "--drop", choices=CRITERIA, default="signed",
+                       help="what evolution removes (the drop rule): signed magnitude (SET), magnitude, momentum "
+                            "magnitude, or gradient magnitude over one batch")
     train.add_argument("--grow", choices=GROW_RULES, default="random",
                        help="where evolution grows: random (SET) or gradient (the largest |dL/dW| among "
                             "--grow-candidates x as many sampled free positions, over one batch)")
@@ -143,6 +145,15 @@ def build_parser():
                        help="evolve every N mini-batches instead of after every epoch (RigL's delta T)")
     train.add_argument("--update-end", type=float, default=1.0,
                        help="with --update-every: no evolution after this fraction of the steps (1.0)")
+    train.add_argument("--final-fraction", type=float, default=1.0,
+                       help="gradual density change (GraNet): each layer ends the fit with this fraction of its "
+                            "starting connections, removed on a cubic schedule by the evolution steps (1.0: none)")
+    train.add_argument("--prune-neurons", type=float, default=0.0,
+                       help="importance pruning: every --prune-every epochs remove this fraction of each hidden "
+                            "layer's weakest neurons (their connections regrow elsewhere; 0: off)")
+    train.add_argument("--prune-every", type=_positive_int, default=5, help="epochs between neuron pruning steps (5)")
+    train.add_argument("--min-neurons", type=_positive_int, default=1,
+                       help="the fewest neurons neuron pruning leaves in a hidden layer (1)")
     train.add_argument("--new-weights", choices=("init", "zeros"), default="zeros",
                        help="values of regrown connections: zero (default; regrowing at the init scale "
                             "inflated the loss of the very wide default networks) or the init distribution")
@@ -396,7 +407,8 @@ def _run(args, parser, checkpoint, n_threads, report, monitor):
                   momentum=args.momentum, weight_decay=args.weight_decay, zeta=args.zeta,
                   zeta_schedule=args.zeta_schedule, criterion=args.criterion, new_weights=args.new_weights,
                   grow=args.grow, grow_candidates=args.grow_candidates, update_every=args.update_every,
-                  update_end=args.update_end,
+                  update_end=args.update_end, final_fraction=args.final_fraction, prune_neurons=args.prune_neurons,
+                  prune_every=args.prune_every, min_neurons=args.min_neurons,
                   validation_data=(data.X_test, data.y_test) if data.n_test else None,
                   callbacks=[progress], verbose=0, initial_epoch=initial_epoch, resume=resume,
                   n_jobs=args.n_jobs, backend=args.backend, client=args.scheduler, local_steps=args.local_steps)

@@ -16,7 +16,16 @@ import warnings
 import numpy as np
 
 from ._validation import check_int, check_scalar
-from .evolution import SCHEDULES, check_evolution_args, make_drop_rule, make_grow_rule, needs_gradient, zeta_at
+from .evolution import (
+    SCHEDULES,
+    check_evolution_args,
+    make_drop_rule,
+    make_grow_rule,
+    needs_gradient,
+    shrink_at,
+    zeta_at,
+)
+from .layers import SparseLayer
 from .model import SparseNetwork
 from .parallel import make_engine
 
@@ -213,7 +222,8 @@ class SparseMLP(SparseNetwork):
             initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None,
             clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=5, min_inputs=200, prune_start=None,
             early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, grow="random",
-            grow_candidates=10, update_every=None, update_end=1.0):
+            grow_candidates=10, update_every=None, update_end=1.0, final_fraction=1.0, prune_neurons=0.0,
+            min_neurons=1, keep_connections=True):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
         Parameters
@@ -248,6 +258,15 @@ class SparseMLP(SparseNetwork):
             (RigL's T_end, 0.75 in its paper) nor after the last batch. Input pruning stays per epoch.
             Not with ``backend="dask"`` (its steps are rounds).
         update_end : float in (0, 1], default 1.0
+        final_fraction : float in (0, 1], default 1.0
+            Gradual density change (GraNet's prune-and-regrow): below 1, every evolution step of this
+            fit also removes connections without regrowing them, so that each evolved layer ends the
+            fit with ``final_fraction`` of the connections it started with (to within one per step),
+            along the cubic schedule :func:`set_cy.evolution.density_at` over the fit's update steps
+            (those after epochs ``1 .. epochs - 1``, or those of ``update_every``). Build the network
+            denser than the target (e.g. ``epsilon=40`` and ``final_fraction=0.5`` end at the
+            connections of ``epsilon=20``). Works with ``zeta=0`` too (gradual magnitude pruning).
+            Needs ``backend="openmp"``; a resumed fit continues the schedule.
         validation_data : tuple (X_val, y_val), optional
             Accuracy on it after every epoch (``val_accuracy``; regression: R², ``val_r2``).
         shuffle : bool, default True
@@ -289,6 +308,16 @@ class SparseMLP(SparseNetwork):
             connections moved to the others (:meth:`prune_inputs`), down to ``min_inputs`` inputs.
         prune_every : int, default 5
         min_inputs : int, default 200
+        prune_neurons : float in [0, 1), default 0
+            Importance pruning of hidden neurons (WASAP-SGD's): at the epochs of input pruning
+            (``prune_start``, then every ``prune_every`` epochs) the fraction ``prune_neurons`` of each
+            hidden layer's neurons, the weakest by :meth:`neuron_strength`, are removed and the layers
+            shrink (:meth:`prune_neurons`), down to ``min_neurons`` per layer. With
+            ``keep_connections`` their connections regrow at random elsewhere in the same layers
+            (zero weights), so the connection count is kept; without, the network loses them. The
+            history records ``layer_sizes`` after every epoch; checkpoints hold the shrunk layers.
+        min_neurons : int, default 1
+        keep_connections : bool, default True
         prune_start : int >= 1 or None, default None
             Epochs trained before the first pruning step; then one every ``prune_every`` epochs
             (pruning happens after epochs ``prune_start``, ``prune_start + prune_every``, ...).
@@ -331,6 +360,11 @@ class SparseMLP(SparseNetwork):
             if backend == "dask":
                 raise ValueError("update_every needs a backend whose steps are mini-batches, not backend='dask'")
         update_end = check_scalar(update_end, "update_end", min_val=0.0, max_val=1.0, include_min=False)
+        final_fraction = check_scalar(final_fraction, "final_fraction", min_val=0.0, max_val=1.0, include_min=False)
+        prune_neurons = check_scalar(prune_neurons, "prune_neurons", min_val=0.0, max_val=1.0, include_max=False)
+        min_neurons = check_int(min_neurons, "min_neurons", min_val=1)
+        if not isinstance(keep_connections, (bool, np.bool_)):
+            raise ValueError(f"keep_connections must be a bool, got {keep_connections!r}")
         if clip_norm is not None:
             clip_norm = check_scalar(clip_norm, "clip_norm", min_val=0.0, include_min=False)
         cw = self._class_weights(class_weight, y)
@@ -342,6 +376,8 @@ class SparseMLP(SparseNetwork):
         if backend != "openmp":
             used = [name for name, on in (("clip_norm", clip_norm is not None), ("class_weight", cw is not None),
                                           ("prune_inputs", prune_inputs > 0),
+                                          ("final_fraction < 1", final_fraction < 1),
+                                          ("prune_neurons", prune_neurons > 0),
                                           ("storage='compact'", self.storage == "compact"),
                                           ("linear_path", self.linear_layer is not None),
                                           ("a network with pruned inputs", self.input_mask_ is not None)) if on]
@@ -394,7 +430,9 @@ class SparseMLP(SparseNetwork):
                                   self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw),
                                   zeta, zeta_schedule, criterion, new_weights, evolve_output,
                                   (prune_inputs, prune_every, min_inputs, prune_start), stopping, grow=grow,
-                                  steps=None if update_every is None else (update_every, update_end))
+                                  steps=None if update_every is None else (update_every, update_end),
+                                  final_fraction=final_fraction, neurons=(prune_neurons, min_neurons,
+                                                                          bool(keep_connections)))
         finally:
             engine.close()
 
@@ -432,40 +470,63 @@ class SparseMLP(SparseNetwork):
         return w.astype(self.dtype)
 
     def _snapshot(self):
-        """Copies of every layer's arrays and of the input mask (for early stopping)."""
+        """Copies of every layer's arrays, of the layer sizes and of the input mask (for early stopping)."""
         mask = None if self.input_mask_ is None else self.input_mask_.copy()
-        return [{k: v.copy() for k, v in layer.arrays().items()} for layer in self.trained_layers], mask
+        return ([{k: v.copy() for k, v in layer.arrays().items()} for layer in self.trained_layers], mask,
+                list(self.layer_sizes))
 
     def _restore(self, snapshot):
-        """Put back a :meth:`_snapshot` in place (the arrays keep their identity: engines may share them)."""
-        layers, mask = snapshot
-        for layer, arrays in zip(self.trained_layers, layers):
-            for k, v in arrays.items():
-                getattr(layer, k)[...] = v
+        """Put back a :meth:`_snapshot`: in place (the arrays keep their identity: engines may share them),
+        or, when the layers changed size since (neuron pruning, a density schedule), as the layers it holds."""
+        layers, mask, sizes = snapshot
+        if sizes == self.layer_sizes and all(getattr(layer, k).shape == v.shape for layer, arrays in
+                                             zip(self.trained_layers, layers) for k, v in arrays.items()):
+            for layer, arrays in zip(self.trained_layers, layers):
+                for k, v in arrays.items():
+                    getattr(layer, k)[...] = v
+        else:  # only with backend="openmp", whose layers no engine shares
+            self._release_buffers()
+            for i, (layer, arrays) in enumerate(zip(self.trained_layers, layers)):
+                new = SparseLayer(layer.n_in if i == len(self.layers) else sizes[i],
+                                  layer.n_out if i == len(self.layers) else sizes[i + 1], **arrays, init=layer.init,
+                                  n_threads=layer.n_threads, trusted=True, storage=layer.storage,
+                                  use_bias=layer.use_bias)
+                if i == len(self.layers):
+                    self.linear_layer = new
+                else:
+                    self.layers[i] = new
+            self.layer_sizes = list(sizes)
+            self._set_lr_scales()
         self._set_input_mask(mask)
 
     def _rewire(self, epochs_done, zeta, pruning, *, criterion="signed", new_weights="zeros", evolve_output=True,
-                grow="random", data=None):
-        """What happens between two epochs: input pruning on its schedule, then one evolution step.
+                grow="random", data=None, shrink=0.0, neurons=(0.0, 1, True)):
+        """What happens between two epochs: input and neuron pruning on their schedule, then one evolution step.
 
-        ``pruning = (fraction, every, min_inputs, start)`` prunes when ``epochs_done`` is ``start``,
-        ``start + every``, ... (``start`` None: ``every``); ``zeta > 0`` evolves. Used by :meth:`fit` and by
+        ``pruning = (fraction, every, min_inputs, start)`` prunes inputs when ``epochs_done`` is ``start``,
+        ``start + every``, ... (``start`` None: ``every``), ``neurons = (fraction, min_neurons,
+        keep_connections)`` hidden neurons at the same epochs; ``zeta > 0`` evolves. Used by :meth:`fit` and by
         ``SETClassifier.partial_fit``, so that ``k`` one-epoch calls train the network of one
         ``k``-epoch fit. A grow rule that needs the gradient takes it over ``batch_size`` samples of
-        ``data = (X, y, batch_size)`` drawn at random. Returns whether the topology changed.
+        ``data = (X, y, batch_size)`` drawn at random; ``shrink``: see :meth:`evolve`. Returns whether the
+        topology changed.
         """
         fraction, every, min_inputs, start = pruning
         start = every if start is None else start
         changed = False
-        if fraction > 0 and epochs_done >= start and (epochs_done - start) % every == 0:
-            changed = self.prune_inputs(fraction, min_inputs=min_inputs, new_weights=new_weights) > 0
-        if zeta > 0:
+        if epochs_done >= start and (epochs_done - start) % every == 0:
+            if fraction > 0:
+                changed = self.prune_inputs(fraction, min_inputs=min_inputs, new_weights=new_weights) > 0
+            if neurons[0] > 0:
+                changed |= sum(self.prune_neurons(neurons[0], min_neurons=neurons[1], regrow=neurons[2],
+                                                  new_weights=new_weights)) > 0
+        if zeta > 0 or shrink > 0:
             self._evolve_step(zeta, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output,
-                              grow=grow, data=data)
+                              grow=grow, data=data, shrink=shrink)
             changed = True
         return changed
 
-    def _evolve_step(self, zeta, *, criterion, new_weights, evolve_output, grow, data):
+    def _evolve_step(self, zeta, *, criterion, new_weights, evolve_output, grow, data, shrink=0.0):
         """One :meth:`evolve` with the fit's rules; a grow rule that needs the gradient takes it over
         ``batch_size`` samples of ``data = (X, y, batch_size)`` drawn at random."""
         batch = None
@@ -474,11 +535,11 @@ class SparseMLP(SparseNetwork):
             n = X.shape[0]
             batch = (X, y, np.sort(self.rng.choice(n, min(batch_size, n), replace=False)))
         self.evolve(zeta, criterion=criterion, new_weights=new_weights, evolve_output=evolve_output, grow=grow,
-                    batch=batch)
+                    batch=batch, shrink=shrink)
 
     def _fit_loop(self, engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume, cbs,
                   shuffle, validation_data, hp, zeta, zeta_schedule, criterion, new_weights, evolve_output,
-                  pruning, stopping=None, grow="random", steps=None):
+                  pruning, stopping=None, grow="random", steps=None, final_fraction=1.0, neurons=(0.0, 1, True)):
         self._ensure_buffers(batch_size)
         self.stop_training = False
         self.best_epoch_ = None
@@ -494,6 +555,18 @@ class SparseMLP(SparseNetwork):
         if resume and self.train_state_.get("sums"):
             sums = tuple(self.train_state_["sums"])
         total_steps = epochs * n_batches
+        # the update steps of the fit, counted for the density schedule (final_fraction)
+        n_updates = (epochs - 1 if steps is None
+                     else int(min(total_steps - 1, steps[1] * total_steps) // steps[0]))
+        if final_fraction < 1:
+            if n_updates == 0:
+                raise ValueError(f"final_fraction={final_fraction:g} needs update steps: this fit has none "
+                                 "(train more than one epoch, or lower update_every)")
+            first = shrink_at(final_fraction, 1, n_updates)  # the schedule's largest cut
+            if zeta + first >= 1:
+                raise ValueError(f"final_fraction={final_fraction:g} over {n_updates} update step(s) removes "
+                                 f"{first:.3f} of the connections at the first, which with zeta={zeta:g} is all "
+                                 "of them: use more update steps, a larger final_fraction or a smaller zeta")
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             step_evo, z_step = 0.0, 0.0  # evolution within the epoch (update_every)
@@ -509,12 +582,13 @@ class SparseMLP(SparseNetwork):
                     correct += ok
                     seen += b_seen
                     done = epoch * n_batches + b + 1
-                    if (steps is not None and zeta > 0 and done % steps[0] == 0 and done < total_steps
-                            and done <= steps[1] * total_steps):
+                    if (steps is not None and (zeta > 0 or final_fraction < 1) and done % steps[0] == 0
+                            and done < total_steps and done <= steps[1] * total_steps):
                         t1 = time.perf_counter()
                         z_step = zeta_at(zeta, done, total_steps, zeta_schedule)
                         self._evolve_step(z_step, criterion=criterion, new_weights=new_weights,
-                                          evolve_output=evolve_output, grow=grow, data=(X, y, batch_size))
+                                          evolve_output=evolve_output, grow=grow, data=(X, y, batch_size),
+                                          shrink=shrink_at(final_fraction, done // steps[0], n_updates))
                         engine.topology_changed()
                         self._ensure_buffers(batch_size)
                         step_evo += time.perf_counter() - t1
@@ -557,12 +631,15 @@ class SparseMLP(SparseNetwork):
                         z = zeta_at(zeta, epoch, epochs, zeta_schedule) if zeta > 0 else 0.0
                     t1 = time.perf_counter()
                     per_epoch = 0.0 if steps is not None else z  # update_every: evolution happened in the epoch
+                    shrink = shrink_at(final_fraction, epoch + 1, n_updates) if steps is None else 0.0
                     if self._rewire(epoch + 1, per_epoch, pruning, criterion=criterion, new_weights=new_weights,
-                                    evolve_output=evolve_output, grow=grow, data=(X, y, batch_size)):
+                                    evolve_output=evolve_output, grow=grow, data=(X, y, batch_size), shrink=shrink,
+                                    neurons=neurons):
                         engine.topology_changed()
                     evo_time += time.perf_counter() - t1
                 rec.update(zeta=z, evolution_time=evo_time, epoch_time=time.perf_counter() - t0,
-                           n_inputs=int(self.active_inputs().size))
+                           n_inputs=int(self.active_inputs().size), n_connections=self.n_connections,
+                           layer_sizes=list(self.layer_sizes))
                 self.epochs_trained_ = epoch + 1
                 self.train_state_ = {"epoch": epoch + 1, "batch": 0, "order": None, "n_samples": n,
                                      "batch_size": batch_size, "sums": None}

@@ -293,21 +293,30 @@ class _StopAt(Callback):
             model.save(self.path)
 
 
+def assert_resumes_exactly(tmp_path, X, y, sizes, fit, stop, **network):
+    """Fit ``SparseMLP(sizes, **network)`` with ``fit`` once uninterrupted and once stopped at ``stop``
+    (epoch, batch), saved, loaded and resumed; assert the two end bit for bit equal. Returns both
+    (uninterrupted, resumed) and the network loaded from the checkpoint."""
+    full = SparseMLP(sizes, **network)
+    full.fit(X, y, **fit)
+    part = SparseMLP(sizes, **network)
+    part.fit(X, y, callbacks=[_StopAt(*stop, tmp_path / "ckpt.npz")], **fit)
+    resumed = SparseMLP.load(tmp_path / "ckpt.npz")
+    loaded_sizes = list(resumed.layer_sizes)
+    resumed.fit(X, y, resume=True, **fit)
+    assert resumed.history_["loss"] == full.history_["loss"] and resumed.layer_sizes == full.layer_sizes
+    for a, b in zip(resumed.trained_layers, full.trained_layers):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.velocity, b.velocity)
+    return full, resumed, loaded_sizes
+
+
 @pytest.mark.parametrize("stop_batch", [2, 7])  # mid-epoch, and at the end of the epoch (8 batches)
 def test_resume_from_checkpoint_reproduces_uninterrupted_run(tmp_path, stop_batch):
     X, y = _toy(n=250)
     kw = dict(epochs=4, batch_size=32, verbose=0, zeta=0.3, zeta_schedule="linear")
-    full = SparseMLP([20, 30, 30, 3], epsilon=5, seed=11)
-    full.fit(X, y, **kw)
-    part = SparseMLP([20, 30, 30, 3], epsilon=5, seed=11)
-    part.fit(X, y, callbacks=[_StopAt(1, stop_batch, tmp_path / "ckpt.npz")], **kw)
-    resumed = SparseMLP.load(tmp_path / "ckpt.npz")
-    resumed.fit(X, y, resume=True, **kw)
-    assert resumed.history_["loss"] == full.history_["loss"]
-    for a, b in zip(resumed.layers, full.layers):
-        np.testing.assert_array_equal(a.indices, b.indices)
-        np.testing.assert_array_equal(a.data, b.data)
-        np.testing.assert_array_equal(a.velocity, b.velocity)
+    assert_resumes_exactly(tmp_path, X, y, [20, 30, 30, 3], kw, (1, stop_batch), epsilon=5, seed=11)
 
 
 @needs_data

@@ -239,21 +239,12 @@ def test_network_gradient_growth_grows_where_the_gradient_is_large(linear_path):
 
 
 def test_fit_with_gradient_growth_learns_and_resumes_exactly(tmp_path):
-    from test_model import _StopAt
+    from test_model import assert_resumes_exactly
 
     X, y = _toy(n=200)
     kw = dict(epochs=5, batch_size=32, verbose=0, grow="gradient", grow_candidates=5, criterion="momentum")
-    full = SparseMLP([12, 40, 40, 3], epsilon=4, seed=7)
-    full.fit(X, y, **kw)
+    full, _, _ = assert_resumes_exactly(tmp_path, X, y, [12, 40, 40, 3], kw, (2, 3), epsilon=4, seed=7)
     assert full.score(X, y) > 0.45  # chance: about 0.33 (SET: 0.62-0.72 over 5 seeds here)
-    part = SparseMLP([12, 40, 40, 3], epsilon=4, seed=7)
-    part.fit(X, y, callbacks=[_StopAt(2, 3, tmp_path / "ckpt.npz")], **kw)
-    resumed = SparseMLP.load(tmp_path / "ckpt.npz")
-    resumed.fit(X, y, resume=True, **kw)
-    assert resumed.history_["loss"] == full.history_["loss"]
-    for a, b in zip(resumed.layers, full.layers):
-        np.testing.assert_array_equal(a.indices, b.indices)
-        np.testing.assert_array_equal(a.data, b.data)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -304,20 +295,11 @@ def test_update_every_and_gradient_growth_with_the_data_parallel_backends(backen
 
 
 def test_update_every_resumes_exactly_from_inside_an_epoch(tmp_path):
-    from test_model import _StopAt
+    from test_model import assert_resumes_exactly
 
     X, y = _toy(n=200)
     kw = dict(epochs=4, batch_size=32, verbose=0, update_every=3, grow="gradient", grow_candidates=3)
-    full = SparseMLP([12, 30, 30, 3], epsilon=4, seed=9)
-    full.fit(X, y, **kw)
-    part = SparseMLP([12, 30, 30, 3], epsilon=4, seed=9)
-    part.fit(X, y, callbacks=[_StopAt(1, 4, tmp_path / "ckpt.npz")], **kw)
-    resumed = SparseMLP.load(tmp_path / "ckpt.npz")
-    resumed.fit(X, y, resume=True, **kw)
-    assert resumed.history_["loss"] == full.history_["loss"]
-    for a, b in zip(resumed.layers, full.layers):
-        np.testing.assert_array_equal(a.indices, b.indices)
-        np.testing.assert_array_equal(a.data, b.data)
+    assert_resumes_exactly(tmp_path, X, y, [12, 30, 30, 3], kw, (1, 4), epsilon=4, seed=9)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -473,13 +455,243 @@ def test_cli_rules_are_saved_and_resumed(tmp_path):
 
     report = tmp_path / "r.json"
     argv = ["--layers", "30,40,40,3", "--dataset", "synthetic", "--samples", "90", "--features", "30", "--classes",
-            "3", "--epochs", "3", "--grow", "gradient", "--grow-candidates", "4", "--criterion", "momentum",
-            "--update-every", "2", "--update-end", "0.75", "--quiet", "--save", str(tmp_path / "c.npz"),
+            "3", "--epochs", "3", "--grow", "gradient", "--grow-candidates", "4", "--drop", "momentum",
+            "--update-every", "2", "--update-end", "0.75", "--final-fraction", "0.6", "--quiet", "--save",
+            str(tmp_path / "c.npz"),
             "--report", str(report)]
     assert main(argv) == 0
     saved = SparseMLP.load(tmp_path / "c.npz").meta_["cli_args"]
     assert saved["grow"] == "gradient" and saved["grow_candidates"] == 4 and saved["criterion"] == "momentum"
-    assert saved["update_every"] == 2 and saved["update_end"] == 0.75
+    assert saved["update_every"] == 2 and saved["update_end"] == 0.75 and saved["final_fraction"] == 0.6
+    import json
+
+    rep = json.loads(report.read_text())  # the schedule's end: 0.6 of the connections built
+    assert abs(rep["epochs"][-1]["n_connections"] - 0.6 * rep["architecture"]["connections"]) <= 10
     # --resume continues with the saved rules (here: two more epochs)
     assert main(["--resume", str(tmp_path / "c.npz"), "--epochs", "5", "--quiet"]) == 0
     assert SparseMLP.load(tmp_path / "c.npz").epochs_trained_ == 5
+
+
+# ----------------------------------------------------------------------------------------------------
+# gradual density change (GraNet)
+def test_density_schedule_is_cubic_and_its_cuts_compose_to_the_final_fraction():
+    assert ev.density_at(0.3, 0, 10) == 1.0 and ev.density_at(0.3, 10, 10) == pytest.approx(0.3)
+    assert ev.density_at(0.3, 5, 10) == pytest.approx(0.3 + 0.7 * 0.5 ** 3)
+    left = np.prod([1 - ev.shrink_at(0.3, k, 10) for k in range(1, 11)])
+    assert left == pytest.approx(0.3)
+    cuts = [ev.shrink_at(0.3, k, 10) for k in range(1, 11)]
+    assert all(a > b for a, b in zip(cuts, cuts[1:]))  # the largest cut first
+    assert ev.shrink_at(1.0, 1, 10) == 0.0 and ev.shrink_at(0.3, 11, 10) == 0.0
+
+
+@pytest.mark.parametrize("rule", [{}, {"grow": "gradient", "grow_candidates": 3}, {"zeta": 0.0},
+                                  {"update_every": 4}, {"criterion": "momentum", "zeta_schedule": "cosine"}])
+def test_fit_with_final_fraction_follows_the_density_schedule(rule):
+    from set_cy._validation import check_pattern, check_transpose
+
+    X, y = _toy(n=160)
+    m = SparseMLP([12, 40, 40, 3], epsilon=6, seed=3, linear_path=True)
+    start = [layer.nnz for layer in m.trained_layers]
+    m.fit(X, y, epochs=5, batch_size=32, verbose=0, final_fraction=0.5, **rule)
+    n_updates = 4 if "update_every" not in rule else (5 * 5 - 1) // 4
+    for n0, layer in zip(start, m.trained_layers):
+        assert abs(layer.nnz - 0.5 * n0) <= n_updates  # rounding: at most one connection per update step
+        check_pattern(layer.indptr, layer.indices, layer.n_out, layer.n_in, "layer")
+        for name in ("data", "velocity", "indices"):
+            assert getattr(layer, name).shape == (layer.nnz,)
+        if layer.t_indptr is not None:  # the linear path keeps none
+            check_transpose(layer.indptr, layer.indices, layer.n_in, layer.t_indptr, layer.t_indices, layer.perm,
+                            name="layer")
+    if "update_every" not in rule:  # recorded after each epoch's step: the cubic schedule
+        total = sum(start)
+        for epoch, rec in enumerate(m.history_[:-1], start=1):
+            assert abs(rec["n_connections"] - total * ev.density_at(0.5, epoch, 4)) <= 2 * len(start) * epoch
+    assert np.isfinite(m.history_["loss"]).all() and m.score(X, y) > 0.4
+
+
+def test_final_fraction_checks_and_resumes_exactly(tmp_path):
+    from test_model import assert_resumes_exactly
+
+    X, y = _toy(n=200)
+    m = SparseMLP([12, 30, 30, 3], epsilon=4, seed=1)
+    with pytest.raises(ValueError, match="final_fraction"):
+        m.fit(X, y, epochs=3, final_fraction=0.0, verbose=0)
+    with pytest.raises(ValueError, match="needs update steps"):
+        m.fit(X, y, epochs=1, final_fraction=0.5, verbose=0)
+    with pytest.raises(ValueError, match="use more update steps"):
+        m.fit(X, y, epochs=2, final_fraction=0.05, verbose=0)
+    with pytest.raises(ValueError, match="need backend='openmp'"):
+        m.fit(X, y, epochs=3, final_fraction=0.5, verbose=0, backend="threads", n_jobs=2)
+    kw = dict(epochs=5, batch_size=32, verbose=0, final_fraction=0.4, grow="gradient", grow_candidates=3)
+    assert_resumes_exactly(tmp_path, X, y, [12, 30, 30, 3], kw, (2, 3), epsilon=4, seed=9)
+
+
+def test_layer_evolve_with_shrink_removes_exactly_that_many():
+    rng = np.random.default_rng(0)
+    layer = SparseLayer.random(50, 40, 400, rng)
+    w = layer.data.copy()
+    removed = layer.evolve(0.2, rng, shrink=30)
+    assert layer.nnz == 370 and removed >= 30 and layer.velocity.shape == (370,)
+    assert layer.evolve(0.0, rng, shrink=70) == 70 and layer.nnz == 300  # zeta 0: pruning only
+    # the weakest go: every weight left was at least as large as the 70th smallest removed one
+    assert np.abs(layer.data[layer.data != 0]).min() >= np.sort(np.abs(w))[29]
+    with pytest.raises(ValueError, match="shrink"):
+        layer.evolve(0.5, rng, shrink=150)
+    with pytest.raises(ValueError, match="shrink"):
+        SparseMLP([12, 30, 3], epsilon=4, seed=0).evolve(0.5, shrink=0.5)
+
+
+def test_estimator_final_fraction():
+    pytest.importorskip("sklearn")
+    from set_cy import SETClassifier
+
+    X, y = _toy(n=120)
+    clf = SETClassifier(hidden_layer_sizes=(24,), epochs=6, n_estimators=1, random_state=0, n_jobs=1,
+                        final_fraction=0.5)
+    start = SETClassifier(hidden_layer_sizes=(24,), epochs=1, n_estimators=1, random_state=0, n_jobs=1).fit(X, y)
+    clf.fit(X, y)
+    assert clf.network_.n_connections < 0.6 * start.network_.n_connections and clf.score(X, y) > 0.6
+    with pytest.raises(ValueError, match="partial_fit"):
+        SETClassifier(final_fraction=0.5).partial_fit(X, y, classes=[0, 1, 2])
+
+
+# ----------------------------------------------------------------------------------------------------
+# neuron importance pruning
+def _check_layers(m):
+    from set_cy._validation import check_pattern, check_transpose
+
+    sizes = m.layer_sizes
+    for i, layer in enumerate(m.layers):
+        assert (layer.n_in, layer.n_out) == (sizes[i], sizes[i + 1])
+        check_pattern(layer.indptr, layer.indices, layer.n_out, layer.n_in, "layer")
+        assert layer.bias.shape == layer.bias_velocity.shape == (layer.n_out,)
+        assert layer.data.shape == layer.velocity.shape == layer.indices.shape
+        check_transpose(layer.indptr, layer.indices, layer.n_in, layer.t_indptr, layer.t_indices, layer.perm,
+                        name="layer")
+
+
+def test_prune_neurons_removes_the_weakest_and_keeps_what_they_did_not_carry():
+    X, _ = _toy(n=50, d=30)
+    m = SparseMLP([30, 60, 50, 4], epsilon=4, seed=2)
+    dead = {1: np.array([3, 10, 11, 40]), 2: np.array([0, 7, 49])}  # neurons of no strength
+    for h, neurons in dead.items():
+        below, above = m.layers[h - 1], m.layers[h]
+        below.data[np.isin(row_ids(below.indptr), neurons)] = 0
+        above.data[np.isin(above.indices, neurons)] = 0
+        np.testing.assert_array_equal(m.neuron_strength(h)[neurons], 0)
+    m.layers[0].bias[dead[1]] = 0.5  # a bias does not reach the next layer through zero weights
+    before = m.predict_proba(X)
+    nnz = [layer.nnz for layer in m.layers]
+    assert m.prune_neurons(0.07, regrow=False) == [4, 3]  # ceil(60 * 0.93) = 56, ceil(50 * 0.93) = 47
+    assert m.layer_sizes == [30, 56, 47, 4]
+    _check_layers(m)
+    np.testing.assert_allclose(m.predict_proba(X), before, rtol=1e-5, atol=1e-6)  # exactly the dead ones went
+    assert m.layers[0].nnz < nnz[0]
+    # regrow: the counts come back, the network still works; min_neurons is a floor
+    m2 = SparseMLP([30, 60, 50, 4], epsilon=4, seed=2)
+    nnz = [layer.nnz for layer in m2.layers]
+    assert m2.prune_neurons(0.5, min_neurons=40) == [20, 10]
+    assert m2.layer_sizes == [30, 40, 40, 4]  # the dense output layer has room for 40 x 4 only
+    assert [layer.nnz for layer in m2.layers] == [min(k, layer.n_in * layer.n_out) for k, layer in zip(nnz, m2.layers)]
+    assert m2.layers[2].nnz == 160 and m2.layers[0].nnz == nnz[0]
+    _check_layers(m2)
+    assert np.isfinite(m2.predict_proba(X)).all()
+    with pytest.raises(ValueError, match="fraction"):
+        m2.prune_neurons(1.0)
+    with pytest.raises(ValueError, match="regrow"):
+        m2.prune_neurons(0.1, regrow="yes")
+
+
+def test_fit_with_neuron_pruning_shrinks_saves_and_resumes_exactly(tmp_path):
+    from test_model import assert_resumes_exactly
+
+    X, y = _toy(n=200)
+    kw = dict(epochs=6, batch_size=32, verbose=0, prune_neurons=0.25, prune_every=2, min_neurons=10,
+              grow="gradient", grow_candidates=3)
+    # stopped after the first pruning: the checkpoint holds the smaller layers
+    full, _, loaded_sizes = assert_resumes_exactly(tmp_path, X, y, [12, 40, 30, 3], kw, (2, 3), epsilon=4, seed=4,
+                                                   lr_scaling="fan_in")
+    assert loaded_sizes == [12, 30, 23, 3]
+    assert [rec["layer_sizes"][1:3] for rec in full.history_] == [[40, 30], [30, 23], [30, 23], [23, 18],
+                                                                    [23, 18], [23, 18]]
+    _check_layers(full)
+    assert np.isfinite(full.history_["loss"]).all() and full.score(X, y) > 0.4
+    # early stopping goes back to the best epoch's network, smaller or not
+    es = SparseMLP([12, 40, 30, 3], epsilon=4, seed=4)
+    es.fit(X, y, early_stopping=True, n_iter_no_change=2, **{**kw, "epochs": 12})
+    assert es.layer_sizes == es.history_[es.best_epoch_ - 1]["layer_sizes"]
+    _check_layers(es)
+    with pytest.raises(ValueError, match="need backend='openmp'"):
+        SparseMLP([12, 40, 3], seed=0).fit(X, y, epochs=2, prune_neurons=0.2, backend="threads", n_jobs=2,
+                                           verbose=0)
+    with pytest.raises(ValueError, match="keep_connections"):
+        SparseMLP([12, 40, 3], seed=0).fit(X, y, epochs=2, prune_neurons=0.2, keep_connections=1, verbose=0)
+
+
+def test_estimator_and_cli_neuron_pruning(tmp_path):
+    pytest.importorskip("sklearn")
+    from set_cy import SETClassifier
+    from set_cy.train import main
+
+    X, y = _toy(n=120)
+    clf = SETClassifier(hidden_layer_sizes=(40,), epochs=6, n_estimators=1, random_state=0, n_jobs=1,
+                        prune_neurons=0.3, prune_every=2, min_neurons=20).fit(X, y)
+    assert clf.network_.layer_sizes[1] == 20 and clf.score(X, y) > 0.6
+    clf.partial_fit(X, y)  # prunes on the same schedule between partial_fit calls
+    argv = ["--layers", "30,40,40,3", "--dataset", "synthetic", "--samples", "90", "--features", "30", "--classes",
+            "3", "--epochs", "3", "--prune-neurons", "0.5", "--prune-every", "1", "--min-neurons", "15", "--quiet",
+            "--save", str(tmp_path / "c.npz")]
+    assert main(argv) == 0
+    m = SparseMLP.load(tmp_path / "c.npz")
+    assert m.layer_sizes == [30, 15, 15, 3] and m.meta_["cli_args"]["prune_neurons"] == 0.5
+    assert main(["--resume", str(tmp_path / "c.npz"), "--epochs", "4", "--quiet"]) == 0
+    assert SparseMLP.load(tmp_path / "c.npz").epochs_trained_ == 4
+
+
+# ----------------------------------------------------------------------------------------------------
+# no dense array anywhere: the 1 M-neuron network with gradient growth
+def test_gradient_growth_on_the_million_neuron_network_stays_within_10_percent_of_set_peak_rss(tmp_path):
+    """The main job's network (1 M neurons, 38 M connections) for two epochs of 64 samples, with SET's rules
+    and with gradient growth on 10 candidates per new connection (about 38 M candidates per hidden layer),
+    each run in its own process, twice in turn; the peak RSS of a run is its ``ru_maxrss`` (the kernel's
+    count, no sampling), and the larger of each rule's two is compared. A dense |dL/dW| of one hidden layer
+    alone would be 315,102^2 x 4 bytes = 370 GiB."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    peaks = {"set": [], "gradient": []}
+    for name, extra in [("set", []), ("gradient", ["--grow", "gradient", "--grow-candidates", "10"])] * 2:
+        report = tmp_path / f"{name}.json"
+        proc = subprocess.Popen([sys.executable, "-m", "set_cy.train", "--neurons", "1000000", "--samples", "64",
+                                 "--epochs", "2", "--quiet", "--report", str(report), *extra],
+                                env={**os.environ, "OMP_NUM_THREADS": "2"}, cwd=tmp_path)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0
+        peaks[name].append(usage.ru_maxrss * 1024)
+        r = json.loads(report.read_text())  # it evolved once and kept the number of connections
+        assert r["epochs"][0]["evolution_time"] > 0
+        assert r["epochs"][-1]["n_connections"] == r["architecture"]["connections"] > 38_000_000
+    assert max(peaks["gradient"]) <= 1.10 * max(peaks["set"]), {k: [p / 2**30 for p in v] for k, v in peaks.items()}
+
+
+@pytest.mark.parametrize("count", [500, 100_000])  # counted draws, and one binomial a row
+def test_random_row_counts_and_bucket_rows(count):
+    from set_cy.patterns import bucket_rows, random_row_counts, sort_rows
+
+    rng = np.random.default_rng(0)
+    counts = random_row_counts(rng, 50, count)
+    assert counts.dtype == np.int64 and counts.sum() == count and counts.min() >= 0
+    expected = count / 50  # uniform rows: a chi-square test at the 1e-4 level
+    assert ((counts - expected) ** 2 / expected).sum() < 95
+    rows = rng.integers(0, 7, 40)
+    cols = rng.integers(0, 9, 40).astype(np.int32)
+    indptr, indices = bucket_rows(7, rows, cols)
+    np.testing.assert_array_equal(np.diff(indptr), np.bincount(rows, minlength=7))
+    for r in range(7):
+        np.testing.assert_array_equal(indices[indptr[r]:indptr[r + 1]], cols[rows == r])  # order kept
+    repeats = sort_rows(indptr, indices, 1)
+    assert repeats == 40 - len({(r, c) for r, c in zip(rows, cols)})
+    assert all(np.all(np.diff(indices[indptr[r]:indptr[r + 1]]) >= 0) for r in range(7))
