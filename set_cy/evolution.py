@@ -298,7 +298,7 @@ class GradientGrowth(GrowRule):
         """Many free cells: candidates streamed in chunks of rows, a running top kept (see the class)."""
         idx, n_rows = indices.dtype, int(n_rows)
         if count == 0:
-            return np.zeros(n_rows + 1, idx), np.empty(0, idx)
+            return pt.empty_pattern(n_rows, idx)
         state = rng.bit_generator.state
         args = (n_rows, n_cols, count, indptr, indices, inputs, score, n_threads, free, width)
         found = self._stream(rng, *args, guess=True)

@@ -27,7 +27,6 @@ from .evolution import make_drop_rule, make_grow_rule, needs_gradient
 from .patterns import (
     contains,
     draw_free_positions,
-    draw_free_positions_in,
     drop_entries,
     empty_pattern,
     row_ids,
@@ -357,12 +356,10 @@ class SparseLayer:
         """
         drop, grower = make_drop_rule(criterion), make_grow_rule(grow)
         shrink = self._check_shrink(zeta, shrink)
-        keep = self.drop_mask(zeta + shrink / max(self.nnz, 1), rng, drop, inputs=inputs, score=score, at_least=shrink)
+        keep = self.drop_mask(zeta, rng, drop, inputs=inputs, score=score, shrink=shrink)
         k = self.nnz - int(np.count_nonzero(keep))
         if k == 0:
             return 0
-        if k == shrink:
-            return self.rewire(keep, *empty_pattern(self.n_out, self.indices.dtype), rng, new_weights=new_weights)
         # the new positions are chosen among those not kept before the layer changes (a failure leaves it
         # as it was); only the kept pattern is copied for that, not their values and velocities
         k_indptr, k_indices = drop_entries(self.indptr, self.indices, keep, self.n_threads)
@@ -382,7 +379,9 @@ class SparseLayer:
     def grow_checked(self, grow, rng, count, kept, *, inputs=None, score=None):
         """The positions the grow rule ``grow`` chooses for ``count`` new connections beside the ``kept``
         pattern, checked before they reach a kernel: a canonical pattern of this layer's shape with
-        ``count`` entries, none of them kept (rules may be user code)."""
+        ``count`` entries, none of them kept (rules may be user code). ``count=0`` asks no rule."""
+        if count == 0:
+            return empty_pattern(self.n_out, self.indices.dtype)
         indptr, indices = grow.grow(rng, self.n_out, self.n_in, count, *kept, inputs=inputs, score=score,
                                     n_threads=self.n_threads)
         indptr = np.asarray(indptr, dtype=self.indices.dtype)
@@ -391,19 +390,20 @@ class SparseLayer:
             raise ValueError(f"the grow rule {grow!r} returned {indices.shape[0]} positions for {count} new "
                              "connections")
         check_pattern(indptr, indices, self.n_out, self.n_in, f"the positions of the grow rule {grow!r}")
-        if count and np.any(contains(kept, row_ids(indptr), indices, self.n_threads)):
+        if np.any(contains(kept, row_ids(indptr), indices, self.n_threads)):
             raise ValueError(f"the grow rule {grow!r} returned positions of connections that are kept")
         return indptr, indices
 
-    def drop_mask(self, zeta, rng, criterion, *, inputs=None, score=None, at_least=0):
+    def drop_mask(self, zeta, rng, criterion, *, inputs=None, score=None, shrink=0):
         """The first half of :meth:`evolve`: a uint8 mask over the connections, 0 for those to remove.
 
-        ``criterion`` chooses among the connections of ``inputs`` (all when None); connections of other
+        ``criterion`` chooses among the connections of ``inputs`` (all when None) the fraction ``zeta``
+        of them and ``shrink`` more (those removed without regrowth); at least ``shrink`` are removed
+        (the weakest by ``|w|`` among those kept make up a rule's rounding). Connections of other
         inputs are removed as long as the inputs have free cells to take them (chosen with ``rng``).
-        At least ``at_least`` are removed (the weakest by ``|w|`` among those kept make up a rule's
-        rounding).
         """
         drop = make_drop_rule(criterion)
+        zeta = zeta + shrink / max(self.nnz, 1)
         gradient = None
         if needs_gradient(drop):
             if score is None:
@@ -413,7 +413,7 @@ class SparseLayer:
         if inputs is None:
             keep[drop.select(self.data, zeta, velocity=self.velocity,
                              **({} if gradient is None else {"gradient": gradient}))] = 0
-            return _at_least(keep, self.data, at_least)
+            return _at_least(keep, self.data, shrink)
         outside = np.ones(self.n_in, dtype=bool)
         outside[inputs] = False
         parked = outside[self.indices]
@@ -425,7 +425,7 @@ class SparseLayer:
         room = self.n_out * int(np.asarray(inputs).shape[0]) - on.shape[0]  # never-used cells of the inputs
         if parked.shape[0] and room > 0:
             keep[rng.choice(parked, min(room, parked.shape[0]), replace=False)] = 0
-        return _at_least(keep, self.data, at_least)
+        return _at_least(keep, self.data, shrink)
 
     def rewire(self, keep, b_indptr, b_indices, rng, *, new_weights="init"):
         """The second half of :meth:`evolve`: remove the connections where ``keep`` is 0 and add those of the
@@ -436,8 +436,7 @@ class SparseLayer:
         if k == 0:
             return 0
         n_new = int(b_indices.shape[0])
-        b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, n_new, self.n_in, self.n_out,
-                             nnz, self.dtype)
+        b_data = self._new_values(rng, n_new, new_weights)
         # in the layer's own arrays: the kept connections move to the front, then the new ones are merged in
         # from the back (no copy of the values and velocities)
         _kernels.csr_compact_inplace(self.indptr, self.indices, self.data, self.velocity, keep)
@@ -450,6 +449,11 @@ class SparseLayer:
                                                                                  self.velocity))
         self._build_transpose()
         return k
+
+    def _new_values(self, rng, count, new_weights):
+        """Values of ``count`` new connections: zero, or drawn from the layer's init distribution."""
+        return init_values(rng, "zeros" if new_weights == "zeros" else self.init, count, self.n_in, self.n_out,
+                           self.nnz, self.dtype)
 
     def select_neurons(self, outputs=None, inputs=None):
         """A new layer over the given output neurons (rows of ``W^T``) and input neurons (its columns),
@@ -494,14 +498,9 @@ class SparseLayer:
         count = int(min(int(count), self.n_in * self.n_out - self.nnz))
         if count <= 0:
             return 0
-        if inputs is None:
-            b_indptr, b_indices = draw_free_positions(rng, self.n_out, self.n_in, count, self.indptr, self.indices,
-                                                      n_threads=self.n_threads)
-        else:
-            b_indptr, b_indices = draw_free_positions_in(rng, self.n_out, self.n_in, count, self.indptr,
-                                                         self.indices, inputs, n_threads=self.n_threads)
-        b_data = init_values(rng, "zeros" if new_weights == "zeros" else self.init, count, self.n_in, self.n_out,
-                             self.nnz, self.dtype)
+        b_indptr, b_indices = make_grow_rule("random").grow(rng, self.n_out, self.n_in, count, self.indptr,
+                                                            self.indices, inputs=inputs, n_threads=self.n_threads)
+        b_data = self._new_values(rng, count, new_weights)
         nnz = self.nnz
         grown = []
         for a in (self.indices, self.data, self.velocity):

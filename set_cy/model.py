@@ -14,7 +14,7 @@ from ._validation import LAYER_ARRAYS, check_float_dtype, check_int, check_scala
 from .activations import ACTIVATIONS, make_activation, softmax_inplace
 from .evolution import check_evolution_args, make_drop_rule, make_grow_rule, needs_gradient
 from .layers import INITS, SparseLayer
-from .patterns import drop_entries, empty_pattern, row_ids
+from .patterns import drop_entries, row_ids
 from .persistence import read_network_file, write_network_file
 from .sizing import (
     ALLOCATIONS,
@@ -933,13 +933,11 @@ class SparseNetwork:
                 ins = inputs if (i == 0 or linear) else None
                 score = layer.scorer(dY, x_in)
                 s = cut(layer)
-                keep = layer.drop_mask(zeta + s / max(layer.nnz, 1), self.rng, dropper, inputs=ins, score=score,
-                                       at_least=s)
+                keep = layer.drop_mask(zeta, self.rng, dropper, inputs=ins, score=score, shrink=s)
                 k = layer.nnz - int(np.count_nonzero(keep))
                 if k:  # new positions among those not kept, as in SparseLayer.evolve
                     kept = drop_entries(layer.indptr, layer.indices, keep, self.n_threads)
-                    grown = (layer.grow_checked(grower, self.rng, k - s, kept, inputs=ins, score=score) if k > s
-                             else empty_pattern(layer.n_out, layer.indices.dtype))
+                    grown = layer.grow_checked(grower, self.rng, k - s, kept, inputs=ins, score=score)
                     plans[i] = (np.packbits(keep), grown)  # kept until the rewrite: a bit per connection
 
         self._gradient_pass(X, y, rows, visit)  # releases the batch buffers: the rewrites never meet them
