@@ -7,7 +7,12 @@ for every rule, ``--epochs`` epochs, ``--seeds`` seeds, test accuracy mean and s
 - ``static``: no evolution (zeta = 0), the static sparse network of the same density;
 - ``set``: SET (signed magnitude drop, random growth), the default;
 - ``gradient``: signed magnitude drop, gradient growth on ``10 x`` sampled candidates (RigL's criterion);
-- ``momentum+gradient``: momentum-magnitude drop, gradient growth.
+- ``momentum+gradient``: momentum-magnitude drop, gradient growth;
+- ``gradient+rigl-schedule``, ``set+rigl-schedule``: gradient or random growth on RigL's schedule, an
+  update every 100 steps with zeta decayed by a cosine and none in the last quarter of training.
+
+``--holdout N`` scores on ``N`` training images held out (a fixed draw) and trains on the rest, so that a
+setting can be chosen without looking at the test set.
 
 Cost (``--cost``): ``python -m set_cy.train --neurons 1000000 --epochs 2`` once per grow rule, each in its
 own process; from each run's ``--report``: the evolution step's seconds, the epoch's seconds and the peak
@@ -20,6 +25,7 @@ growth's choice of positions, and the floor of that choice, the SDDMM at all its
     python bench/bench_rules.py --cost --out bench/results/rules_cost.json
 """
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -35,14 +41,25 @@ RULES = {
     "set": dict(),
     "gradient": dict(grow="gradient", grow_candidates=10),
     "momentum+gradient": dict(criterion="momentum", grow="gradient", grow_candidates=10),
+    # RigL's schedule: an update every 100 steps, zeta decayed by a cosine, none in the last quarter
+    "gradient+rigl-schedule": dict(grow="gradient", grow_candidates=10, update_every=100, zeta_schedule="cosine",
+                                   update_end=0.75),
+    "set+rigl-schedule": dict(update_every=100, zeta_schedule="cosine", update_end=0.75),
 }
 
 
-def run_accuracy(dataset, epochs, seeds, rules, batch_size, lr):
+def run_accuracy(dataset, epochs, seeds, rules, batch_size, lr, holdout=0):
+    """Train every rule; ``holdout > 0``: on the training images less ``holdout`` of them (drawn with a fixed
+    seed), scored on those, so that a setting can be chosen without the test set."""
     from set_cy import SparseMLP
     from set_cy.datasets import load_dataset
 
     data = load_dataset(dataset)
+    if holdout:
+        perm = np.random.default_rng(0).permutation(data.X_train.shape[0])
+        val, fit = perm[:holdout], perm[holdout:]
+        data = dataclasses.replace(data, X_test=data.X_train[val], y_test=data.y_train[val],
+                             X_train=data.X_train[fit], y_train=data.y_train[fit])
     rows = []
     for name in rules:
         accs, evo, ep = [], [], []
@@ -54,7 +71,7 @@ def run_accuracy(dataset, epochs, seeds, rules, batch_size, lr):
             accs.append(model.history_[-1]["val_accuracy"])
             evo.append(float(np.mean([h["evolution_time"] for h in model.history_[:-1]])) if epochs > 1 else 0.0)
             ep.append(float(np.mean([h["epoch_time"] for h in model.history_])))
-            print(f"{dataset} {name} seed {seed}: test accuracy {accs[-1]:.4f} "
+            print(f"{dataset} {name} seed {seed}: {'held-out' if holdout else 'test'} accuracy {accs[-1]:.4f} "
                   f"({time.perf_counter() - t0:.0f} s, epoch {ep[-1]:.2f} s, evolution {evo[-1]:.3f} s)", flush=True)
         rows.append(dict(rule=name, settings=RULES[name], accuracy=accs, mean=float(np.mean(accs)),
                          std=float(np.std(accs)), evolution_seconds=float(np.mean(evo)),
@@ -62,9 +79,10 @@ def run_accuracy(dataset, epochs, seeds, rules, batch_size, lr):
     return rows
 
 
-def accuracy_table(rows, dataset, epochs, seeds):
+def accuracy_table(rows, dataset, epochs, seeds, holdout=0):
+    scored = f"accuracy on {holdout} held-out training images" if holdout else "test accuracy"
     lines = [f"{dataset}, 784-1000-1000-1000-10, epsilon 20, {epochs} epochs, {seeds} seed(s):", "",
-             "| rule | test accuracy (mean ± std) | epoch (s) | evolution step (s) |", "|---|---|---|---|"]
+             f"| rule | {scored} (mean ± std) | epoch (s) | evolution step (s) |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['rule']} | {r['mean']:.4f} ± {r['std']:.4f} | {r['epoch_seconds']:.2f} | "
                      f"{r['evolution_seconds']:.3f} |")
@@ -157,6 +175,8 @@ def main(argv=None):
     p.add_argument("--rules", default=",".join(RULES), help=f"comma-separated, of {', '.join(RULES)}")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--holdout", type=int, default=0,
+                   help="--accuracy: score on this many held-out training images (not the test set)")
     p.add_argument("--neurons", type=int, default=1_000_000)
     p.add_argument("--cost-epochs", type=int, default=2)
     p.add_argument("--candidates", type=int, default=10)
@@ -174,9 +194,10 @@ def main(argv=None):
         unknown = sorted(set(rules) - set(RULES))
         if unknown:
             p.error(f"unknown rules {unknown}")
-        rows = run_accuracy(args.dataset, args.epochs, args.seeds, rules, args.batch_size, args.lr)
-        print(accuracy_table(rows, args.dataset, args.epochs, args.seeds))
-        fields["accuracy"] = dict(dataset=args.dataset, epochs=args.epochs, seeds=args.seeds, rows=rows)
+        rows = run_accuracy(args.dataset, args.epochs, args.seeds, rules, args.batch_size, args.lr, args.holdout)
+        print(accuracy_table(rows, args.dataset, args.epochs, args.seeds, args.holdout))
+        fields["accuracy"] = dict(dataset=args.dataset, epochs=args.epochs, seeds=args.seeds, holdout=args.holdout,
+                                  rows=rows)
     if args.cost and args.layer_only:
         fields["layer"] = run_layer_floor(args.layer_width, args.candidates)
     elif args.cost:
