@@ -34,7 +34,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
-from bench_accuracy import DATASETS, EMBEDDED_K, derived_seed, kuncheva, load_full, top_features  # noqa: E402
+from bench_accuracy import (  # noqa: E402
+    DATASETS,
+    EMBEDDED_K,
+    CachedScore,
+    classifiers,
+    derived_seed,
+    kuncheva,
+    load_full,
+    test_accuracy,
+    top_features,
+)
 
 RANKINGS = ("feature_importances_", "pattern", "pattern_r2", "f_classif", "l2_logreg")
 
@@ -48,7 +58,6 @@ def centred_log_proba(clf, X):
 
 def rankings(clf, X, y):
     """``{name: scores}`` of every ranking for a classifier fitted on the (z-scored) training part ``X, y``."""
-    from sklearn.feature_selection import f_classif
     from sklearn.linear_model import LogisticRegression
 
     s = centred_log_proba(clf, X)
@@ -56,21 +65,18 @@ def rankings(clf, X, y):
     cov = Xc.T @ s / X.shape[0]                                   # n_features x n_classes
     inv = np.linalg.pinv(s.T @ s / X.shape[0], rcond=1e-8)        # the log-probabilities sum to 0: singular
     r2 = np.einsum("jc,cd,jd->j", cov, inv, cov) / np.maximum(Xc.var(axis=0), 1e-12)
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")                           # constant genes: F is NaN, ranked last
-        f = f_classif(X, y)[0]
+        f = CachedScore.scores(CachedScore("f_classif")(X, y))
     lr = LogisticRegression(C=0.01, max_iter=2000).fit(X, y)
     return {"feature_importances_": clf.feature_importances_, "pattern": np.abs(cov).sum(axis=1),
             "pattern_r2": r2, "f_classif": f, "l2_logreg": np.abs(lr.coef_).sum(axis=0)}
 
 
 def embedded(Xtr, ytr, Xte, yte, top):
-    """Test accuracy of LinearSVC and 5-NN on the genes ``top``."""
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.svm import LinearSVC
-
-    return [float(LinearSVC(max_iter=5000).fit(Xtr[:, top], ytr).score(Xte[:, top], yte)),
-            float(KNeighborsClassifier(5).fit(Xtr[:, top], ytr).score(Xte[:, top], yte))]
+    """Test accuracy of the two-phase pipeline's LinearSVC and 5-NN on the genes ``top``."""
+    clfs = classifiers(None)
+    return [test_accuracy(clfs[name], Xtr[:, top], ytr, Xte[:, top], yte) for name in ("svm", "knn")]
 
 
 def run(name, folds, threads, seed=0):

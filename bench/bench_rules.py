@@ -36,15 +36,15 @@ import time
 import numpy as np
 from _common import load_average, machine_info, save_report
 
+# RigL's schedule: an update every 100 steps, zeta decayed by a cosine, none in the last quarter
+RIGL_SCHEDULE = dict(update_every=100, zeta_schedule="cosine", update_end=0.75)
 RULES = {
     "static": dict(zeta=0.0),
     "set": dict(),
     "gradient": dict(grow="gradient", grow_candidates=10),
     "momentum+gradient": dict(criterion="momentum", grow="gradient", grow_candidates=10),
-    # RigL's schedule: an update every 100 steps, zeta decayed by a cosine, none in the last quarter
-    "gradient+rigl-schedule": dict(grow="gradient", grow_candidates=10, update_every=100, zeta_schedule="cosine",
-                                   update_end=0.75),
-    "set+rigl-schedule": dict(update_every=100, zeta_schedule="cosine", update_end=0.75),
+    "gradient+rigl-schedule": dict(grow="gradient", grow_candidates=10, **RIGL_SCHEDULE),
+    "set+rigl-schedule": dict(RIGL_SCHEDULE),
 }
 
 
