@@ -8,8 +8,13 @@ for every rule, ``--epochs`` epochs, ``--seeds`` seeds, test accuracy mean and s
 - ``set``: SET (signed magnitude drop, random growth), the default;
 - ``gradient``: signed magnitude drop, gradient growth on ``10 x`` sampled candidates (RigL's criterion);
 - ``momentum+gradient``: momentum-magnitude drop, gradient growth;
+- ``gradient-drop+gradient``: drop by gradient magnitude at the connections, gradient growth;
 - ``gradient+rigl-schedule``, ``set+rigl-schedule``: gradient or random growth on RigL's schedule, an
-  update every 100 steps with zeta decayed by a cosine and none in the last quarter of training.
+  update every 100 steps with zeta decayed by a cosine and none in the last quarter of training;
+  ``gradient3+...``, ``gradient30+...``, ``gradient50+...``: 3, 30 or 50 candidates per grown connection;
+- ``magnitude+gradient+rigl-schedule``: RigL's rule (magnitude drop, gradient growth, its schedule);
+- ``granet``: gradual density change (GraNet), built at epsilon 40 and pruned to epsilon 20's connections
+  over the updates of RigL's schedule, gradient growth.
 
 ``--holdout N`` scores on ``N`` training images held out (a fixed draw) and trains on the rest, so that a
 setting can be chosen without looking at the test set.
@@ -23,6 +28,7 @@ growth's choice of positions, and the floor of that choice, the SDDMM at all its
     python bench/bench_rules.py --accuracy --dataset fashion-mnist --epochs 100 --seeds 3 \
         --out bench/results/rules_fmnist.json
     python bench/bench_rules.py --cost --out bench/results/rules_cost.json
+    python bench/bench_rules.py --table bench/results/rules_*.json    # one table of the accuracy reports
 """
 import argparse
 import dataclasses
@@ -43,8 +49,16 @@ RULES = {
     "set": dict(),
     "gradient": dict(grow="gradient", grow_candidates=10),
     "momentum+gradient": dict(criterion="momentum", grow="gradient", grow_candidates=10),
+    "gradient-drop+gradient": dict(criterion="gradient", grow="gradient", grow_candidates=10),
     "gradient+rigl-schedule": dict(grow="gradient", grow_candidates=10, **RIGL_SCHEDULE),
     "set+rigl-schedule": dict(RIGL_SCHEDULE),
+    **{f"gradient{m}+rigl-schedule": dict(grow="gradient", grow_candidates=m, **RIGL_SCHEDULE) for m in (3, 30, 50)},
+    "magnitude+gradient+rigl-schedule": dict(criterion="magnitude", grow="gradient", grow_candidates=10,
+                                             **RIGL_SCHEDULE),
+    # GraNet: built at twice the connections (epsilon 40), pruned to epsilon 20's along the cubic schedule;
+    # the output layer (1000 x 10, all cells at either epsilon) is left out of evolution so it stays whole
+    "granet": dict(epsilon=40, final_fraction=0.5, evolve_output=False, grow="gradient", grow_candidates=10,
+                   **RIGL_SCHEDULE),
 }
 
 
@@ -65,9 +79,11 @@ def run_accuracy(dataset, epochs, seeds, rules, batch_size, lr, holdout=0):
         accs, evo, ep = [], [], []
         for seed in range(seeds):
             t0 = time.perf_counter()
-            model = SparseMLP([data.n_features, 1000, 1000, 1000, data.n_classes], epsilon=20, seed=seed)
+            settings = dict(RULES[name])
+            epsilon = settings.pop("epsilon", 20)
+            model = SparseMLP([data.n_features, 1000, 1000, 1000, data.n_classes], epsilon=epsilon, seed=seed)
             model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=batch_size, learning_rate=lr, verbose=0,
-                      validation_data=(data.X_test, data.y_test), **RULES[name])
+                      validation_data=(data.X_test, data.y_test), **settings)
             accs.append(model.history_[-1]["val_accuracy"])
             evo.append(float(np.mean([h["evolution_time"] for h in model.history_[:-1]])) if epochs > 1 else 0.0)
             ep.append(float(np.mean([h["epoch_time"] for h in model.history_])))
@@ -165,6 +181,41 @@ def cost_table(results):
     return "\n".join(lines)
 
 
+def merged_table(paths):
+    """One table of every rule in the ``--accuracy`` reports ``paths``: a row per rule (in :data:`RULES`'
+    order), a column per data set (held-out scores apart), ``mean ± std`` of the seeds, and the difference
+    to ``set``'s row where the same column has one. A rule and column found in two files is an error."""
+    cells, columns = {}, []
+    for path in paths:
+        with open(path) as fh:
+            acc = json.load(fh)["accuracy"]
+        column = f"{acc['dataset']} ({acc['holdout']} held out)" if acc.get("holdout") else acc["dataset"]
+        column += f", {acc['epochs']} epochs, {acc['seeds']} seeds"
+        if column not in columns:
+            columns.append(column)
+        for row in acc["rows"]:
+            if (row["rule"], column) in cells:
+                raise ValueError(f"{path}: {row['rule']} in {column} is in two of the files")
+            cells[row["rule"], column] = row
+    order = {name: i for i, name in enumerate(RULES)}
+    rules = sorted({rule for rule, _ in cells}, key=lambda r: (order.get(r, len(order)), r))
+    lines = ["| rule | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for rule in rules:
+        out = []
+        for column in columns:
+            row = cells.get((rule, column))
+            if row is None:
+                out.append("-")
+                continue
+            text = f"{row['mean']:.4f} ± {row['std']:.4f}"
+            base = cells.get(("set", column))
+            if base is not None and rule != "set":
+                text += f" ({row['mean'] - base['mean']:+.4f})"
+            out.append(text)
+        lines.append(f"| {rule} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--accuracy", action="store_true", help="train every rule and compare test accuracy")
@@ -183,9 +234,15 @@ def main(argv=None):
     p.add_argument("--layer-width", type=int, default=315_102, help="--cost: the hidden width of the one-layer timing")
     p.add_argument("--layer-only", action="store_true", help="--cost: only the one-layer timing")
     p.add_argument("--out", default=None, help="JSON report")
+    p.add_argument("--table", nargs="+", default=None, metavar="JSON",
+                   help="print one table of the --accuracy reports given (a column per data set, in brackets "
+                        "the difference to set's row) and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(merged_table(args.table))
+        return 0
     if not (args.accuracy or args.cost):
-        p.error("give --accuracy, --cost or both")
+        p.error("give --accuracy, --cost, both, or --table")
     started, load0, machine = time.perf_counter(), load_average(), machine_info()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB", flush=True)
     fields = {}
