@@ -28,7 +28,7 @@ growth's choice of positions, and the floor of that choice, the SDDMM at all its
     python bench/bench_rules.py --accuracy --dataset fashion-mnist --epochs 100 --seeds 3 \
         --out bench/results/rules_fmnist.json
     python bench/bench_rules.py --cost --out bench/results/rules_cost.json
-    python bench/bench_rules.py --table bench/results/rules_*.json    # one table of the accuracy reports
+    python bench/bench_rules.py --table bench/results/rules_fashion-mnist.json bench/results/rules_mnist.json
 """
 import argparse
 import dataclasses
