@@ -62,6 +62,13 @@ RULES = {
 }
 
 
+def rule_settings(name, epsilon=20):
+    """``(epsilon, fit keywords)`` of rule ``name``: a rule may name the network's epsilon, the rest go to
+    ``fit``."""
+    settings = dict(RULES[name])
+    return settings.pop("epsilon", epsilon), settings
+
+
 def run_accuracy(dataset, epochs, seeds, rules, batch_size, lr, holdout=0):
     """Train every rule; ``holdout > 0``: on the training images less ``holdout`` of them (drawn with a fixed
     seed), scored on those, so that a setting can be chosen without the test set."""
@@ -77,10 +84,9 @@ def run_accuracy(dataset, epochs, seeds, rules, batch_size, lr, holdout=0):
     rows = []
     for name in rules:
         accs, evo, ep = [], [], []
+        epsilon, settings = rule_settings(name)
         for seed in range(seeds):
             t0 = time.perf_counter()
-            settings = dict(RULES[name])
-            epsilon = settings.pop("epsilon", 20)
             model = SparseMLP([data.n_features, 1000, 1000, 1000, data.n_classes], epsilon=epsilon, seed=seed)
             model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=batch_size, learning_rate=lr, verbose=0,
                       validation_data=(data.X_test, data.y_test), **settings)

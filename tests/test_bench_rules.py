@@ -39,12 +39,11 @@ def test_merged_table_refuses_a_rule_twice_in_a_column(tmp_path):
 
 @pytest.mark.parametrize("name", list(br.RULES))
 def test_every_rule_trains(name):
-    """Each rule's settings are accepted by SparseMLP.fit (a tiny network, two epochs), and a rule that
+    """Each rule's settings are accepted by SparseMLP.fit (a tiny network, three epochs), and a rule that
     prunes to a final fraction ends below its start."""
     from set_cy import SparseMLP
 
-    settings = dict(br.RULES[name])
-    epsilon = settings.pop("epsilon", 4)
+    epsilon, settings = br.rule_settings(name, epsilon=4)
     if "update_every" in settings:
         settings["update_every"] = 2
     rng = np.random.default_rng(0)
