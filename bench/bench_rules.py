@@ -13,8 +13,9 @@ for every rule, ``--epochs`` epochs, ``--seeds`` seeds, test accuracy mean and s
   update every 100 steps with zeta decayed by a cosine and none in the last quarter of training;
   ``gradient3+...``, ``gradient30+...``, ``gradient50+...``: 3, 30 or 50 candidates per grown connection;
 - ``magnitude+gradient+rigl-schedule``: RigL's rule (magnitude drop, gradient growth, its schedule);
-- ``granet``: gradual density change (GraNet), built at epsilon 40 and pruned to epsilon 20's connections
-  over the updates of RigL's schedule, gradient growth.
+- ``granet``: GraNet-like: its gradual density change (built at epsilon 40 and pruned to epsilon 20's
+  connections over the updates of RigL's schedule) and gradient growth, but SET's signed drop (GraNet drops
+  by magnitude).
 
 ``--holdout N`` scores on ``N`` training images held out (a fixed draw) and trains on the rest, so that a
 setting can be chosen without looking at the test set.
@@ -55,7 +56,8 @@ RULES = {
     **{f"gradient{m}+rigl-schedule": dict(grow="gradient", grow_candidates=m, **RIGL_SCHEDULE) for m in (3, 30, 50)},
     "magnitude+gradient+rigl-schedule": dict(criterion="magnitude", grow="gradient", grow_candidates=10,
                                              **RIGL_SCHEDULE),
-    # GraNet: built at twice the connections (epsilon 40), pruned to epsilon 20's along the cubic schedule;
+    # GraNet-like (SET's signed drop, not GraNet's magnitude): built at twice the connections (epsilon 40),
+    # pruned to epsilon 20's along the cubic schedule;
     # the output layer (1000 x 10, all cells at either epsilon) is left out of evolution so it stays whole
     "granet": dict(epsilon=40, final_fraction=0.5, evolve_output=False, grow="gradient", grow_candidates=10,
                    **RIGL_SCHEDULE),
@@ -194,7 +196,9 @@ def merged_table(paths):
     cells, columns = {}, []
     for path in paths:
         with open(path) as fh:
-            acc = json.load(fh)["accuracy"]
+            acc = json.load(fh).get("accuracy")
+        if acc is None:
+            raise ValueError(f"{path} is not an --accuracy report (no 'accuracy' part); --table merges those only")
         column = f"{acc['dataset']} ({acc['holdout']} held out)" if acc.get("holdout") else acc["dataset"]
         column += f", {acc['epochs']} epochs, {acc['seeds']} seeds"
         if column not in columns:
@@ -245,7 +249,10 @@ def main(argv=None):
                         "the difference to set's row) and stop")
     args = p.parse_args(argv)
     if args.table:
-        print(merged_table(args.table))
+        try:
+            print(merged_table(args.table))
+        except ValueError as exc:
+            p.error(str(exc))
         return 0
     if not (args.accuracy or args.cost):
         p.error("give --accuracy, --cost, both, or --table")

@@ -37,6 +37,13 @@ def test_merged_table_refuses_a_rule_twice_in_a_column(tmp_path):
         br.merged_table([a, b])
 
 
+def test_merged_table_refuses_a_report_without_accuracy(tmp_path):
+    path = tmp_path / "cost.json"
+    path.write_text(json.dumps({"cost": {"rows": []}}))
+    with pytest.raises(ValueError, match="not an --accuracy report"):
+        br.merged_table([str(path)])
+
+
 @pytest.mark.parametrize("name", list(br.RULES))
 def test_every_rule_trains(name):
     """Each rule's settings are accepted by SparseMLP.fit (a tiny network, three epochs), and a rule that
