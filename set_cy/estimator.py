@@ -397,8 +397,10 @@ class SETClassifier(ClassifierMixin, _SETBase):
         Add a linear model beside the hidden layers: sparse connections from the inputs straight to
         the outputs, starting at zero, trained, rewired and pruned with the rest (see
         :class:`set_cy.SparseMLP`), so the network contains a (sparse) logistic regression on the genes
-        it keeps. ``feature_importances_`` counts their weights too. Ignored with
-        ``hidden_layer_sizes=()`` (that network is linear already).
+        it keeps. With up to about ``epsilon`` classes it holds every gene-class pair, so rewiring it
+        only resets its weakest weights to zero (``bench/README.md`` measures what each path adds).
+        ``feature_importances_`` counts their weights too. Ignored with ``hidden_layer_sizes=()``
+        (that network is linear already).
     criterion : str or drop rule, default "signed"
         What evolution removes (:data:`set_cy.evolution.CRITERIA`: SET's signed magnitude,
         magnitude, momentum magnitude; or a :class:`set_cy.evolution.DropRule`).

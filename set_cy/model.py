@@ -98,6 +98,9 @@ class SparseNetwork:
         (at most all ``n_in * n_out``: dense for few classes), starts at zero, and is trained, rewired
         by :meth:`evolve` and pruned with the inputs like the other layers; input strength counts its
         connections too. So the network can represent a (sparse) logistic regression on its inputs.
+        When it holds every input-output pair (``n_out`` up to about ``epsilon``), rewiring has no free
+        cell to move to: an evolution step sets the dropped fraction of its weights to zero, and they
+        train again from there.
         Needs at least one hidden layer and ``backend="openmp"``.
     """
 

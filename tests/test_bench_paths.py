@@ -1,0 +1,76 @@
+"""bench/bench_paths.py: the settings and pairs it compares, one path switched off, a whole run and its table."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+pytest.importorskip("sklearn")
+import bench_paths as bp  # noqa: E402
+
+
+def _three_classes():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=60, n_features=30, n_informative=5, n_classes=3, random_state=0)
+    return X.astype(np.float32), y
+
+
+def test_settings_and_the_pairs_that_differ_in_one_parameter():
+    combos = bp.settings({"zeta": [0.3, 0.0], "linear_path": [True, False]})
+    assert [bp.label(c) for c in combos] == ["zeta=0.3, linear_path=True", "zeta=0.3, linear_path=False",
+                                             "zeta=0.0, linear_path=True", "zeta=0.0, linear_path=False"]
+    # four pairs, not the two diagonals; the earlier-listed value first
+    assert bp.pairs(combos) == [("zeta=0.3, linear_path=True", "zeta=0.3, linear_path=False"),
+                                ("zeta=0.3, linear_path=True", "zeta=0.0, linear_path=True"),
+                                ("zeta=0.3, linear_path=False", "zeta=0.0, linear_path=False"),
+                                ("zeta=0.0, linear_path=True", "zeta=0.0, linear_path=False")]
+
+
+def test_one_path_predicts_with_that_path_alone():
+    from set_cy import SETClassifier
+
+    X, y = _three_classes()
+    clf = SETClassifier(hidden_layer_sizes=(16,), epsilon=4, epochs=5, n_estimators=2, random_state=0).fit(X, y)
+    before = clf.predict_proba(X)
+    linear, hidden = bp.one_path(clf, "linear only"), bp.one_path(clf, "hidden only")
+    np.testing.assert_array_equal(clf.predict_proba(X), before)  # the fitted model is untouched
+    assert all(not np.any(net.layers[-1].data) and np.any(net.linear_layer.data) for net in linear.networks_)
+    assert all(not np.any(net.linear_layer.data) and np.any(net.layers[-1].data) for net in hidden.networks_)
+    # "linear only": softmax(X @ W_linear + output bias), whatever the hidden layers hold
+    for net in linear.networks_:
+        net.layers[0].data[:] = 7.0
+    logits = [X @ net.linear_weights.toarray() + net.layers[-1].bias for net in linear.networks_]
+    proba = np.mean([np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+                     for z in logits], axis=0)
+    np.testing.assert_allclose(linear.predict_proba(X), proba, rtol=1e-4, atol=1e-6)
+
+
+def test_run_and_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(bp, "load_full", lambda name: _three_classes())
+    out = str(tmp_path / "p.json")
+    bp.main(["--datasets", "colon", "--seeds", "2", "--folds", "2", "--fixed", "epochs=2;epsilon=4",
+             "--out", out])
+    with open(out) as fh:
+        ds = json.load(fh)["results"][0]
+    assert len(ds["folds"]) == 4 and ds["settings"][0] == "zeta=0.3, linear_path=True"
+    keys = set(ds["folds"][0]["accuracy"])
+    assert {"zeta=0.3, linear_path=True: hidden only", "zeta=0, linear_path=False"} <= keys
+    assert "zeta=0.3, linear_path=False: hidden only" not in keys  # no linear path, nothing to switch off
+    assert all(0 <= a <= 1 for f in ds["folds"] for a in f["accuracy"].values())
+    lines = bp.table([ds]).splitlines()
+    assert lines[0] == "| setting | colon (60 x 30, 3) | mean of the 1 |"
+    assert sum(line.endswith("|") and " minus " in line for line in lines) == 4
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        bp.parse_args(["--datasets", "nope"])
+    with pytest.raises(SystemExit):
+        bp.parse_args(["--vary", "zeta=0.3,0|zeta=0.1"])
+    with pytest.raises(SystemExit):
+        bp.parse_args(["--vary", "zetta=0.3,0"])
+    with pytest.raises(SystemExit):
+        bp.parse_args(["--fixed", "zeta=0", "--vary", "zeta=0.3,0"])
