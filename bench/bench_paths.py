@@ -37,10 +37,10 @@ from bench_accuracy import (  # noqa: E402
     corrected_ttest,
     derived_seed,
     load_full,
+    load_results,
     mean_std,
     parse_grid,
     parse_params,
-    read_reports,
     test_cell,
     unknown_set_params,
 )
@@ -166,7 +166,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.table:
-        print(table([ds for _, d in read_reports(args.table) for ds in d["results"]]))
+        print(table(load_results(args.table)))
         return
     combos = settings(args.vary_grid)
     started, machine, load0 = time.perf_counter(), machine_info(), load_average()
