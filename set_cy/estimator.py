@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import check_int, check_scalar, resolve_n_threads
 from .activations import ACTIVATIONS
-from .evolution import NEW_WEIGHTS, make_drop_rule, make_grow_rule
+from .evolution import NEW_WEIGHTS, SCHEDULES, make_drop_rule, make_grow_rule
 from .model import LR_SCALINGS
 from .sizing import check_activation_dtype, check_storage
 from .trainer import SparseMLP
@@ -143,13 +143,19 @@ class _SETBase(BaseEstimator):
             activation_dtype=check_activation_dtype(self.activation_dtype, np.float32),
             evolution=dict(criterion=self.criterion, grow=grow),
             schedule=dict(final_fraction=check_scalar(self.final_fraction, "final_fraction", min_val=0.0, max_val=1.0,
-                                                      include_min=False)),
+                                                      include_min=False),
+                          lr_schedule=self._check_lr_schedule()),
             neurons=(check_scalar(self.prune_neurons, "prune_neurons", min_val=0.0, max_val=1.0, include_max=False),
                      check_int(self.min_neurons, "min_neurons", min_val=1), True),
             stopping=dict(early_stopping=bool(self.early_stopping), validation_fraction=fraction,
                           n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", min_val=1),
                           tol=check_scalar(self.tol, "tol", min_val=0.0)),
         )
+
+    def _check_lr_schedule(self):
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        return self.lr_schedule
 
     # ------------------------------------------------------------------------------------------
     # networks
@@ -176,7 +182,8 @@ class _SETBase(BaseEstimator):
                     zeta=p["zeta"], verbose=p["verbose"], new_weights=self.new_weights, clip_norm=p["clip_norm"],
                     class_weight=cw, prune_inputs=p["prune_inputs"], prune_every=p["prune_every"],
                     min_inputs=p["min_inputs"], prune_start=p["prune_start"], prune_neurons=p["neurons"][0],
-                    min_neurons=p["neurons"][1], **p["evolution"], **(stopping or {}), **(schedule or {}))
+                    min_neurons=p["neurons"][1], label_smoothing=p.get("label_smoothing", 0.0),  # classifiers'
+                    **p["evolution"], **(stopping or {}), **(schedule or {}))
 
     def _fit(self, X, y):
         """Both estimators' :meth:`fit`."""
@@ -195,6 +202,9 @@ class _SETBase(BaseEstimator):
         if p["schedule"]["final_fraction"] < 1:
             raise ValueError("final_fraction < 1 schedules the density over a fit's epochs: partial_fit has no "
                              "end to schedule towards; use fit")
+        if p["schedule"]["lr_schedule"] != "constant":
+            raise ValueError(f"lr_schedule={p['schedule']['lr_schedule']!r} decays the learning rate over a fit's "
+                             "epochs: partial_fit has no end to schedule towards; use fit or 'constant'")
         if first:
             nets = self._build(X.shape[1], p)
             self.batch_size_ = self._auto_batch(p["batch_size"], X.shape[0])
@@ -414,6 +424,14 @@ class SETClassifier(ClassifierMixin, _SETBase):
         Gradual density change (GraNet): below 1, each network ends :meth:`fit` with this fraction of
         the connections it started with (``epsilon`` sets the start), removed along a cubic schedule
         by the evolution steps (see :meth:`set_cy.SparseMLP.fit`). Not with :meth:`partial_fit`.
+    lr_schedule : {"constant", "linear", "cosine"}, default "constant"
+        Learning rate of each epoch of :meth:`fit`: ``learning_rate`` throughout, or decayed towards
+        zero over the epochs (``"cosine"``: ``learning_rate * (1 + cos(pi * epoch / epochs)) / 2``; see
+        :meth:`set_cy.SparseMLP.fit`). Not with :meth:`partial_fit`, which has no last epoch to decay to.
+    label_smoothing : float in [0, 1), default 0
+        Label smoothing of the cross-entropy (torch's name): each training sample aims at
+        ``1 - label_smoothing + label_smoothing / n_classes`` for its class and
+        ``label_smoothing / n_classes`` for each other one (see :meth:`set_cy.SparseMLP.fit`).
 
     Attributes
     ----------
@@ -470,7 +488,8 @@ class SETClassifier(ClassifierMixin, _SETBase):
                  clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  storage="full", activation_dtype=None, linear_path=True, criterion="signed", grow="random",
-                 grow_candidates=10, final_fraction=1.0, prune_neurons=0.0, min_neurons=1):
+                 grow_candidates=10, final_fraction=1.0, prune_neurons=0.0, min_neurons=1, lr_schedule="constant",
+                 label_smoothing=0.0):
         self._set_params_from_init(locals())
 
     _loss = "cross_entropy"
@@ -479,7 +498,10 @@ class SETClassifier(ClassifierMixin, _SETBase):
         cw = self.class_weight
         if not (cw is None or (isinstance(cw, str) and cw == "balanced") or isinstance(cw, dict)):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
-        return super()._check_params()
+        p = super()._check_params()
+        p["label_smoothing"] = check_scalar(self.label_smoothing, "label_smoothing", min_val=0.0, max_val=1.0,
+                                            include_max=False)
+        return p
 
     # ------------------------------------------------------------------------------------------
     # data
@@ -627,11 +649,11 @@ class SETRegressor(RegressorMixin, _SETBase):
 weight_decay, epochs, max_iter, random_state, n_jobs, verbose, n_estimators, clip_norm, new_weights, \
 lr_scaling, prune_inputs, prune_every, prune_start, min_inputs, early_stopping, validation_fraction, \
 n_iter_no_change, tol, storage, activation_dtype, linear_path, criterion, grow, grow_candidates, \
-final_fraction, prune_neurons, min_neurons
-        As in :class:`SETClassifier`, with the same defaults; there is no ``class_weight``. With
-        ``early_stopping``, the held-out fraction is drawn at random and its R² is watched instead of
-        the accuracy. :meth:`predict` averages the ``n_estimators`` networks' outputs; the linear
-        path makes each network contain a sparse linear regression.
+final_fraction, prune_neurons, min_neurons, lr_schedule
+        As in :class:`SETClassifier`, with the same defaults; there is no ``class_weight`` nor
+        ``label_smoothing``. With ``early_stopping``, the held-out fraction is drawn at random and its
+        R² is watched instead of the accuracy. :meth:`predict` averages the ``n_estimators`` networks'
+        outputs; the linear path makes each network contain a sparse linear regression.
 
     Attributes
     ----------
@@ -664,7 +686,7 @@ feature_importances_
                  clip_norm=1.0, new_weights="zeros", lr_scaling="none", prune_inputs=0.0, prune_every=5, min_inputs=200,
                  prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  storage="full", activation_dtype=None, linear_path=True, criterion="signed", grow="random",
-                 grow_candidates=10, final_fraction=1.0, prune_neurons=0.0, min_neurons=1):
+                 grow_candidates=10, final_fraction=1.0, prune_neurons=0.0, min_neurons=1, lr_schedule="constant"):
         self._set_params_from_init(locals())
 
     _loss = "squared_error"

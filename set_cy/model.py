@@ -643,7 +643,7 @@ class SparseNetwork:
         act16 = self._buffers["act16"]
         return self._view(act16[i], a.shape[0], a.shape[1]) if act16 and i >= 0 else a
 
-    def _backward(self, xb, y, out, states, step=None, denom=None, weights=None):
+    def _backward(self, xb, y, out, states, step=None, denom=None, weights=None, smoothing=0.0):
         """Backward pass from the output block ``out``; returns the loss and the number of correct guesses.
 
         ``step(layer_index, dY, X_in)`` consumes each layer's output gradient (already divided by
@@ -653,6 +653,8 @@ class SparseNetwork:
         data-parallel worker passes the size of the whole batch, so that the workers' gradients add
         up to the batch mean. The returned loss is the mean over ``out``'s columns either way.
         ``weights`` (one per sample, e.g. class weights) multiply each sample's loss and gradient.
+        ``smoothing`` (cross-entropy only) is label smoothing: the target of a sample of class ``c`` is
+        ``1 - smoothing + smoothing / k`` at ``c`` and ``smoothing / k`` at the other ``k - 1`` classes.
         """
         B = out.shape[1]
         cols = np.arange(B)
@@ -660,6 +662,12 @@ class SparseNetwork:
         if self.is_regression:  # y: (B, n_outputs) targets
             out -= y.T
             per_sample = 0.5 * np.einsum("ij,ij->j", out, out, dtype=np.float64)
+        elif self.loss == "cross_entropy" and smoothing:
+            logp = np.log(np.maximum(out, np.finfo(out.dtype).tiny), dtype=np.float64)
+            k = out.shape[0]
+            per_sample = -(1.0 - smoothing) * logp[y, cols] - (smoothing / k) * logp.sum(axis=0)
+            out -= out.dtype.type(smoothing / k)  # the gradient of the softmax cross-entropy: p - target
+            out[y, cols] -= out.dtype.type(1.0 - smoothing)
         elif self.loss == "cross_entropy":
             p = out[y, cols]
             per_sample = -np.log(np.maximum(p, np.finfo(out.dtype).tiny))
@@ -711,14 +719,15 @@ class SparseNetwork:
     # ------------------------------------------------------------------------------------------
     # one batch
     def train_batch(self, X, y, rows, *, learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False,
-                    clip_norm=None, class_weight=None):
+                    clip_norm=None, class_weight=None, label_smoothing=0.0):
         """Forward, backward and sparse update on the samples ``rows`` of ``X`` (validated arrays).
 
         Without ``clip_norm`` each layer's gradient and momentum update are fused in one pass over its
         connections. With ``clip_norm`` the gradients of all layers are computed first (into buffers
         kept between batches), scaled so that their global L2 norm (weights and biases) is at most
         ``clip_norm``, then applied; a batch whose gradient is not finite is skipped.
-        ``class_weight`` (float array, one weight per class) weights each sample's loss.
+        ``class_weight`` (float array, one weight per class) weights each sample's loss;
+        ``label_smoothing`` smooths the cross-entropy's targets (see :meth:`_backward`).
 
         Returns ``(loss, n_correct)`` of the batch, measured with dropout on (``n_correct`` is 0 for
         regression).
@@ -731,7 +740,7 @@ class SparseNetwork:
             def step(i, dY, x_in):
                 self.trained_layers[i].fused_update(dY, x_in, learning_rate, momentum, weight_decay, nesterov)
 
-            return self._backward(xb, yb, out, states, step, weights=weights)
+            return self._backward(xb, yb, out, states, step, weights=weights, smoothing=label_smoothing)
         grads = self._buffers.get("grads")
         if grads is None:
             grads = self._buffers["grads"] = [(np.empty_like(layer.data), np.empty_like(layer.bias))
@@ -740,7 +749,7 @@ class SparseNetwork:
         def keep(i, dY, x_in):
             self.trained_layers[i].gradient(dY, x_in, *grads[i])
 
-        loss, correct = self._backward(xb, yb, out, states, keep, weights=weights)
+        loss, correct = self._backward(xb, yb, out, states, keep, weights=weights, smoothing=label_smoothing)
         sq = sum(float(np.einsum("i,i->", g, g, dtype=np.float64)) + float(np.einsum("i,i->", gb, gb, dtype=np.float64))
                  for g, gb in grads)
         norm = np.sqrt(sq)

@@ -217,12 +217,12 @@ class SparseMLP(SparseNetwork):
 
     # ------------------------------------------------------------------------------------------
     def fit(self, X, y, *, epochs, batch_size=128, learning_rate=0.01, momentum=0.9, weight_decay=2e-4,
-            nesterov=False, zeta=0.3, zeta_schedule="constant", criterion="signed", new_weights="zeros",
-            evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
+            nesterov=False, lr_schedule="constant", zeta=0.3, zeta_schedule="constant", criterion="signed",
+            new_weights="zeros", evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
             initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None,
-            clip_norm=None, class_weight=None, prune_inputs=0.0, prune_every=5, min_inputs=200, prune_start=None,
-            early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, grow="random",
-            grow_candidates=10, update_every=None, update_end=1.0, final_fraction=1.0, prune_neurons=0.0,
+            clip_norm=None, class_weight=None, label_smoothing=0.0, prune_inputs=0.0, prune_every=5, min_inputs=200,
+            prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
+            grow="random", grow_candidates=10, update_every=None, update_end=1.0, final_fraction=1.0, prune_neurons=0.0,
             min_neurons=1, keep_connections=True):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
@@ -240,6 +240,12 @@ class SparseMLP(SparseNetwork):
         learning_rate, momentum, weight_decay : float
             SGD with heavy-ball momentum (``nesterov=True`` for Nesterov) and L2 weight decay on the
             connections (not on biases).
+        lr_schedule : {"constant", "linear", "cosine"}, default "constant"
+            Learning rate of each epoch: ``learning_rate`` throughout, or decayed towards zero over the
+            epochs of the fit by the schedules of ζ (:func:`set_cy.evolution.zeta_at`: epoch ``e`` of
+            ``epochs`` trains at ``learning_rate * (1 + cos(pi * e / epochs)) / 2`` for ``"cosine"``).
+            The schedule runs over ``epochs``, so a fit resumed or started at ``initial_epoch`` goes on
+            from where it stands.
         zeta : float, default 0.3
             Fraction of connections replaced after each epoch; ``zeta_schedule`` ("constant",
             "linear", "cosine") decays it over the epochs. ``zeta=0`` trains a static sparse network.
@@ -301,6 +307,11 @@ class SparseMLP(SparseNetwork):
             Weight of each class in the loss (scikit-learn's meaning): ``"balanced"`` gives class
             ``c`` the weight ``n_samples / (n_classes * count_c)``; a dict maps class indices to
             weights (missing ones: 1).
+        label_smoothing : float in [0, 1), default 0
+            Cross-entropy against smoothed targets (as torch's ``CrossEntropyLoss``): a sample of class
+            ``c`` aims at ``1 - label_smoothing + label_smoothing / k`` for ``c`` and
+            ``label_smoothing / k`` for each other of the ``k`` classes, so the outputs stop short of
+            certainty on the training data. Classification networks (``loss="cross_entropy"``) only.
         prune_inputs : float in [0, 1), default 0
             Feature selection inside the network: every ``prune_every`` epochs (before that epoch's
             evolution step, never after the last epoch) the fraction ``prune_inputs`` of the inputs
@@ -335,8 +346,9 @@ class SparseMLP(SparseNetwork):
         n_iter_no_change : int, default 10
         tol : float, default 1e-4
 
-        The options ``clip_norm``, ``class_weight`` and input pruning (and a network whose inputs were
-        pruned, one with ``storage="compact"`` or with a linear path) need ``backend="openmp"``.
+        The options ``clip_norm``, ``class_weight``, ``label_smoothing`` and input pruning (and a network
+        whose inputs were pruned, one with ``storage="compact"`` or with a linear path) need
+        ``backend="openmp"``.
 
         Returns
         -------
@@ -353,6 +365,8 @@ class SparseMLP(SparseNetwork):
         weight_decay = check_scalar(weight_decay, "weight_decay", min_val=0.0)
         if zeta_schedule not in SCHEDULES:
             raise ValueError(f"zeta_schedule must be one of {SCHEDULES}, got {zeta_schedule!r}")
+        if lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
         zeta = check_evolution_args(zeta, criterion, new_weights, below_one=True)
         grow = make_grow_rule(grow, grow_candidates)
         if update_every is not None:
@@ -368,6 +382,9 @@ class SparseMLP(SparseNetwork):
         if clip_norm is not None:
             clip_norm = check_scalar(clip_norm, "clip_norm", min_val=0.0, include_min=False)
         cw = self._class_weights(class_weight, y)
+        smoothing = check_scalar(label_smoothing, "label_smoothing", min_val=0.0, max_val=1.0, include_max=False)
+        if smoothing > 0 and self.loss != "cross_entropy":
+            raise ValueError(f"label_smoothing needs loss='cross_entropy', this network has loss={self.loss!r}")
         prune_inputs = check_scalar(prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
         prune_every = check_int(prune_every, "prune_every", min_val=1)
         min_inputs = check_int(min_inputs, "min_inputs", min_val=1)
@@ -375,6 +392,7 @@ class SparseMLP(SparseNetwork):
             prune_start = check_int(prune_start, "prune_start", min_val=1)
         if backend != "openmp":
             used = [name for name, on in (("clip_norm", clip_norm is not None), ("class_weight", cw is not None),
+                                          ("label_smoothing", smoothing > 0),
                                           ("prune_inputs", prune_inputs > 0),
                                           ("final_fraction < 1", final_fraction < 1),
                                           ("prune_neurons", prune_neurons > 0),
@@ -427,23 +445,26 @@ class SparseMLP(SparseNetwork):
         try:
             return self._fit_loop(engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume,
                                   cbs, shuffle, None if validation_data is None else (X_val, y_val),
-                                  self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw),
+                                  self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw, smoothing),
                                   zeta, zeta_schedule, criterion, new_weights, evolve_output,
                                   (prune_inputs, prune_every, min_inputs, prune_start), stopping, grow=grow,
                                   steps=None if update_every is None else (update_every, update_end),
                                   final_fraction=final_fraction, neurons=(prune_neurons, min_neurons,
-                                                                          bool(keep_connections)))
+                                                                          bool(keep_connections)),
+                                  lr_schedule=lr_schedule)
         finally:
             engine.close()
 
     @staticmethod
-    def _hyper(lr, momentum, weight_decay, nesterov, clip_norm, class_weight):
+    def _hyper(lr, momentum, weight_decay, nesterov, clip_norm, class_weight, label_smoothing=0.0):
         """The step's hyper-parameters, as the engines pass them to the model (the new options only when set)."""
         hp = {"learning_rate": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": bool(nesterov)}
         if clip_norm is not None:
             hp["clip_norm"] = clip_norm
         if class_weight is not None:
             hp["class_weight"] = class_weight
+        if label_smoothing > 0:
+            hp["label_smoothing"] = label_smoothing
         return hp
 
     def _class_weights(self, class_weight, y):
@@ -539,7 +560,8 @@ class SparseMLP(SparseNetwork):
 
     def _fit_loop(self, engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume, cbs,
                   shuffle, validation_data, hp, zeta, zeta_schedule, criterion, new_weights, evolve_output,
-                  pruning, stopping=None, grow="random", steps=None, final_fraction=1.0, neurons=(0.0, 1, True)):
+                  pruning, stopping=None, grow="random", steps=None, final_fraction=1.0, neurons=(0.0, 1, True),
+                  lr_schedule="constant"):
         self._ensure_buffers(batch_size)
         self.stop_training = False
         self.best_epoch_ = None
@@ -570,6 +592,9 @@ class SparseMLP(SparseNetwork):
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             step_evo, z_step = 0.0, 0.0  # evolution within the epoch (update_every)
+            # the epoch's learning rate: the schedules of zeta, applied to it
+            hp_epoch = hp if lr_schedule == "constant" else {
+                **hp, "learning_rate": zeta_at(hp["learning_rate"], epoch, epochs, lr_schedule)}
             if order is None:
                 order = self.rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
             for cb in cbs:
@@ -577,7 +602,7 @@ class SparseMLP(SparseNetwork):
             loss_sum, correct, seen = sums
             for b in range(start_batch, n_batches):
                 with _sigint_deferred() as caught:
-                    b_loss, ok, b_seen = engine.step(order, b, hp)
+                    b_loss, ok, b_seen = engine.step(order, b, hp_epoch)
                     loss_sum += b_loss
                     correct += ok
                     seen += b_seen

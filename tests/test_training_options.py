@@ -119,7 +119,7 @@ def test_fit_prunes_on_schedule_and_records_the_inputs():
     (dict(clip_norm=0.0), "clip_norm"),
     (dict(class_weight="auto"), "class_weight"), (dict(class_weight={5: 1.0}), "class_weight"),
     (dict(class_weight=[1.0, -1.0]), "class_weight"), (dict(new_weights="bad"), "new_weights"),
-    (dict(clip_norm=1.0, backend="threads"), "openmp")])
+    (dict(clip_norm=1.0, backend="threads"), "openmp"), (dict(lr_schedule="step"), "lr_schedule")])
 def test_fit_rejects_bad_options_before_training(kwargs, match):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((20, 8)), rng.integers(0, 2, 20)
@@ -128,6 +128,55 @@ def test_fit_rejects_bad_options_before_training(kwargs, match):
     with pytest.raises(ValueError, match=match):
         m.fit(X, y, epochs=1, verbose=0, **kwargs)
     np.testing.assert_array_equal(m.layers[0].data, before)  # nothing trained
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+@pytest.mark.parametrize("backend", ["openmp", "threads"])
+def test_lr_schedule_sets_every_epochs_learning_rate(monkeypatch, schedule, backend):
+    from set_cy.evolution import zeta_at
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 8)).astype(np.float32), rng.integers(0, 2, 64)
+    m = SparseMLP([8, 6, 2], epsilon=2, seed=0)
+    seen = []  # the learning rate of every step, in order, as the engines pass it on
+    if backend == "openmp":
+        step = m.train_batch
+        monkeypatch.setattr(m, "train_batch", lambda *a, **kw: (seen.append(kw["learning_rate"]), step(*a, **kw))[1])
+    else:
+        import set_cy.parallel as par
+
+        update = par._update_part
+        def update_part(layers, grads, part, hp):  # called once per part (k, m) of the step: count part 0
+            if part[0] == 0:
+                seen.append(hp["learning_rate"])
+            return update(layers, grads, part, hp)
+
+        monkeypatch.setattr(par, "_update_part", update_part)
+    m.fit(X, y, epochs=5, batch_size=32, learning_rate=0.1, lr_schedule=schedule, verbose=0, backend=backend,
+          n_jobs=1 if backend == "openmp" else 2)
+    per_epoch = [zeta_at(0.1, e, 5, schedule) for e in range(5)]
+    assert seen == pytest.approx([lr for lr in per_epoch for _ in range(2)])  # two batches an epoch
+    assert (seen[-1] < 0.02) == (schedule != "constant")
+    assert m.history_[-1]["loss"] < m.history_[0]["loss"]
+
+
+def test_estimator_lr_schedule_is_fits_and_not_partial_fits(monkeypatch):
+    from set_cy import SETClassifier
+    from set_cy.evolution import zeta_at
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 10)), rng.integers(0, 2, 64)
+    kw = dict(hidden_layer_sizes=(12,), epsilon=3, epochs=4, n_estimators=2, random_state=0, batch_size=32)
+    seen, step = [], SparseNetwork.train_batch
+    monkeypatch.setattr(SparseNetwork, "train_batch",
+                        lambda self, *a, **k: (seen.append(k["learning_rate"]), step(self, *a, **k))[1])
+    SETClassifier(lr_schedule="cosine", learning_rate=0.02, **kw).fit(X, y)
+    one_net = [zeta_at(0.02, e, 4, "cosine") for e in range(4) for _ in range(2)]
+    assert seen == pytest.approx(one_net * 2)  # both networks, two batches an epoch
+    with pytest.raises(ValueError, match="lr_schedule"):
+        SETClassifier(lr_schedule="exp", **kw).fit(X, y)
+    with pytest.raises(ValueError, match="partial_fit"):
+        SETClassifier(lr_schedule="linear", **kw).partial_fit(X, y, classes=[0, 1])
 
 
 def _one_step(**kw):
@@ -150,6 +199,46 @@ def test_class_weight_scales_each_class_gradient():
     d = SparseNetwork([10, 12, 3], epsilon=4, seed=3, dtype="float64", dropout=0.0)
     for lc, ld in zip(c.layers, d.layers):
         np.testing.assert_array_equal(lc.data, ld.data)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_label_smoothing_fits_the_smoothed_targets(smoothing):
+    # dense reference: from zero velocity one step moves the output bias by -lr * mean(p - q), q the smoothed
+    # one-hot targets; the returned loss is the mean cross-entropy against q
+    m = SparseNetwork([10, 12, 3], epsilon=4, seed=3, dtype="float64", dropout=0.0)
+    rng = np.random.default_rng(1)
+    X, y = m._check_X(rng.standard_normal((8, 10))), rng.integers(0, 3, 8)
+    p = m.predict_proba(X)
+    q = np.full((8, 3), smoothing / 3) + (1 - smoothing) * np.eye(3)[y]
+    before = m.layers[-1].bias.copy()
+    loss, _ = m.train_batch(X, y, np.arange(8, dtype=np.int64), learning_rate=0.5, momentum=0.9, weight_decay=0.0,
+                            label_smoothing=smoothing)
+    assert loss == pytest.approx(-np.mean(np.sum(q * np.log(p), axis=1)), rel=1e-12)
+    np.testing.assert_allclose(m.layers[-1].bias - before, -0.5 * (p - q).mean(axis=0), rtol=1e-10, atol=1e-14)
+
+
+def test_label_smoothing_through_fit_and_the_estimator(monkeypatch):
+    from set_cy import SETClassifier, SETRegressor
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 10)), rng.integers(0, 3, 64)
+    seen, step = [], SparseNetwork.train_batch
+    monkeypatch.setattr(SparseNetwork, "train_batch",
+                        lambda self, *a, **k: (seen.append(k.get("label_smoothing", 0.0)), step(self, *a, **k))[1])
+    clf = SETClassifier(hidden_layer_sizes=(12,), epsilon=3, epochs=2, n_estimators=1, random_state=0,
+                        label_smoothing=0.1).fit(X, y)
+    clf.partial_fit(X, y)
+    assert len(seen) == 3 * 4 and set(seen) == {0.1}  # 3 epochs of 4 batches (batch_size "auto": 16)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            SETClassifier(label_smoothing=bad).fit(X, y)
+    assert "label_smoothing" not in SETRegressor().get_params()
+    reg = SparseMLP([10, 6, 1], epsilon=2, seed=0, loss="squared_error")
+    with pytest.raises(ValueError, match="label_smoothing needs loss='cross_entropy'"):
+        reg.fit(X, rng.standard_normal(64), epochs=1, verbose=0, label_smoothing=0.1)
+    with pytest.raises(ValueError, match="openmp"):
+        SparseMLP([10, 6, 3], epsilon=2, seed=0).fit(X, y, epochs=1, verbose=0, label_smoothing=0.1,
+                                                      backend="threads", n_jobs=2)
 
 
 def test_balanced_class_weight():
