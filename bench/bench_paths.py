@@ -12,6 +12,9 @@ its bias kept), which shows which path the predictions come from.
 Accuracies are pooled over the folds of each seed (mean ± std over the seeds); every pair of settings
 that differ in one varied parameter is compared with the corrected resampled t-test of
 ``bench_accuracy.py`` over the seed x fold pairs (the first listed value minus the other).
+The last table is the stability of each setting's gene ranking: the Kuncheva index of the top-50 genes
+by ``feature_importances_`` over every pair of folds of all seeds (f_classif's on the same folds beside
+it), with ``bench_accuracy.py``'s random tie breaking.
 
 Examples
 --------
@@ -26,6 +29,7 @@ import itertools
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -33,15 +37,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
 from bench_accuracy import (  # noqa: E402
     DATASETS,
+    EMBEDDED_K,
+    CachedScore,
     cell,
     corrected_ttest,
     derived_seed,
+    kuncheva,
     load_full,
     load_results,
     mean_std,
     parse_grid,
     parse_params,
     test_cell,
+    top_features,
     unknown_set_params,
 )
 
@@ -69,22 +77,30 @@ def one_path(clf, path):
 
 
 def run_fold(X, y, train, test, seed, fold, fixed, combos):
-    """Every setting on one split: ``{key: accuracy}`` (with the one-path scores of the networks with a linear path)."""
+    """Every setting on one split: ``{key: accuracy}`` (with the one-path scores of the networks with a linear
+    path) and ``{setting: top genes}``, the ``EMBEDDED_K`` largest ``feature_importances_`` (and f_classif's),
+    ties broken at random as in ``bench_accuracy.py``."""
     from sklearn.preprocessing import StandardScaler
 
     from set_cy import SETClassifier
 
     scale = StandardScaler().fit(X[train])
     Xtr, Xte, ytr, yte = scale.transform(X[train]), scale.transform(X[test]), y[train], y[test]
-    acc = {}
+    acc, top = {}, {}
+    k = min(EMBEDDED_K, X.shape[1] - 1)
+    ties = np.random.default_rng(derived_seed(seed, fold, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant genes: F is NaN, ranked last
+        top["f_classif"] = top_features(CachedScore.scores(CachedScore("f_classif")(Xtr, ytr)), k, ties)
     for params in combos:
         clf = SETClassifier(n_jobs=1, random_state=derived_seed(seed, fold, 0), **{**fixed, **params}).fit(Xtr, ytr)
         key = label(params)
         acc[key] = float(clf.score(Xte, yte))
+        top[key] = top_features(clf.feature_importances_, k, ties)
         if clf.networks_[0].linear_layer is not None:
             for path in PATHS:
                 acc[f"{key}: {path}"] = float(one_path(clf, path).score(Xte, yte))
-    return dict(seed=seed, fold=fold, n_train=int(train.size), n_test=int(test.size), accuracy=acc)
+    return dict(seed=seed, fold=fold, n_train=int(train.size), n_test=int(test.size), accuracy=acc, top=top)
 
 
 def run(name, args, fixed, combos):
@@ -112,8 +128,16 @@ def pairs(combos):
     return out
 
 
+def top_stability(ds, key):
+    """Kuncheva index of the top genes of ranking ``key`` over every pair of the data set's folds (all seeds),
+    as ``bench_accuracy.py``'s stability; NaN for a report without them."""
+    sets = [f["top"][key] for f in ds["folds"] if key in f.get("top", {})]
+    return kuncheva(sets, ds["shape"][1]) if len(sets) == len(ds["folds"]) else float("nan")
+
+
 def table(results):
-    """Markdown: accuracy (a row per setting, a column per data set, the mean over them), then the tests."""
+    """Markdown: accuracy (a row per setting, a column per data set, the mean over them), then the tests, then
+    the top-gene stability of each setting's ``feature_importances_`` beside f_classif's."""
     keys = list(dict.fromkeys(k for ds in results for k in ds["folds"][0]["accuracy"]))
     head = [f"{ds['dataset']} ({ds['shape'][0]} x {ds['shape'][1]}, {ds['n_classes']})" for ds in results]
     lines = ["| setting | " + " | ".join(head) + f" | mean of the {len(results)} |", "|" + "---|" * (len(head) + 2)]
@@ -129,6 +153,13 @@ def table(results):
         tests = [corrected_ttest(ds, a, b) for ds in results]
         lines.append(f"| {a} minus {b} | " + " | ".join(test_cell(t) for t in tests)
                      + f" | {np.mean([t['mean_diff'] for t in tests]):+.3f} |")
+    tops = list(dict.fromkeys(k for ds in results for k in ds["folds"][0].get("top", {})))
+    if tops:
+        lines += ["", "| top-gene stability (Kuncheva) | " + " | ".join(ds["dataset"] for ds in results)
+                  + f" | mean of the {len(results)} |", "|" + "---|" * (len(results) + 2)]
+        for k in tops:
+            vals = [top_stability(ds, k) for ds in results]
+            lines.append(f"| {k} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.nanmean(vals):.3f} |")
     return "\n".join(lines)
 
 

@@ -60,9 +60,22 @@ def test_run_and_table(tmp_path, monkeypatch):
     assert {"zeta=0.3, linear_path=True: hidden only", "zeta=0, linear_path=False"} <= keys
     assert "zeta=0.3, linear_path=False: hidden only" not in keys  # no linear path, nothing to switch off
     assert all(0 <= a <= 1 for f in ds["folds"] for a in f["accuracy"].values())
+    # the top genes of every setting (and of f_classif) on every fold: EMBEDDED_K of them, or all but one
+    assert set(ds["folds"][0]["top"]) == {"f_classif", *ds["settings"]}
+    assert all(len(t) == 29 and len(set(t)) == 29 for f in ds["folds"] for t in f["top"].values())
     lines = bp.table([ds]).splitlines()
     assert lines[0] == "| setting | colon (60 x 30, 3) | mean of the 1 |"
     assert sum(line.endswith("|") and " minus " in line for line in lines) == 4
+    stab = lines[lines.index("| top-gene stability (Kuncheva) | colon | mean of the 1 |") + 2:]
+    assert [line.split(" | ")[0] for line in stab] == ["| f_classif", *(f"| {k}" for k in ds["settings"])]
+    assert stab[0].split(" | ")[1] == f"{bp.top_stability(ds, 'f_classif'):.3f}"
+
+
+def test_top_stability_is_the_kuncheva_index_over_all_folds():
+    ds = {"shape": [10, 6], "folds": [{"top": {"a": [0, 1]}}, {"top": {"a": [0, 1]}}, {"top": {"a": [0, 2]}}]}
+    # pairs: identical (k n - k^2) / (k (n - k)) = 1; one shared of 2 of 6: (6 - 4) / 8 = 0.25 (twice)
+    assert bp.top_stability(ds, "a") == pytest.approx((1 + 0.25 + 0.25) / 3)
+    assert np.isnan(bp.top_stability({"shape": [10, 6], "folds": [{"accuracy": {}}]}, "a"))  # an older report
 
 
 def test_bad_arguments_are_refused():
