@@ -592,9 +592,8 @@ class SparseMLP(SparseNetwork):
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             step_evo, z_step = 0.0, 0.0  # evolution within the epoch (update_every)
-            # the epoch's learning rate: the schedules of zeta, applied to it
-            hp_epoch = hp if lr_schedule == "constant" else {
-                **hp, "learning_rate": zeta_at(hp["learning_rate"], epoch, epochs, lr_schedule)}
+            # the epoch's learning rate: the schedules of zeta ("constant" gives it back), applied to it
+            hp_epoch = {**hp, "learning_rate": zeta_at(hp["learning_rate"], epoch, epochs, lr_schedule)}
             if order is None:
                 order = self.rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
             for cb in cbs:
