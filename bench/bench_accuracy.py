@@ -316,7 +316,9 @@ class CachedScore:
         from sklearn.feature_selection import f_classif, mutual_info_classif
 
         if self.name == "f_classif":
-            with np.errstate(divide="ignore", invalid="ignore"):  # constant features: NaN, as SelectKBest expects
+            # constant features: NaN (ranked last, as SelectKBest expects), without scikit-learn's warning
+            with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Features .* are constant", category=UserWarning)
                 return f_classif(X, y)
         return mutual_info_classif(X, y, random_state=MI_RANDOM_STATE, n_jobs=self.n_jobs)
 

@@ -28,7 +28,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -65,9 +64,7 @@ def rankings(clf, X, y):
     cov = Xc.T @ s / X.shape[0]                                   # n_features x n_classes
     inv = np.linalg.pinv(s.T @ s / X.shape[0], rcond=1e-8)        # the log-probabilities sum to 0: singular
     r2 = np.einsum("jc,cd,jd->j", cov, inv, cov) / np.maximum(Xc.var(axis=0), 1e-12)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")                           # constant genes: F is NaN, ranked last
-        f = CachedScore.scores(CachedScore("f_classif")(X, y))
+    f = CachedScore.scores(CachedScore("f_classif")(X, y))
     lr = LogisticRegression(C=0.01, max_iter=2000).fit(X, y)
     return {"feature_importances_": clf.feature_importances_, "pattern": np.abs(cov).sum(axis=1),
             "pattern_r2": r2, "f_classif": f, "l2_logreg": np.abs(lr.coef_).sum(axis=0)}

@@ -29,7 +29,6 @@ import itertools
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -89,9 +88,7 @@ def run_fold(X, y, train, test, seed, fold, fixed, combos):
     acc, top = {}, {}
     k = min(EMBEDDED_K, X.shape[1] - 1)
     ties = np.random.default_rng(derived_seed(seed, fold, 2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant genes: F is NaN, ranked last
-        top["f_classif"] = top_features(CachedScore.scores(CachedScore("f_classif")(Xtr, ytr)), k, ties)
+    top["f_classif"] = top_features(CachedScore.scores(CachedScore("f_classif")(Xtr, ytr)), k, ties)
     for params in combos:
         clf = SETClassifier(n_jobs=1, random_state=derived_seed(seed, fold, 0), **{**fixed, **params}).fit(Xtr, ytr)
         key = label(params)
