@@ -318,7 +318,8 @@ class CachedScore:
         if self.name == "f_classif":
             # constant features: NaN (ranked last, as SelectKBest expects), without scikit-learn's warning
             with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Features .* are constant", category=UserWarning)
+                # (?s): the message lists the features over several lines when there are many
+                warnings.filterwarnings("ignore", message="(?s)Features .* are constant", category=UserWarning)
                 return f_classif(X, y)
         return mutual_info_classif(X, y, random_state=MI_RANDOM_STATE, n_jobs=self.n_jobs)
 
