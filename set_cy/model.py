@@ -719,7 +719,7 @@ class SparseNetwork:
     # ------------------------------------------------------------------------------------------
     # one batch
     def train_batch(self, X, y, rows, *, learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False,
-                    clip_norm=None, class_weight=None, label_smoothing=0.0):
+                    clip_norm=None, class_weight=None, label_smoothing=0.0, input_noise=0.0):
         """Forward, backward and sparse update on the samples ``rows`` of ``X`` (validated arrays).
 
         Without ``clip_norm`` each layer's gradient and momentum update are fused in one pass over its
@@ -727,12 +727,20 @@ class SparseNetwork:
         kept between batches), scaled so that their global L2 norm (weights and biases) is at most
         ``clip_norm``, then applied; a batch whose gradient is not finite is skipped.
         ``class_weight`` (float array, one weight per class) weights each sample's loss;
-        ``label_smoothing`` smooths the cross-entropy's targets (see :meth:`_backward`).
+        ``label_smoothing`` smooths the cross-entropy's targets (see :meth:`_backward`);
+        ``input_noise`` > 0 adds Gaussian noise of that standard deviation to every input of the batch
+        (drawn from :attr:`rng` before dropout's masks; the switched-off inputs stay zero).
 
         Returns ``(loss, n_correct)`` of the batch, measured with dropout on (``n_correct`` is 0 for
         regression).
         """
         xb = self._load_batch(X, rows)
+        if input_noise:
+            noise = self.rng.standard_normal(xb.shape, dtype=xb.dtype)
+            noise *= xb.dtype.type(input_noise)
+            xb += noise
+            if self._inactive is not None:
+                xb[self._inactive] = 0
         out, states = self._forward(xb, training=True)
         yb = y[rows]
         weights = None if class_weight is None else class_weight[yb]

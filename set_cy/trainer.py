@@ -220,10 +220,10 @@ class SparseMLP(SparseNetwork):
             nesterov=False, lr_schedule="constant", zeta=0.3, zeta_schedule="constant", criterion="signed",
             new_weights="zeros", evolve_output=True, validation_data=None, shuffle=True, callbacks=None, verbose=1,
             initial_epoch=0, resume=False, n_jobs=None, backend="openmp", client=None, local_steps=None,
-            clip_norm=None, class_weight=None, label_smoothing=0.0, prune_inputs=0.0, prune_every=5, min_inputs=200,
-            prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
-            grow="random", grow_candidates=10, update_every=None, update_end=1.0, final_fraction=1.0, prune_neurons=0.0,
-            min_neurons=1, keep_connections=True):
+            clip_norm=None, class_weight=None, label_smoothing=0.0, input_noise=0.0, prune_inputs=0.0, prune_every=5,
+            min_inputs=200, prune_start=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+            tol=1e-4, grow="random", grow_candidates=10, update_every=None, update_end=1.0, final_fraction=1.0,
+            prune_neurons=0.0, min_neurons=1, keep_connections=True):
         """Train with mini-batch SGD and evolve the topology after every epoch but the last.
 
         Parameters
@@ -312,6 +312,11 @@ class SparseMLP(SparseNetwork):
             ``c`` aims at ``1 - label_smoothing + label_smoothing / k`` for ``c`` and
             ``label_smoothing / k`` for each other of the ``k`` classes, so the outputs stop short of
             certainty on the training data. Classification networks (``loss="cross_entropy"``) only.
+        input_noise : float >= 0, default 0
+            Standard deviation of Gaussian noise added to every input of every training batch (fresh
+            draws each batch, from the network's generator; inputs switched off by input pruning stay
+            zero), a regulariser for few samples; in the units of ``X``, so meant for standardised
+            features. Prediction and the validation data see the inputs as they are.
         prune_inputs : float in [0, 1), default 0
             Feature selection inside the network: every ``prune_every`` epochs (before that epoch's
             evolution step, never after the last epoch) the fraction ``prune_inputs`` of the inputs
@@ -346,8 +351,8 @@ class SparseMLP(SparseNetwork):
         n_iter_no_change : int, default 10
         tol : float, default 1e-4
 
-        The options ``clip_norm``, ``class_weight``, ``label_smoothing`` and input pruning (and a network
-        whose inputs were pruned, one with ``storage="compact"`` or with a linear path) need
+        The options ``clip_norm``, ``class_weight``, ``label_smoothing``, ``input_noise`` and input pruning
+        (and a network whose inputs were pruned, one with ``storage="compact"`` or with a linear path) need
         ``backend="openmp"``.
 
         Returns
@@ -385,6 +390,7 @@ class SparseMLP(SparseNetwork):
         smoothing = check_scalar(label_smoothing, "label_smoothing", min_val=0.0, max_val=1.0, include_max=False)
         if smoothing > 0 and self.loss != "cross_entropy":
             raise ValueError(f"label_smoothing needs loss='cross_entropy', this network has loss={self.loss!r}")
+        input_noise = check_scalar(input_noise, "input_noise", min_val=0.0)
         prune_inputs = check_scalar(prune_inputs, "prune_inputs", min_val=0.0, max_val=1.0, include_max=False)
         prune_every = check_int(prune_every, "prune_every", min_val=1)
         min_inputs = check_int(min_inputs, "min_inputs", min_val=1)
@@ -393,6 +399,7 @@ class SparseMLP(SparseNetwork):
         if backend != "openmp":
             used = [name for name, on in (("clip_norm", clip_norm is not None), ("class_weight", cw is not None),
                                           ("label_smoothing", smoothing > 0),
+                                          ("input_noise", input_noise > 0),
                                           ("prune_inputs", prune_inputs > 0),
                                           ("final_fraction < 1", final_fraction < 1),
                                           ("prune_neurons", prune_neurons > 0),
@@ -445,7 +452,8 @@ class SparseMLP(SparseNetwork):
         try:
             return self._fit_loop(engine, X, y, n, epochs, batch_size, start_epoch, start_batch, order, resume,
                                   cbs, shuffle, None if validation_data is None else (X_val, y_val),
-                                  self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw, smoothing),
+                                  self._hyper(lr, momentum, weight_decay, nesterov, clip_norm, cw, smoothing,
+                                              input_noise),
                                   zeta, zeta_schedule, criterion, new_weights, evolve_output,
                                   (prune_inputs, prune_every, min_inputs, prune_start), stopping, grow=grow,
                                   steps=None if update_every is None else (update_every, update_end),
@@ -456,7 +464,7 @@ class SparseMLP(SparseNetwork):
             engine.close()
 
     @staticmethod
-    def _hyper(lr, momentum, weight_decay, nesterov, clip_norm, class_weight, label_smoothing=0.0):
+    def _hyper(lr, momentum, weight_decay, nesterov, clip_norm, class_weight, label_smoothing=0.0, input_noise=0.0):
         """The step's hyper-parameters, as the engines pass them to the model (the new options only when set)."""
         hp = {"learning_rate": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": bool(nesterov)}
         if clip_norm is not None:
@@ -465,6 +473,8 @@ class SparseMLP(SparseNetwork):
             hp["class_weight"] = class_weight
         if label_smoothing > 0:
             hp["label_smoothing"] = label_smoothing
+        if input_noise > 0:
+            hp["input_noise"] = input_noise
         return hp
 
     def _class_weights(self, class_weight, y):

@@ -1,5 +1,6 @@
 """Training options for few-sample, high-dimensional data: input pruning (feature selection inside
 evolution), gradient clipping, class weights; and their estimator face (ensembles)."""
+import copy
 import os
 from pathlib import Path
 
@@ -238,6 +239,71 @@ def test_label_smoothing_through_fit_and_the_estimator(monkeypatch):
         reg.fit(X, rng.standard_normal(64), epochs=1, verbose=0, label_smoothing=0.1)
     with pytest.raises(ValueError, match="openmp"):
         SparseMLP([10, 6, 3], epsilon=2, seed=0).fit(X, y, epochs=1, verbose=0, label_smoothing=0.1,
+                                                      backend="threads", n_jobs=2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_input_noise_trains_on_the_noisy_batch(dtype):
+    # one step with input_noise equals one step without it on the batch plus the same draws of the network's
+    # generator (taken before dropout's masks, which then match too); without the noise the step differs
+    def net():
+        return SparseNetwork([10, 12, 3], epsilon=4, seed=3, dtype=dtype, dropout=0.3, linear_path=True)
+
+    a, b, c = net(), net(), net()
+    rng = np.random.default_rng(1)
+    X, y = a._check_X(rng.standard_normal((8, 10))), rng.integers(0, 3, 8)
+    rows = np.array([5, 1, 6, 2], dtype=np.int64)
+    r = copy.deepcopy(b.rng)
+    noise = r.standard_normal((10, 4), dtype=a.dtype)
+    noise *= a.dtype.type(0.5)
+    b.rng = r
+    Xn = b._check_X(X[rows] + noise.T)
+    hp = dict(learning_rate=0.1, momentum=0.9, weight_decay=1e-3)
+    a.train_batch(X, y, rows, input_noise=0.5, **hp)
+    b.train_batch(Xn, y[rows], np.arange(4, dtype=np.int64), **hp)
+    c.train_batch(X, y, rows, **hp)
+    for la, lb, lc in zip(a.trained_layers, b.trained_layers, c.trained_layers):
+        np.testing.assert_array_equal(la.data, lb.data)
+        np.testing.assert_array_equal(la.bias, lb.bias)
+    assert not np.array_equal(a.trained_layers[0].data, c.trained_layers[0].data)
+
+
+def test_input_noise_leaves_pruned_inputs_at_zero(monkeypatch):
+    m = SparseNetwork([20, 12, 3], epsilon=4, seed=0, dtype="float64", linear_path=True)
+    rng = np.random.default_rng(2)
+    X, y = m._check_X(rng.standard_normal((16, 20))), rng.integers(0, 3, 16)
+    m.prune_inputs(0.5)
+    off = np.flatnonzero(~m.input_mask_)
+    seen, forward = [], SparseNetwork._forward
+    monkeypatch.setattr(SparseNetwork, "_forward", lambda self, xb, training: (seen.append(xb.copy()),
+                                                                               forward(self, xb, training))[1])
+    rows = np.arange(16, dtype=np.int64)
+    m.train_batch(X, y, rows, learning_rate=0.01, input_noise=1.0)
+    assert off.size == 10 and np.all(seen[0][off] == 0)
+    on = np.flatnonzero(m.input_mask_)
+    assert np.all(seen[0][on] != X[:, on].T)  # the inputs in use moved
+
+
+def test_input_noise_through_fit_and_the_estimators(monkeypatch):
+    from set_cy import SETClassifier, SETRegressor
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 10)), rng.integers(0, 3, 64)
+    seen, step = [], SparseNetwork.train_batch
+    monkeypatch.setattr(SparseNetwork, "train_batch",
+                        lambda self, *a, **k: (seen.append(k.get("input_noise", 0.0)), step(self, *a, **k))[1])
+    kw = dict(hidden_layer_sizes=(12,), epsilon=3, epochs=2, n_estimators=1, random_state=0, input_noise=0.3)
+    SETClassifier(**kw).fit(X, y).partial_fit(X, y)
+    SETRegressor(**kw).fit(X, rng.standard_normal(64))
+    assert len(seen) == 5 * 4 and set(seen) == {0.3}  # 5 epochs of 4 batches (batch_size "auto": 16)
+    seen.clear()
+    SETClassifier(**{**kw, "input_noise": 0.0}).fit(X, y)
+    assert set(seen) == {0.0}  # the default passes nothing
+    for est in (SETClassifier, SETRegressor):
+        with pytest.raises(ValueError, match="input_noise"):
+            est(input_noise=-0.1).fit(X, y)
+    with pytest.raises(ValueError, match="openmp"):
+        SparseMLP([10, 6, 3], epsilon=2, seed=0).fit(X, y, epochs=1, verbose=0, input_noise=0.1,
                                                       backend="threads", n_jobs=2)
 
 
