@@ -571,8 +571,10 @@ class SparseNetwork:
     def _view(flat, rows, batch):
         return flat[: rows * batch].reshape(rows, batch)
 
-    def _load_batch(self, X, rows):
-        """Feature-major copy of the samples ``rows`` of the batch-major ``X`` into the input buffer.
+    def _load_batch(self, X, rows, noise=0.0):
+        """Feature-major copy of the samples ``rows`` of the batch-major ``X`` into the input buffer,
+        plus Gaussian noise of standard deviation ``noise`` when it is > 0 (drawn from :attr:`rng`);
+        switched-off inputs read as zeros either way.
 
         The one place where samples reach a kernel: ``X`` must be what :meth:`_check_X` returns and
         ``rows`` int64 sample indices in range (checked here, O(batch); ``train_batch``,
@@ -589,6 +591,10 @@ class SparseNetwork:
         self._ensure_buffers(B)
         xb = self._view(self._buffers["x"], self.layer_sizes[0], B)
         _kernels.gather_transpose(X, rows, xb, self.n_threads)
+        if noise:
+            draws = self.rng.standard_normal(xb.shape, dtype=xb.dtype)
+            draws *= xb.dtype.type(noise)
+            xb += draws
         if self._inactive is not None:
             xb[self._inactive] = 0
         return xb
@@ -734,13 +740,7 @@ class SparseNetwork:
         Returns ``(loss, n_correct)`` of the batch, measured with dropout on (``n_correct`` is 0 for
         regression).
         """
-        xb = self._load_batch(X, rows)
-        if input_noise:
-            noise = self.rng.standard_normal(xb.shape, dtype=xb.dtype)
-            noise *= xb.dtype.type(input_noise)
-            xb += noise
-            if self._inactive is not None:
-                xb[self._inactive] = 0
+        xb = self._load_batch(X, rows, input_noise)
         out, states = self._forward(xb, training=True)
         yb = y[rows]
         weights = None if class_weight is None else class_weight[yb]

@@ -218,14 +218,20 @@ def test_label_smoothing_fits_the_smoothed_targets(smoothing):
     np.testing.assert_allclose(m.layers[-1].bias - before, -0.5 * (p - q).mean(axis=0), rtol=1e-10, atol=1e-14)
 
 
+def _record_train_batch(monkeypatch, option):
+    """The value of ``option`` (0.0 when not passed) in every ``train_batch`` call from now on."""
+    seen, step = [], SparseNetwork.train_batch
+    monkeypatch.setattr(SparseNetwork, "train_batch",
+                        lambda self, *a, **k: (seen.append(k.get(option, 0.0)), step(self, *a, **k))[1])
+    return seen
+
+
 def test_label_smoothing_through_fit_and_the_estimator(monkeypatch):
     from set_cy import SETClassifier, SETRegressor
 
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 10)), rng.integers(0, 3, 64)
-    seen, step = [], SparseNetwork.train_batch
-    monkeypatch.setattr(SparseNetwork, "train_batch",
-                        lambda self, *a, **k: (seen.append(k.get("label_smoothing", 0.0)), step(self, *a, **k))[1])
+    seen = _record_train_batch(monkeypatch, "label_smoothing")
     clf = SETClassifier(hidden_layer_sizes=(12,), epsilon=3, epochs=2, n_estimators=1, random_state=0,
                         label_smoothing=0.1).fit(X, y)
     clf.partial_fit(X, y)
@@ -289,9 +295,7 @@ def test_input_noise_through_fit_and_the_estimators(monkeypatch):
 
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 10)), rng.integers(0, 3, 64)
-    seen, step = [], SparseNetwork.train_batch
-    monkeypatch.setattr(SparseNetwork, "train_batch",
-                        lambda self, *a, **k: (seen.append(k.get("input_noise", 0.0)), step(self, *a, **k))[1])
+    seen = _record_train_batch(monkeypatch, "input_noise")
     kw = dict(hidden_layer_sizes=(12,), epsilon=3, epochs=2, n_estimators=1, random_state=0, input_noise=0.3)
     SETClassifier(**kw).fit(X, y).partial_fit(X, y)
     SETRegressor(**kw).fit(X, rng.standard_normal(64))
