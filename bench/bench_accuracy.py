@@ -87,7 +87,13 @@ Examples
 --------
     SET_CY_DATA=../shared/data python bench/bench_accuracy.py --quick
     SET_CY_DATA=../shared/data python bench/bench_accuracy.py --datasets allaml,colon --out bench/results/acc_a.json
+    python bench/bench_accuracy.py --datasets my_genes.npz --seeds 2 --out bench/results/acc_mine.json
     python bench/bench_accuracy.py --table bench/results/acc_*.json
+
+``--datasets`` takes the names above or paths to a user's own data files (``.mat`` with scikit-feature's
+``X`` and ``Y``, ``.npz`` with ``X`` and ``y``, ``.csv`` with the label first), read by
+``set_cy.datasets.load_dataset``; so do the other benches built on this one (``bench_paths.py``,
+``bench_importance.py``, ``bench_recipe.py``, ``bench_stability.py``).
 """
 import argparse
 import hashlib
@@ -137,7 +143,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke test: colon and lung_small, 1 seed, 3 folds, 2 inner folds, 20 epochs, "
                         "a one-point SET grid (the library defaults)")
-    p.add_argument("--datasets", default=None, help="comma list (default all: " + ",".join(DATASETS) + ")")
+    p.add_argument("--datasets", default=None, help="comma list of names or paths to .mat/.npz/.csv files "
+                                                     "(default all: " + ",".join(DATASETS) + ")")
     p.add_argument("--seeds", type=int, default=None, help="repetitions of the outer CV, seeds 0..n-1 (default 5)")
     p.add_argument("--folds", type=int, default=None, help="outer stratified folds (default 5)")
     p.add_argument("--inner-folds", type=int, default=None, help="inner stratified folds for tuning (default 3)")
@@ -181,9 +188,9 @@ def parse_args(argv=None):
     if a.table:
         return a
     a.datasets = (a.datasets or ("colon,lung_small" if a.quick else ",".join(DATASETS))).split(",")
-    bad = [d for d in a.datasets if d not in DATASETS]
+    bad = unknown_datasets(a.datasets)
     if bad:
-        p.error(f"unknown data sets {bad}")
+        p.error(UNKNOWN_DATASETS.format(bad))
     a.seeds = a.seeds or (1 if a.quick else 5)
     a.folds = a.folds or (3 if a.quick else 5)
     a.inner_folds = a.inner_folds or (2 if a.quick else 3)
@@ -332,8 +339,23 @@ class CachedScore:
 # ------------------------------------------------------------------------------------------------
 # data and models
 # ------------------------------------------------------------------------------------------------
+UNKNOWN_DATASETS = "unknown data sets {} (known: " + ", ".join(DATASETS) + "; or paths to .mat, .npz or .csv files)"
+DATA_FILE_SUFFIXES = (".mat", ".npz", ".csv", ".tsv", ".txt")  # what set_cy.datasets.load_dataset reads
+
+
+def unknown_datasets(names):
+    """The entries of ``names`` that are neither one of :data:`DATASETS` nor an existing data file.
+
+    A data file is a path to a ``.mat`` (scikit-feature's ``X``, ``Y``), ``.npz`` (``X``, ``y``) or
+    ``.csv`` file (label first), read by :func:`set_cy.datasets.load_dataset`: the benches run on a
+    user's own data as they do on the shared sets.
+    """
+    return [n for n in names if n not in DATASETS
+            and not (os.path.isfile(n) and os.path.splitext(n)[1].lower() in DATA_FILE_SUFFIXES)]
+
+
 def load_full(name):
-    """All samples of a data set (the loader's split joined back), float32, unstandardized."""
+    """All samples of a data set or data file (the loader's split joined back), float32, unstandardized."""
     from set_cy.datasets import load_dataset
 
     ds = load_dataset(name, standardize=False)

@@ -34,8 +34,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
 from bench_accuracy import (  # noqa: E402
-    DATASETS,
     EMBEDDED_K,
+    UNKNOWN_DATASETS,
     CachedScore,
     classifiers,
     derived_seed,
@@ -43,6 +43,7 @@ from bench_accuracy import (  # noqa: E402
     load_full,
     test_accuracy,
     top_features,
+    unknown_datasets,
 )
 
 RANKINGS = ("feature_importances_", "pattern", "pattern_r2", "f_classif", "l2_logreg")
@@ -118,15 +119,16 @@ def table(results):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", default="allaml,glioma,colon,leukemia,lymphoma,lung_small")
+    p.add_argument("--datasets", default="allaml,glioma,colon,leukemia,lymphoma,lung_small",
+                   help="comma list of names or paths to .mat/.npz/.csv files")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON report")
     args = p.parse_args(argv)
     names = args.datasets.split(",")
-    bad = [d for d in names if d not in DATASETS]
+    bad = unknown_datasets(names)
     if bad:
-        p.error(f"unknown data sets {bad}")
+        p.error(UNKNOWN_DATASETS.format(bad))
     started, machine, load0 = time.time(), machine_info(), load_average()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB; commit {git_commit()}",
           flush=True)

@@ -35,8 +35,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
 from bench_accuracy import (  # noqa: E402
-    DATASETS,
     EMBEDDED_K,
+    UNKNOWN_DATASETS,
     CachedScore,
     cell,
     corrected_ttest,
@@ -49,6 +49,7 @@ from bench_accuracy import (  # noqa: E402
     parse_params,
     test_cell,
     top_features,
+    unknown_datasets,
     unknown_set_params,
 )
 
@@ -162,7 +163,8 @@ def table(results):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", default="allaml,glioma,colon,leukemia,lymphoma,lung_small,arcene")
+    p.add_argument("--datasets", default="allaml,glioma,colon,leukemia,lymphoma,lung_small,arcene",
+                   help="comma list of names or paths to .mat/.npz/.csv files")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--jobs", type=int, default=1, help="(seed, fold) splits run at a time (joblib processes)")
@@ -175,9 +177,9 @@ def parse_args(argv=None):
     if args.table:
         return args
     args.names = args.datasets.split(",")
-    bad = [d for d in args.names if d not in DATASETS]
+    bad = unknown_datasets(args.names)
     if bad:
-        p.error(f"unknown data sets {bad}")
+        p.error(UNKNOWN_DATASETS.format(bad))
     vary = parse_grid(args.vary)
     if len(vary) != 1 or not vary[0]:
         p.error("--vary takes one grid, 'name=v1,v2;...' (no '|')")

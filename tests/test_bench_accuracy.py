@@ -162,3 +162,25 @@ def test_parse_params_and_the_default_grid():
     grid = ba.parse_grid(ba.DEFAULT_SET_GRID)
     assert ba.grid_size(grid) == 3 and not ba.unknown_set_params(ba.grid_names(grid))
     assert {"linear_path": [False], "prune_inputs": [0.3], "min_inputs": [10]} in grid
+
+
+def test_data_files_are_accepted_beside_the_names(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30, 8)).astype(np.float32), np.repeat([0, 1, 2], 10)
+    path = str(tmp_path / "mine.npz")
+    np.savez(path, X=X, y=y)
+    (tmp_path / "notes.json").write_text("{}")
+    missing, wrong = str(tmp_path / "absent.npz"), str(tmp_path / "notes.json")
+    assert ba.unknown_datasets(["colon", path, "madelon"]) == []
+    assert ba.unknown_datasets(["colon", "colon2", missing, wrong]) == ["colon2", missing, wrong]
+    # every sample comes back, once, with its own label
+    Xf, yf = ba.load_full(path)
+    assert Xf.shape == X.shape and np.bincount(yf).tolist() == [10, 10, 10]
+    order, ref = np.lexsort(Xf.T[::-1]), np.lexsort(X.T[::-1])
+    np.testing.assert_array_equal(Xf[order], X[ref])
+    np.testing.assert_array_equal(yf[order], y[ref])
+    assert ba.parse_args(["--datasets", f"colon,{path}"]).datasets == ["colon", path]
+    with pytest.raises(SystemExit):
+        ba.parse_args(["--datasets", f"colon,{missing}"])
+    err = capsys.readouterr().err
+    assert missing in err and "paths to .mat, .npz or .csv files" in err
