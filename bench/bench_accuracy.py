@@ -91,7 +91,7 @@ Examples
     python bench/bench_accuracy.py --table bench/results/acc_*.json
 
 ``--datasets`` takes the names above or paths to a user's own data files (``.mat`` with scikit-feature's
-``X`` and ``Y``, ``.npz`` with ``X`` and ``y``, ``.csv`` with the label first), read by
+``X`` and ``Y``, ``.npz`` with ``X`` and ``y``, ``.csv`` with the label last), read by
 ``set_cy.datasets.load_dataset``; so do the other benches built on this one (``bench_paths.py``,
 ``bench_importance.py``, ``bench_recipe.py``, ``bench_stability.py``).
 """
@@ -347,7 +347,7 @@ def unknown_datasets(names):
     """The entries of ``names`` that are neither one of :data:`DATASETS` nor an existing data file.
 
     A data file is a path to a ``.mat`` (scikit-feature's ``X``, ``Y``), ``.npz`` (``X``, ``y``) or
-    ``.csv`` file (label first), read by :func:`set_cy.datasets.load_dataset`: the benches run on a
+    ``.csv`` file (label in the last column), read by :func:`set_cy.datasets.load_dataset`: the benches run on a
     user's own data as they do on the shared sets.
     """
     return [n for n in names if n not in DATASETS

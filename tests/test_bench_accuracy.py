@@ -180,6 +180,12 @@ def test_data_files_are_accepted_beside_the_names(tmp_path, capsys):
     np.testing.assert_array_equal(Xf[order], X[ref])
     np.testing.assert_array_equal(yf[order], y[ref])
     assert ba.parse_args(["--datasets", f"colon,{path}"]).datasets == ["colon", path]
+    # a CSV file: features, then the label in the last column (as the docs say)
+    csv = str(tmp_path / "mine.csv")
+    np.savetxt(csv, np.column_stack([X, y]), delimiter=",", fmt="%.6f")
+    assert ba.unknown_datasets([csv]) == []
+    Xc, yc = ba.load_full(csv)
+    assert Xc.shape == X.shape and np.bincount(yc.astype(np.int64)).tolist() == [10, 10, 10]
     with pytest.raises(SystemExit):
         ba.parse_args(["--datasets", f"colon,{missing}"])
     err = capsys.readouterr().err
