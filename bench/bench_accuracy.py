@@ -143,8 +143,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke test: colon and lung_small, 1 seed, 3 folds, 2 inner folds, 20 epochs, "
                         "a one-point SET grid (the library defaults)")
-    p.add_argument("--datasets", default=None, help="comma list of names or paths to .mat/.npz/.csv files "
-                                                     "(default all: " + ",".join(DATASETS) + ")")
+    p.add_argument("--datasets", default=None, help=DATASETS_HELP + " (default all: " + ",".join(DATASETS) + ")")
     p.add_argument("--seeds", type=int, default=None, help="repetitions of the outer CV, seeds 0..n-1 (default 5)")
     p.add_argument("--folds", type=int, default=None, help="outer stratified folds (default 5)")
     p.add_argument("--inner-folds", type=int, default=None, help="inner stratified folds for tuning (default 3)")
@@ -188,9 +187,7 @@ def parse_args(argv=None):
     if a.table:
         return a
     a.datasets = (a.datasets or ("colon,lung_small" if a.quick else ",".join(DATASETS))).split(",")
-    bad = unknown_datasets(a.datasets)
-    if bad:
-        p.error(UNKNOWN_DATASETS.format(bad))
+    check_datasets(p, a.datasets)
     a.seeds = a.seeds or (1 if a.quick else 5)
     a.folds = a.folds or (3 if a.quick else 5)
     a.inner_folds = a.inner_folds or (2 if a.quick else 3)
@@ -339,8 +336,7 @@ class CachedScore:
 # ------------------------------------------------------------------------------------------------
 # data and models
 # ------------------------------------------------------------------------------------------------
-UNKNOWN_DATASETS = "unknown data sets {} (known: " + ", ".join(DATASETS) + "; or paths to .mat, .npz or .csv files)"
-DATA_FILE_SUFFIXES = (".mat", ".npz", ".csv", ".tsv", ".txt")  # what set_cy.datasets.load_dataset reads
+DATASETS_HELP = "comma list of names or paths to .mat/.npz/.csv files"
 
 
 def unknown_datasets(names):
@@ -350,8 +346,17 @@ def unknown_datasets(names):
     ``.csv`` file (label in the last column), read by :func:`set_cy.datasets.load_dataset`: the benches run on a
     user's own data as they do on the shared sets.
     """
+    from set_cy.datasets import DATA_FILE_SUFFIXES
+
     return [n for n in names if n not in DATASETS
             and not (os.path.isfile(n) and os.path.splitext(n)[1].lower() in DATA_FILE_SUFFIXES)]
+
+
+def check_datasets(parser, names):
+    """``parser.error`` naming the entries of ``names`` that :func:`unknown_datasets` finds, if any."""
+    bad = unknown_datasets(names)
+    if bad:
+        parser.error(f"unknown data sets {bad} (known: {', '.join(DATASETS)}; or paths to .mat, .npz or .csv files)")
 
 
 def load_full(name):

@@ -34,16 +34,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
 from bench_accuracy import (  # noqa: E402
+    DATASETS_HELP,
     EMBEDDED_K,
-    UNKNOWN_DATASETS,
     CachedScore,
+    check_datasets,
     classifiers,
     derived_seed,
     kuncheva,
     load_full,
     test_accuracy,
     top_features,
-    unknown_datasets,
 )
 
 RANKINGS = ("feature_importances_", "pattern", "pattern_r2", "f_classif", "l2_logreg")
@@ -120,15 +120,13 @@ def table(results):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="allaml,glioma,colon,leukemia,lymphoma,lung_small",
-                   help="comma list of names or paths to .mat/.npz/.csv files")
+                   help=DATASETS_HELP)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON report")
     args = p.parse_args(argv)
     names = args.datasets.split(",")
-    bad = unknown_datasets(names)
-    if bad:
-        p.error(UNKNOWN_DATASETS.format(bad))
+    check_datasets(p, names)
     started, machine, load0 = time.time(), machine_info(), load_average()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB; commit {git_commit()}",
           flush=True)

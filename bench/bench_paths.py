@@ -35,10 +35,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
 from bench_accuracy import (  # noqa: E402
+    DATASETS_HELP,
     EMBEDDED_K,
-    UNKNOWN_DATASETS,
     CachedScore,
     cell,
+    check_datasets,
     corrected_ttest,
     derived_seed,
     kuncheva,
@@ -49,7 +50,6 @@ from bench_accuracy import (  # noqa: E402
     parse_params,
     test_cell,
     top_features,
-    unknown_datasets,
     unknown_set_params,
 )
 
@@ -164,7 +164,7 @@ def table(results):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default="allaml,glioma,colon,leukemia,lymphoma,lung_small,arcene",
-                   help="comma list of names or paths to .mat/.npz/.csv files")
+                   help=DATASETS_HELP)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--jobs", type=int, default=1, help="(seed, fold) splits run at a time (joblib processes)")
@@ -177,9 +177,7 @@ def parse_args(argv=None):
     if args.table:
         return args
     args.names = args.datasets.split(",")
-    bad = unknown_datasets(args.names)
-    if bad:
-        p.error(UNKNOWN_DATASETS.format(bad))
+    check_datasets(p, args.names)
     vary = parse_grid(args.vary)
     if len(vary) != 1 or not vary[0]:
         p.error("--vary takes one grid, 'name=v1,v2;...' (no '|')")

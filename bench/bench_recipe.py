@@ -31,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
 from bench_accuracy import (  # noqa: E402
     DATASETS,
-    UNKNOWN_DATASETS,
+    DATASETS_HELP,
+    check_datasets,
     load_full,
     parse_params,
     set_pipeline,
-    unknown_datasets,
     unknown_set_params,
 )
 
@@ -77,7 +77,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--datasets", default=",".join(DATASETS),
-                   help="comma list of names or paths to .mat/.npz/.csv files")
+                   help=DATASETS_HELP)
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help="comma list of " + ", ".join(VARIANTS) + ", or SETClassifier parameters 'name=v+name=v'")
     p.add_argument("--base", default="", help="SETClassifier parameters of every variant, 'name=v;name=v'")
@@ -86,9 +86,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "results", "recipe.json"))
     a = p.parse_args(argv)
     a.datasets, a.variants = a.datasets.split(","), a.variants.split(",")
-    bad = unknown_datasets(a.datasets)
-    if bad:
-        p.error(UNKNOWN_DATASETS.format(bad))
+    check_datasets(p, a.datasets)
     try:
         a.base = parse_params(a.base)
         a.params = {v: {**a.base, **variant_params(v)} for v in a.variants}

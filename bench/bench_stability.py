@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_commit, load_average, machine_info, save_report  # noqa: E402
-from bench_accuracy import DATASETS, LR_SWEEP, UNKNOWN_DATASETS, load_full, lr_sweep, unknown_datasets  # noqa: E402
+from bench_accuracy import DATASETS, DATASETS_HELP, LR_SWEEP, check_datasets, load_full, lr_sweep  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {"recipe": {}, "no clipping": {"clip_norm": None}, "regrow at init": {"new_weights": "init"},
@@ -39,15 +39,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--datasets", default=",".join(DATASETS),
-                   help="comma list of names or paths to .mat/.npz/.csv files")
+                   help=DATASETS_HELP)
     p.add_argument("--hidden", default="200,200", help="hidden_layer_sizes of SETClassifier")
     p.add_argument("--epochs", type=int, default=None, help="SETClassifier epochs (default: its default)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "stability.json"))
     a = p.parse_args(argv)
     a.datasets = a.datasets.split(",")
-    bad = unknown_datasets(a.datasets)
-    if bad:
-        p.error(UNKNOWN_DATASETS.format(bad))
+    check_datasets(p, a.datasets)
     a.hidden = tuple(int(h) for h in a.hidden.split(","))
     return a
 

@@ -71,7 +71,6 @@ def test_run_and_table(tmp_path, monkeypatch):
     assert stab[0].split(" | ")[1] == f"{bp.top_stability(ds, 'f_classif'):.3f}"
 
 
-
 def test_run_on_a_data_file(tmp_path):
     X, y = _three_classes()
     path = str(tmp_path / "mine.npz")
@@ -84,6 +83,7 @@ def test_run_on_a_data_file(tmp_path):
         ds = json.load(fh)["results"][0]
     assert ds["dataset"] == path and len(ds["folds"]) == 2
     assert bp.table([ds]).splitlines()[0] == f"| setting | {path} (60 x 30, 3) | mean of the 1 |"
+
 
 def test_top_stability_is_the_kuncheva_index_over_all_folds():
     ds = {"shape": [10, 6], "folds": [{"top": {"a": [0, 1]}}, {"top": {"a": [0, 1]}}, {"top": {"a": [0, 2]}}]}

@@ -41,7 +41,7 @@ import numpy as np
 
 from .arrays import _check_dtype, _standardize_inplace
 from .container import Dataset
-from .formats import _load_csv, _load_mat, _load_npz, read_idx
+from .formats import DATA_FILE_SUFFIXES, _load_csv, _load_mat, _load_npz, read_idx
 from .locate import (
     _NAME_LOOKUP,
     _SCIKIT_FEATURE,
@@ -66,6 +66,7 @@ __all__ = [
     "read_idx",
     "DATASET_NAMES",
     "DEFAULT_TEST_SIZE",
+    "DATA_FILE_SUFFIXES",
 ]
 
 logger = logging.getLogger("set_cy")
@@ -156,7 +157,7 @@ def _looks_like_path(s: str) -> bool:
     return (
         os.sep in s
         or (os.altsep is not None and os.altsep in s)
-        or Path(s).suffix.lower() in (".mat", ".npz", ".csv", ".tsv", ".txt")
+        or Path(s).suffix.lower() in DATA_FILE_SUFFIXES
         or s.startswith((".", "~"))
     )
 

@@ -18,7 +18,11 @@ import numpy as np
 from .arrays import _as_2d
 from .locate import PathLike
 
-__all__ = ["read_idx"]
+__all__ = ["read_idx", "DATA_FILE_SUFFIXES"]
+
+#: The file types :func:`set_cy.datasets.load_dataset` reads from a path: scikit-feature ``.mat``
+#: (``X``, ``Y``), ``.npz`` (``X``, ``y``, or an official split) and text tables (label in the last column).
+DATA_FILE_SUFFIXES = (".mat", ".npz", ".csv", ".tsv", ".txt")
 
 
 _IDX_TYPES = {
